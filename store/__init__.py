@@ -1,0 +1,34 @@
+"""A content-addressed object store with pluggable backends.
+
+It knows nothing of machine learning: objects are bytes named by their SHA1.
+"""
+
+from .base import ObjectStore
+from .errors import (
+    BackendUnavailable,
+    HashMismatch,
+    InvalidHash,
+    InvalidRefName,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StoreError,
+)
+from .hashing import is_sha1, sha1_bytes, sha256_bytes
+from .local import LocalStore
+from .uri import open_store
+
+__all__ = [
+    "BackendUnavailable",
+    "HashMismatch",
+    "InvalidHash",
+    "InvalidRefName",
+    "LocalStore",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectTooLarge",
+    "StoreError",
+    "is_sha1",
+    "open_store",
+    "sha1_bytes",
+    "sha256_bytes",
+]

@@ -1,0 +1,48 @@
+"""Errors raised by the content-addressed store.
+
+They are plain types so that the edges (HTTP handlers, the CLI) can turn each
+into one clear message in one place; the store itself never formats output.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class for every failure of the store."""
+
+
+class ObjectNotFound(StoreError):
+    def __init__(self, sha1: str, where: str = "store") -> None:
+        super().__init__(f"object {sha1} not found in {where}")
+        self.sha1 = sha1
+
+
+class HashMismatch(StoreError):
+    """Bytes read under a hash do not hash to it: corruption or tampering."""
+
+    def __init__(self, expected: str, actual: str, where: str = "store") -> None:
+        super().__init__(f"hash mismatch in {where}: expected sha1 {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidHash(StoreError):
+    def __init__(self, value: str) -> None:
+        super().__init__(f"not a sha1 hex digest: {value!r}")
+        self.value = value
+
+
+class InvalidRefName(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"invalid ref name: {name!r}")
+        self.name = name
+
+
+class BackendUnavailable(StoreError):
+    """The backend could not be reached; nothing was written."""
+
+
+class ObjectTooLarge(StoreError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"object larger than the limit of {limit} bytes")
+        self.limit = limit

@@ -1,0 +1,41 @@
+"""SHA1 helpers: the store's only notion of identity."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO
+
+from .errors import InvalidHash
+
+SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+CHUNK_SIZE = 1 << 20
+
+
+def sha1_bytes(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha1_stream(stream: BinaryIO) -> str:
+    digest = hashlib.sha1()
+    for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_sha1(value: object) -> bool:
+    return isinstance(value, str) and bool(SHA1_RE.match(value))
+
+
+def check_sha1(value: str) -> str:
+    """Return ``value`` if it is a lowercase 40-hex sha1, else raise InvalidHash.
+
+    Validating before a hash is turned into a path keeps ``../`` and friends out.
+    """
+    if not is_sha1(value):
+        raise InvalidHash(value)
+    return value
