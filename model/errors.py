@@ -1,0 +1,49 @@
+"""Errors of the ML pipeline, raised where the fault is found.
+
+Each carries a one-line message that names what was wrong; the edges (HTTP,
+CLI) map the type to a status code or exit code in one place.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: anything that fails a job with a message for the user."""
+
+
+class InvalidRequest(PipelineError):
+    """A request (API body, CLI flags) is malformed or out of range."""
+
+
+class ModelNotFound(PipelineError):
+    def __init__(self, model_sha1: str) -> None:
+        super().__init__(f"unknown model {model_sha1}")
+        self.model_sha1 = model_sha1
+
+
+class DataError(PipelineError):
+    """The training or inference data is unusable."""
+
+
+class FetchError(DataError):
+    """A URL or path could not be fetched (unreachable, HTTP error, too large)."""
+
+
+class FetchRefused(FetchError):
+    """A URL or path is not allowed by the fetch policy (SSRF guard, import root)."""
+
+
+class CsvError(DataError):
+    """The CSV is malformed or cannot make a training set."""
+
+
+class ChecksumMismatch(DataError):
+    """Fetched bytes do not match the sha1 the request or CSV promised."""
+
+
+class ImageError(DataError):
+    """Bytes are not a decodable image, are truncated, or exceed the pixel limit."""
+
+
+class BaseModelError(PipelineError):
+    """A base network's weights are missing, unpinned or unreadable."""
