@@ -1,0 +1,144 @@
+"""EfficientNet-Lite0 in Keras, with weights converted from the PyTorch package.
+
+Lite variants drop squeeze-and-excitation, use ReLU6 and keep stem and head
+fixed, which makes them quick on CPU. The PyTorch port we load (lukemelas-style
+names, ``_blocks.N._expand_conv`` …) pads like TensorFlow's "same", so Keras'
+``padding="same"`` reproduces it exactly; its batch norms use epsilon 1e-3.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import BaseModelError
+
+if TYPE_CHECKING:
+    import keras
+
+#: (kernel, stride, expand ratio, input filters, output filters, repeats) per stage.
+LITE0_STAGES = [
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+]
+BN_EPSILON = 1e-3
+NATIVE_SIZE = 224
+FEATURE_DIM = 1280
+# Inputs are scaled as the original TensorFlow Lite models expect: (x - 127) / 128.
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+
+
+def _blocks() -> list[tuple[int, int, int, int, int]]:
+    """One (kernel, stride, expand, in, out) per block, 16 for Lite0."""
+    out = []
+    for kernel, stride, expand, fin, fout, repeats in LITE0_STAGES:
+        for i in range(repeats):
+            out.append((kernel, stride if i == 0 else 1, expand, fin if i == 0 else fout, fout))
+    return out
+
+
+def build_lite0(include_top: bool, image_size: int = NATIVE_SIZE) -> keras.Model:
+    """The network: ``include_top`` gives 1000 ImageNet logits, else pooled 1280-d features.
+
+    It takes uint8-range RGB (float32, 0..255) and normalises inside the graph, so
+    callers never need to know the base's input convention.
+    """
+    import keras
+    from keras import layers
+
+    def bn(name: str) -> layers.Layer:
+        return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+
+    relu6 = layers.ReLU(6.0)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalize")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = relu6(bn("stem_bn")(x))
+    for i, (kernel, stride, expand, fin, fout) in enumerate(_blocks()):
+        shortcut = x
+        p = f"block{i}_"
+        if expand != 1:
+            x = layers.Conv2D(fin * expand, 1, padding="same", use_bias=False, name=p + "expand_conv")(x)
+            x = relu6(bn(p + "expand_bn")(x))
+        x = layers.DepthwiseConv2D(
+            kernel, strides=stride, padding="same", use_bias=False, name=p + "dw_conv"
+        )(x)
+        x = relu6(bn(p + "dw_bn")(x))
+        x = layers.Conv2D(fout, 1, padding="same", use_bias=False, name=p + "project_conv")(x)
+        x = bn(p + "project_bn")(x)
+        if stride == 1 and fin == fout:
+            x = layers.Add(name=p + "add")([x, shortcut])
+    x = layers.Conv2D(FEATURE_DIM, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = relu6(bn("head_bn")(x))
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dense(1000, name="classifier")(x)
+    return keras.Model(inputs, x, name="efficientnet_lite0")
+
+
+def _bn(sd: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    return [
+        sd[prefix + ".weight"],
+        sd[prefix + ".bias"],
+        sd[prefix + ".running_mean"],
+        sd[prefix + ".running_var"],
+    ]
+
+
+def _conv(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (out,in,kh,kw) -> (kh,kw,in,out)
+
+
+def convert_lite0_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Map the PyTorch state dict to Keras layer weights, named ``<layer>/<index>``.
+
+    The mapping is pure numpy (transposes), so the converted bytes, and so the
+    base's sha1, are the same on every machine.
+    """
+    out: dict[str, np.ndarray] = {}
+
+    def put(layer: str, arrays: list[np.ndarray]) -> None:
+        for i, a in enumerate(arrays):
+            out[f"{layer}/{i}"] = np.ascontiguousarray(a, dtype=np.float32)
+
+    try:
+        put("stem_conv", [_conv(sd["_conv_stem.weight"])])
+        put("stem_bn", _bn(sd, "_bn0"))
+        for i, (_k, _s, expand, _fin, _fout) in enumerate(_blocks()):
+            t, p = f"_blocks.{i}.", f"block{i}_"
+            if expand != 1:
+                put(p + "expand_conv", [_conv(sd[t + "_expand_conv.weight"])])
+                put(p + "expand_bn", _bn(sd, t + "_bn0"))
+            dw = sd[t + "_depthwise_conv.weight"]  # (C,1,kh,kw) -> (kh,kw,C,1)
+            put(p + "dw_conv", [dw.transpose(2, 3, 0, 1)])
+            put(p + "dw_bn", _bn(sd, t + "_bn1"))
+            put(p + "project_conv", [_conv(sd[t + "_project_conv.weight"])])
+            put(p + "project_bn", _bn(sd, t + "_bn2"))
+        put("head_conv", [_conv(sd["_conv_head.weight"])])
+        put("head_bn", _bn(sd, "_bn1"))
+        put("classifier", [sd["_fc.weight"].T, sd["_fc.bias"]])
+    except KeyError as e:
+        raise BaseModelError(f"EfficientNet-Lite0 checkpoint lacks tensor {e.args[0]}") from None
+    return out
+
+
+def load_weights(model: keras.Model, weights: dict[str, np.ndarray]) -> None:
+    """Set every layer's weights from ``convert_lite0_state_dict`` output, checking shapes."""
+    for layer in model.layers:
+        current = layer.get_weights()
+        if not current:
+            continue
+        new = [weights.get(f"{layer.name}/{i}") for i in range(len(current))]
+        if any(w is None for w in new):
+            raise BaseModelError(f"base weights lack layer {layer.name}")
+        for have, want in zip(current, new, strict=True):
+            if have.shape != want.shape:  # type: ignore[union-attr]
+                raise BaseModelError(f"base weights for {layer.name}: shape {want.shape} != {have.shape}")  # type: ignore[union-attr]
+        layer.set_weights(new)

@@ -1,0 +1,48 @@
+"""Parse the training CSV: ``<image_url>,<label>,<sha1>`` per row, no header."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from store.hashing import is_sha1
+
+from .errors import CsvError
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    source: str
+    label: str
+    sha1: str
+
+
+def parse_csv(data: bytes, max_rows: int) -> list[Row]:
+    """Rows of the CSV; a malformed row fails the whole file with its line number."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CsvError("CSV is not UTF-8 text") from None
+    rows: list[Row] = []
+    for n, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != 3:
+            raise CsvError(f"CSV line {n}: expected 3 fields <image_url>,<label>,<sha1>, got {len(fields)}")
+        source, label, sha1 = (f.strip() for f in fields)
+        sha1 = sha1.lower()
+        if not source:
+            raise CsvError(f"CSV line {n}: empty image URL")
+        if not label:
+            raise CsvError(f"CSV line {n}: empty label")
+        if not is_sha1(sha1):
+            raise CsvError(f"CSV line {n}: {sha1!r} is not a sha1 (40 hex digits)")
+        rows.append(Row(n, source, label, sha1))
+        if len(rows) > max_rows:
+            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+    labels = sorted({r.label for r in rows})
+    if len(labels) < 2:
+        raise CsvError(f"CSV needs at least 2 labels to train a classifier, got {len(labels)}")
+    return rows
