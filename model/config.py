@@ -52,7 +52,7 @@ class Settings:
     train_percentage: int = 80
     data_limit: int = 0  # images per label, 0: no limit
     l2: float = -1.0  # head L2 penalty; < 0: chosen by cross-validation on the training split
-    flip: bool = True  # average features of the image and its mirror
+    flip: bool = False  # average features of the image and its mirror
     # Limits.
     max_csv_rows: int = 100_000
     max_download_bytes: int = 50 * 1024 * 1024
@@ -81,7 +81,7 @@ class Settings:
             train_percentage=_int("TRAIN_PERCENTAGE", d.train_percentage),
             data_limit=_int("DATA_LIMIT", d.data_limit),
             l2=_float("HEAD_L2", d.l2),
-            flip=os.environ.get("FLIP_AUGMENT", "1") not in ("0", "false", "no"),
+            flip=os.environ.get("FLIP_AUGMENT", "0").lower() in ("1", "true", "yes"),
             max_csv_rows=_int("MAX_CSV_ROWS", d.max_csv_rows),
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),

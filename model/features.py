@@ -110,8 +110,10 @@ class FeatureExtractor:
         self.image_size = image_size
         self.dim = int(keras_model.output_shape[-1])
         spec = tf.TensorSpec((FEATURE_BATCH, image_size, image_size, 3), tf.float32)
-        self._forward = tf.function(
-            lambda x: keras_model(x, training=False), input_signature=[spec], jit_compile=False
+        any_batch = tf.TensorSpec((None, image_size, image_size, 3), tf.float32)
+        self._forward, self._forward_any = (
+            tf.function(lambda x: keras_model(x, training=False), input_signature=[s], jit_compile=False)
+            for s in (spec, any_batch)
         )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Decode images deterministically into fixed-size uint8 RGB tensors.
 
 Same bytes in, same tensor out, with Pillow as the only decoder: EXIF
-orientation applied, converted to RGB (alpha dropped onto black), shorter side
-resized with bicubic filtering, then centre-cropped to a square. The pixel
+orientation applied, converted to RGB (alpha dropped onto black), resized to
+a square with bicubic filtering. Squashing rather than centre-cropping keeps the
+whole object in view (garment photos are taller than wide); on fashion-tiny it
+scored as well as cropping at 224 px and better at 260 px. The pixel
 limit is checked from the header before any pixel is decoded, so a
 decompression bomb costs nothing.
 """
@@ -18,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 #: Part of the preprocessing identity; change it and CODE_VERSION together.
-RESIZE_METHOD = "shorter-side-bicubic-center-crop"
+RESIZE_METHOD = "square-bicubic"
 
 
 def decode_image(data: bytes, size: int, max_pixels: int, name: str = "image") -> np.ndarray:
@@ -48,10 +50,5 @@ def decode_image(data: bytes, size: int, max_pixels: int, name: str = "image") -
 
 
 def _square(img: Image.Image, size: int) -> np.ndarray:
-    width, height = img.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    out = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return np.ascontiguousarray(out)
+    img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))

@@ -9,9 +9,11 @@ every manifest so a difference elsewhere can be explained.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -20,12 +22,28 @@ DETERMINISTIC_THREADS = 2
 INTER_OP_THREADS = 1
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hide the C++ banner TensorFlow prints at load time, which no env var silences."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @cache
 def tensorflow() -> Any:
     """Import and configure TensorFlow once per process; returns the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep stderr for our progress bars
     os.environ["TF_DETERMINISTIC_OPS"] = "1"
-    import tensorflow as tf
+    with _quiet_native_stderr():
+        import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(DETERMINISTIC_THREADS)

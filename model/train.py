@@ -51,9 +51,17 @@ class Head:
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.astype(np.float64).mean(axis=0)
-    std = x.astype(np.float64).std(axis=0)
-    return mean.astype(np.float32), (1.0 / np.maximum(std, 1e-6)).astype(np.float32)
+    """Centre each feature, but scale all by one number.
+
+    Per-feature scaling would blow up features that barely vary in training, so
+    that at test time noise in them dominates the logits; one global scale
+    keeps the features' relative sizes and only sets the optimiser's units.
+    """
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0)
+    rms = float(np.sqrt(((x64 - mean) ** 2).mean()))
+    scale = np.full(x.shape[1], 1.0 / max(rms, 1e-6))
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def _fit(

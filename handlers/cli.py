@@ -1,0 +1,274 @@
+"""``stl``: train, label, verify and inspect models from the command line.
+
+stdout carries only machine-readable JSON; progress bars and errors go to
+stderr. Every error the pipeline or store raises becomes one line here, with a
+non-zero exit status, in ``main`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from model.config import Settings
+from model.errors import InvalidRequest, PipelineError
+from model.fetch import FetchPolicy
+from store import ObjectStore, StoreError, open_store
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _tqdm_progress(stage: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    units = {"download": "img", "features": "img", "epochs": "epoch"}
+    return tqdm(
+        total=total, desc=stage, unit=units.get(stage, "it"), file=sys.stderr, leave=False, mininterval=0.3
+    )
+
+
+def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPolicy]:
+    settings = Settings.from_env()
+    store = open_store(args.store or settings.store_uri or None, settings.data_dir)
+    # The CLI runs as its user, on their files and network: no SSRF restrictions.
+    policy = FetchPolicy(timeout=settings.http_timeout, max_bytes=settings.max_download_bytes)
+    return store, settings, policy
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    names = {
+        "seed": "random_seed",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "image_size": "image_size",
+        "learning_rate": "learning_rate",
+        "base": "base",
+        "train_percentage": "train_percentage",
+        "data_limit": "data_limit",
+        "l2": "l2",
+    }
+    params = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag) is not None}
+    if args.flip is not None:
+        params["flip"] = args.flip
+    return params
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model import jobs
+    from model.pipeline import prepare_recipe, train_model
+
+    store, settings, policy = _context(args)
+    recipe = prepare_recipe(store, settings, _hyperparameters(args), args.csv, args.csv_sha1, policy)
+    model_sha1 = recipe.sha1
+    jobs.record_recipe(store, recipe, args.csv)
+    owner = f"cli-{os.getpid()}"
+    status = jobs.read_status(store, model_sha1)
+    if status is None or status["status"] != "ready" or args.force:
+        while not store_lease(store, model_sha1, owner, settings.lease_ttl):
+            print(f"stl: {model_sha1} is being trained by another process; waiting", file=sys.stderr)
+            time.sleep(2)
+            status = jobs.read_status(store, model_sha1)
+            if status is not None and status["status"] == "ready":
+                break
+        else:
+            status = jobs.run_with_lease(
+                store,
+                model_sha1,
+                owner,
+                settings.lease_ttl,
+                lambda: train_model(store, recipe, args.csv, settings, policy, _tqdm_progress),
+            )
+    assert status is not None
+    _emit(
+        {
+            "model_sha1": model_sha1,
+            "status": status["status"],
+            "csv_sha1": recipe.csv_sha1,
+            "base_sha1": recipe.base_sha1,
+            **{
+                k: status[k]
+                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "message")
+                if k in status
+            },
+        }
+    )
+    if status["status"] == "error":
+        print(f"stl: error: {status['message']}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def store_lease(store: ObjectStore, model_sha1: str, owner: str, ttl: float) -> bool:
+    from model.jobs import lease_ref
+    from store import lease
+
+    return lease.acquire(store, lease_ref(model_sha1), owner, ttl)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from model.fetch import fetch_bytes
+    from model.infer import Predictor, top_label
+
+    store, settings, policy = _context(args)
+    predictor = Predictor(store, settings)
+    predictor.load(args.model)  # unknown model: fail before touching any image
+    for source in args.images:
+        data = fetch_bytes(source, policy, store)
+        probabilities = predictor.predict(args.model, [data], [source])[0]
+        _emit({"image": source, "label": top_label(probabilities), "probabilities": probabilities})
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from model import jobs
+    from model.errors import ModelNotFound
+    from model.manifest import load_manifest
+
+    store, _settings, _policy = _context(args)
+    try:
+        sys.stdout.write(json.dumps(load_manifest(store, args.model), sort_keys=True, indent=2) + "\n")
+        return 0
+    except ModelNotFound:
+        status = jobs.read_status(store, args.model)
+        if status is None:
+            raise
+        _emit(status)
+        return 0 if status["status"] != "error" else EXIT_ERROR
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from model.verify import verify_model
+
+    store, _settings, _policy = _context(args)
+    report = verify_model(store, args.model)
+    _emit(report)
+    if not report["identical"]:
+        print(f"stl: error: {report['message']}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_base(args: argparse.Namespace) -> int:
+    from model.bases.registry import BASES, ensure_base, import_base
+
+    store, _settings, _policy = _context(args)
+    if args.base_command == "import":
+        _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file)})
+    elif args.base_command == "ensure":
+        _spec, sha1 = ensure_base(store, args.base)
+        _emit({"base": args.base, "weights_sha1": sha1})
+    else:
+        for name in sorted(BASES):
+            raw = store.get_ref(f"bases/{name}")
+            _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    store, _settings, _policy = _context(args)
+    for chunk in store.iter_chunks(args.sha1):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from handlers.serve import serve
+
+    return serve(args.gunicorn_args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stl", description="Reproducible, content-addressed transfer learning.")
+    p.add_argument("--store", help="store URI or path (default: STORE_URI, then DATA_DIR, then ./data)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a CSV of <image_url>,<label>,<sha1> rows")
+    t.add_argument("csv", help="CSV path or URL (image paths inside are relative to it)")
+    t.add_argument("--csv-sha1", help="expected sha1 of the CSV (fetch is verified against it)")
+    t.add_argument("--seed", type=int, help="random seed (RANDOM_SEED, default 1234)")
+    t.add_argument("--epochs", type=int, help="head training epochs (EPOCHS)")
+    t.add_argument("--batch-size", type=int, help="head training batch size (BATCH_SIZE)")
+    t.add_argument(
+        "--image-size", type=int, help="input size in pixels (IMAGE_SIZE; default: the base's native size)"
+    )
+    t.add_argument("--learning-rate", type=float, help="Adam learning rate (LEARNING_RATE)")
+    t.add_argument("--base", help="base network (BASE_MODEL, default efficientnet-lite0)")
+    t.add_argument(
+        "--train-percentage", type=int, help="share of each label used for training (TRAIN_PERCENTAGE)"
+    )
+    t.add_argument("--data-limit", type=int, help="at most this many images per label, 0 = all (DATA_LIMIT)")
+    t.add_argument(
+        "--l2", type=float, help="head L2 penalty; negative = choose by cross-validation (HEAD_L2)"
+    )
+    t.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="average features with the mirrored image (FLIP_AUGMENT)",
+    )
+    t.add_argument("--force", action="store_true", help="train again even if the model is ready")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("infer", help="label images with a trained model")
+    i.add_argument("--model", required=True, help="model sha1")
+    i.add_argument("images", nargs="+", help="image paths, URLs or sha1:<hex> store references")
+    i.set_defaults(func=cmd_infer)
+
+    v = sub.add_parser(
+        "verify", help="rebuild a model from its stored inputs in a fresh process and compare bytes"
+    )
+    v.add_argument("model", help="model sha1")
+    v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("show", help="print a model's manifest (or its status while training)")
+    s.add_argument("model", help="model sha1")
+    s.set_defaults(func=cmd_show)
+
+    b = sub.add_parser("base", help="manage base networks")
+    bsub = b.add_subparsers(dest="base_command", required=True)
+    bi = bsub.add_parser("import", help="put a Keras-applications weight file into the store")
+    bi.add_argument("file")
+    bi.add_argument("--base", required=True)
+    be = bsub.add_parser("ensure", help="convert the default base into the store (no download)")
+    be.add_argument("--base", default="efficientnet-lite0")
+    bsub.add_parser("list", help="list known bases and whether the store holds them")
+    b.set_defaults(func=cmd_base)
+
+    c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
+    c.add_argument("sha1")
+    c.set_defaults(func=cmd_cat)
+
+    sv = sub.add_parser("serve", help="run the HTTP API under gunicorn")
+    sv.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help="extra gunicorn arguments")
+    sv.set_defaults(func=cmd_serve)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidRequest as e:
+        print(f"stl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (PipelineError, StoreError, ValueError, OSError) as e:
+        print(f"stl: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("stl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Reproduce a model from its stored inputs in a fresh process and compare every stage.
+
+The inputs named by the manifest (CSV, images, base weights) are copied,
+verified, into a scratch store with no caches; the recipe is rebuilt there by
+a new Python process, so nothing computed or memoised by this one can leak in.
+The comparison walks the pipeline in order — base conversion, tensors,
+features, weights — and names the first stage whose hash differs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from store import LocalStore, ObjectStore
+
+from .bases.registry import base_ref, ensure_base
+from .config import Settings
+from .fetch import FetchPolicy
+from .manifest import load_manifest, manifest_sha1
+from .recipe import Recipe
+
+
+def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) -> None:
+    """Copy the CSV and images (verified on read) into ``dst``; the base only if it cannot be rebuilt."""
+    recipe = Recipe.from_dict(manifest["recipe"])
+    for sha1 in [recipe.csv_sha1, *(img["image_sha1"] for img in manifest["inputs"]["images"])]:
+        dst.put(src.get(sha1))
+    if recipe.base != "efficientnet-lite0":  # imported bases cannot be re-derived from a package
+        dst.put(src.get(recipe.base_sha1))
+        raw = src.get_ref(base_ref(recipe.base))
+        if raw is not None:
+            dst.set_ref(base_ref(recipe.base), raw)
+
+
+def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """Train ``recipe`` from the inputs in the scratch store; report every stage's hashes."""
+    from .pipeline import train_model
+
+    store = LocalStore(scratch)
+    recipe = Recipe.from_dict(recipe_dict)
+    _spec, base_sha1 = ensure_base(store, recipe.base)  # the default base is converted afresh
+    if base_sha1 != recipe.base_sha1:
+        return {"base_sha1": base_sha1}
+    out = train_model(store, recipe, None, Settings.from_env(), FetchPolicy(allow_paths=False))
+    manifest = load_manifest(store, recipe.sha1)
+    return {
+        "base_sha1": base_sha1,
+        "weights_sha1": out["weights_sha1"],
+        "manifest_sha1": out["manifest_sha1"],
+        "images": manifest["inputs"]["images"],
+    }
+
+
+def _first_difference(manifest: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[str, str] | None:
+    recipe = manifest["recipe"]
+    if rebuilt["base_sha1"] != recipe["base_sha1"]:
+        return "base", f"base weights rebuilt as {rebuilt['base_sha1']}, manifest has {recipe['base_sha1']}"
+    pairs = list(zip(manifest["inputs"]["images"], rebuilt["images"], strict=True))
+    for stage, field in (("tensor", "tensor_sha1"), ("features", "features_sha1")):
+        for want, got in pairs:
+            if want[field] != got[field]:
+                return stage, f"{stage} of CSV line {want['line']} differs: {got[field]} != {want[field]}"
+    want_w = manifest["outputs"]["weights"]["sha1"]
+    if rebuilt["weights_sha1"] != want_w:
+        return "weights", f"weights rebuilt as {rebuilt['weights_sha1']}, manifest has {want_w}"
+    return None
+
+
+def verify_model(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
+    manifest = load_manifest(store, model_sha1)
+    with tempfile.TemporaryDirectory(prefix="stl-verify-") as scratch:
+        copy_inputs(store, LocalStore(scratch), manifest)
+        proc = subprocess.run(
+            [sys.executable, "-m", "model.verify", scratch, json.dumps(manifest["recipe"])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return {
+                "model_sha1": model_sha1,
+                "identical": False,
+                "stage": "rebuild",
+                "message": f"rebuild failed: {tail}",
+            }
+        rebuilt = json.loads(proc.stdout.strip().splitlines()[-1])
+    diff = (
+        _first_difference(manifest, rebuilt) if "weights_sha1" in rebuilt else ("base", "base weights differ")
+    )
+    report: dict[str, Any] = {
+        "model_sha1": model_sha1,
+        "identical": diff is None,
+        "weights_sha1": rebuilt.get("weights_sha1"),
+        "manifest_identical": rebuilt.get("manifest_sha1") == manifest_sha1(store, model_sha1),
+    }
+    if diff is None:
+        report["message"] = "model bytes are identical"
+    else:
+        report["stage"], report["message"] = diff
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(rebuild_in_store(sys.argv[1], json.loads(sys.argv[2])), sort_keys=True))
