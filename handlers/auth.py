@@ -1,0 +1,29 @@
+"""Optional bearer-token auth: with API_TOKEN set, every endpoint but health and docs needs it.
+
+Reads are protected as well as writes: ``GET /models`` lists every model, and
+from there every stored object (training images included) is one request away.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Request
+
+from .errors import Unauthorized
+
+#: Paths open without a token: liveness probes and the documentation.
+PUBLIC_PREFIXES = ("/healthz", "/api/")
+
+
+def check_token(request: Request, token: str) -> None:
+    """Raise Unauthorized unless ``token`` is empty or the request carries it."""
+    if not token or request.path.startswith(PUBLIC_PREFIXES):
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <API_TOKEN>")
+    # Constant-time comparison: the token must not leak through response timing.
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("invalid bearer token")

@@ -1,0 +1,41 @@
+"""Reading request bodies: content type, JSON syntax, then the OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Request
+
+from .errors import InvalidInput, UnsupportedContentType
+from .openapi import validate
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; accepted, they would break canonical recipe hashing.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def content_type(request: Request) -> str:
+    return (request.mimetype or "").lower()
+
+
+def json_body(request: Request, schema_name: str) -> dict[str, Any]:
+    """The body as a dict that matches ``schema_name``, or InvalidInput/UnsupportedContentType."""
+    if content_type(request) != "application/json":
+        raise UnsupportedContentType(
+            f"expected Content-Type application/json, got {request.mimetype or 'none'}"
+        )
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise InvalidInput("request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise InvalidInput("malformed JSON: the body is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidInput(f"malformed JSON: {e}") from None
+    validate(body, schema_name)
+    return body

@@ -1,0 +1,118 @@
+"""Every error type the service can meet, mapped to an HTTP status in one table.
+
+The pipeline and the store raise plain types with one-line messages; this module
+is the only place that decides what a client sees for each. Anything not in the
+table is a bug: it is logged with its traceback and answered as a bare 500, so a
+client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from model.errors import (
+    BaseModelError,
+    DataError,
+    FetchRefused,
+    InvalidRequest,
+    ModelNotFound,
+    PipelineError,
+)
+from store.errors import (
+    BackendUnavailable,
+    HashMismatch,
+    InvalidHash,
+    InvalidRefName,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Base of the errors found by the HTTP layer itself."""
+
+
+class InvalidInput(ApiError):
+    """The body is not JSON, or a field or path parameter does not match the OpenAPI schema."""
+
+
+class UnsupportedContentType(ApiError):
+    pass
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class UploadTooLarge(ApiError):
+    pass
+
+
+#: Looked up along the exception's MRO, so the most specific entry wins
+#: (FetchRefused before DataError, ModelNotFound before PipelineError).
+STATUS: dict[type[BaseException], int] = {
+    InvalidInput: 400,
+    InvalidRequest: 400,
+    InvalidHash: 400,
+    InvalidRefName: 400,
+    Unauthorized: 401,
+    FetchRefused: 403,
+    ModelNotFound: 404,
+    ObjectNotFound: 404,
+    UploadTooLarge: 413,
+    ObjectTooLarge: 413,
+    UnsupportedContentType: 415,
+    # Well-formed, but the data it names is unusable: unreachable URL, sha1
+    # mismatch, bad CSV, not an image, a base network that is not installed.
+    DataError: 422,
+    BaseModelError: 422,
+    PipelineError: 422,
+    # The store failed us, not the client. Messages stay (they name no secrets).
+    HashMismatch: 500,
+    BackendUnavailable: 503,
+    StoreError: 500,
+}
+
+
+def status_of(error: BaseException) -> int | None:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return None
+
+
+def error_response(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="static-transfer-learning"'
+    return response
+
+
+def handle(error: Exception) -> Response:
+    if isinstance(error, RequestEntityTooLarge):
+        return error_response(413, "request body is larger than the limit (MAX_DOWNLOAD_BYTES)")
+    if isinstance(error, HTTPException):
+        # Routing errors (404 unknown path, 405 wrong method) from Flask itself.
+        return error_response(error.code or 500, f"{error.name}: {error.description}")
+    status = status_of(error)
+    if status is None:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error ({type(error).__name__}); see the server log")
+    if status >= 500:
+        # The store's messages name its location; that is for the log, not the client.
+        log.error("%s: %s", type(error).__name__, error)
+        return error_response(status, f"store error ({type(error).__name__}); see the server log")
+    if isinstance(error, ObjectNotFound):
+        return error_response(status, f"object {error.sha1} not found")
+    return error_response(status, str(error))
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(Exception, handle)

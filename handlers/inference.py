@@ -1,0 +1,99 @@
+"""POST /infer: collect the images (URL, stored sha1 or upload), then ask the Predictor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request
+from werkzeug.datastructures import FileStorage
+
+from model.errors import ImageError, InvalidRequest, ModelNotFound
+from model.fetch import fetch_bytes
+from model.manifest import manifest_sha1
+from store.errors import ObjectNotFound
+from store.hashing import is_sha1
+
+from .bodies import content_type, json_body
+from .errors import InvalidInput, UnsupportedContentType, UploadTooLarge
+from .service import Service, resolve_client_source
+
+Probabilities = dict[str, float]
+
+#: The same bound as ``images.maxItems`` in the OpenAPI document.
+MAX_IMAGES = 64
+
+
+def check_model(service: Service, model_sha1: str) -> None:
+    """Refuse an unknown model before fetching any image for it."""
+    sha1 = manifest_sha1(service.store, model_sha1)
+    if sha1 is None or not service.store.has(sha1):
+        raise ModelNotFound(model_sha1)
+
+
+def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
+    url, sha1 = ref.get("url"), ref.get("sha1")
+    if url:
+        source = resolve_client_source(url, service.settings)
+        return fetch_bytes(source, service.policy, service.store, expected_sha1=sha1)
+    if sha1:
+        if not service.store.has(sha1):
+            raise ObjectNotFound(sha1, "the store")
+        return service.store.get(sha1)
+    raise InvalidRequest(f"{name} needs a url or a sha1")
+
+
+def infer_json(service: Service, body: dict[str, Any]) -> Probabilities | list[Probabilities]:
+    model_sha1 = body["model"]["sha1"]
+    if ("image" in body) == ("images" in body):
+        raise InvalidInput("give exactly one of image or images")
+    check_model(service, model_sha1)
+    if "image" in body:
+        data = image_bytes(service, body["image"], "image")
+        return service.predictor().predict(model_sha1, [data], ["image"])[0]
+    names = [f"images[{i}]" for i in range(len(body["images"]))]
+    datas = [image_bytes(service, ref, n) for ref, n in zip(body["images"], names, strict=True)]
+    return service.predictor().predict(model_sha1, datas, names)
+
+
+def _read_upload(upload: FileStorage, name: str, limit: int) -> bytes:
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLarge(f"{name} is larger than the limit of {limit} bytes (MAX_DOWNLOAD_BYTES)")
+    if not data:
+        raise ImageError(f"{name} is empty")
+    return data
+
+
+def infer_upload(service: Service, request: Request) -> Probabilities | list[Probabilities]:
+    model_sha1 = request.form.get("model_sha1", "")
+    if not model_sha1:
+        raise InvalidInput("missing field: model_sha1")
+    if not is_sha1(model_sha1):
+        raise InvalidInput(f"model_sha1 must be a sha1 (40 lowercase hex digits), got {model_sha1!r}")
+    unknown = sorted(set(request.form) - {"model_sha1"}) + sorted(set(request.files) - {"image", "images"})
+    if unknown:
+        raise InvalidInput("unknown field: " + ", ".join(unknown))
+    single, many = request.files.getlist("image"), request.files.getlist("images")
+    if len(single) > 1:
+        raise InvalidInput("image takes one file; send several as images")
+    if bool(single) == bool(many):
+        raise InvalidInput("give exactly one of the file fields image or images")
+    if len(many) > MAX_IMAGES:
+        raise InvalidInput(f"images has {len(many)} items, at most {MAX_IMAGES} are allowed")
+    check_model(service, model_sha1)
+    limit = service.settings.max_download_bytes
+    uploads = single or many
+    names = [u.filename or f"upload {i + 1}" for i, u in enumerate(uploads)]
+    datas = [_read_upload(u, n, limit) for u, n in zip(uploads, names, strict=True)]
+    result = service.predictor().predict(model_sha1, datas, names)
+    return result[0] if single else result
+
+
+def infer(service: Service, request: Request) -> Probabilities | list[Probabilities]:
+    if content_type(request) == "multipart/form-data":
+        return infer_upload(service, request)
+    if content_type(request) != "application/json":
+        raise UnsupportedContentType(
+            f"expected Content-Type application/json or multipart/form-data, got {request.mimetype or 'none'}"
+        )
+    return infer_json(service, json_body(request, "InferRequest"))

@@ -1,0 +1,75 @@
+"""``stl serve``: run the API under gunicorn with defaults fit for training jobs.
+
+Defaults, each overridable by the arguments (later options win) or by
+``GUNICORN_CMD_ARGS``:
+
+* bind ``0.0.0.0:$PORT`` (8080), ``$WEB_CONCURRENCY`` workers (2), ``$THREADS`` threads each (4):
+  threads keep a worker answering polls while its training thread computes;
+* ``--timeout 120``: a gthread worker's heartbeat comes from its main loop, but the
+  first inference builds the base network and can hold a request for a while;
+* ``--graceful-timeout 30``; a training thread cut short by a restart is taken over
+  by another worker once its lease expires;
+* no ``--preload``: TensorFlow must be imported after the fork, never half-initialised in the master;
+* no control socket (gunicorn >= 24 opens one at a fixed path, so two servers on one
+  machine would clash), unless ``--control-socket`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+APP = "handlers.wsgi:app"
+
+
+def _given(argv: Sequence[str], *flags: str) -> bool:
+    return any(a in flags or a.startswith(tuple(f"{f}=" for f in flags)) for a in argv)
+
+
+def _has_setting(name: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(s.name == name for s in KNOWN_SETTINGS)
+
+
+def gunicorn_argv(argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
+    """Our defaults, then ``argv``; options that gunicorn accumulates are only defaulted when absent."""
+    env = dict(os.environ if env is None else env)
+    defaults = []
+    # --bind appends to a list, so a default would add a second address rather than yield.
+    if not _given(argv, "-b", "--bind"):
+        defaults += ["--bind", f"0.0.0.0:{env.get('PORT') or 8080}"]
+    if not _given(argv, "--control-socket") and _has_setting("control_socket_disable"):
+        defaults += ["--no-control-socket"]
+    defaults += [
+        "--workers", env.get("WEB_CONCURRENCY") or "2",
+        "--worker-class", "gthread",
+        "--threads", env.get("THREADS") or "4",
+        "--timeout", "120",
+        "--graceful-timeout", "30",
+        "--access-logfile", "-",
+        "--error-logfile", "-",
+        "--log-level", env.get("LOG_LEVEL") or "info",
+    ]  # fmt: skip
+    return [*defaults, *argv, APP]
+
+
+def serve(argv: Sequence[str] = ()) -> int:
+    """Run gunicorn in this process until it is stopped; returns its exit status."""
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    sys.argv = ["stl serve", *gunicorn_argv(argv)]
+    try:
+        WSGIApplication("%(prog)s [OPTIONS]").run()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def main() -> None:
+    sys.exit(serve(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""What a worker process holds: settings, its store handle, the fetch policy, a Predictor.
+
+None of it is state about jobs or models: those are always read from the store,
+so any worker can answer any request. The Predictor is only a cache (an LRU of
+loaded models and one base network), built on the first inference.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from model.config import Settings
+from model.fetch import FetchPolicy
+from store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from model.infer import Predictor
+
+
+def service_policy(settings: Settings) -> FetchPolicy:
+    """The strict policy for URLs that clients send: public addresses only, paths only under IMPORT_ROOT."""
+    return FetchPolicy(
+        timeout=settings.http_timeout,
+        max_bytes=settings.max_download_bytes,
+        allow_private=False,
+        allow_hosts=settings.fetch_allow_hosts,
+        allow_paths=bool(settings.import_root),
+        import_root=settings.import_root,
+    )
+
+
+def resolve_client_source(source: str, settings: Settings) -> str:
+    """A client's URL or path as the fetcher should see it.
+
+    Relative paths are taken relative to IMPORT_ROOT rather than the server's
+    working directory, so a request means the same thing on every worker.
+    """
+    source = source.strip()
+    if source.startswith(("http://", "https://", "file://", "sha1:")) or os.path.isabs(source):
+        return source
+    if settings.import_root:
+        return os.path.join(settings.import_root, source)
+    return source  # the policy refuses it with a message naming IMPORT_ROOT
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: ObjectStore
+    policy: FetchPolicy
+    _predictor: Predictor | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @staticmethod
+    def from_settings(settings: Settings) -> Service:
+        store = open_store(settings.store_uri or None, settings.data_dir)
+        return Service(settings, store, service_policy(settings))
+
+    def predictor(self) -> Predictor:
+        # Imported here: model.infer pulls in numpy and, on first use, TensorFlow,
+        # which a worker that only serves /healthz or polls should not pay for.
+        with self._lock:
+            if self._predictor is None:
+                from model.infer import Predictor
+
+                self._predictor = Predictor(self.store, self.settings)
+            return self._predictor

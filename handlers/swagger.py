@@ -1,0 +1,66 @@
+"""Swagger UI at /api/doc, its assets served from the swagger-ui-bundle package.
+
+Nothing is loaded from the internet: the page, scripts and styles all come from
+this server, and the online spec validator badge is switched off.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, send_from_directory, url_for
+from swagger_ui_bundle import swagger_ui_path
+
+from .openapi import spec, spec_text
+
+blueprint = Blueprint("swagger", __name__)
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>static-transfer-learning API</title>
+  <link rel="stylesheet" href="{css}">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{bundle}"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{
+      url: {spec_url},
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      validatorUrl: null,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout"
+    }});
+  </script>
+</body>
+</html>
+"""
+
+
+@blueprint.get("/api/doc")
+@blueprint.get("/api/doc/")
+def page() -> Response:
+    html = PAGE.format(
+        css=url_for("swagger.asset", filename="swagger-ui.css"),
+        bundle=url_for("swagger.asset", filename="swagger-ui-bundle.js"),
+        spec_url=json.dumps(url_for("swagger.openapi_json")),
+    )
+    return Response(html, mimetype="text/html")
+
+
+@blueprint.get("/api/doc/assets/<path:filename>")
+def asset(filename: str) -> Response:
+    return send_from_directory(swagger_ui_path, filename, max_age=3600)
+
+
+@blueprint.get("/api/openapi.json")
+def openapi_json() -> Response:
+    return Response(json.dumps(spec(), indent=2), mimetype="application/json")
+
+
+@blueprint.get("/api/openapi.yaml")
+def openapi_yaml() -> Response:
+    return Response(spec_text(), mimetype="application/yaml")

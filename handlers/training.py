@@ -1,0 +1,104 @@
+"""POST /train: bind the request to a recipe, then start the job or report on it.
+
+The cheap part (validate, fetch and parse the CSV, hash the recipe) runs in the
+request so that bad input is a 4xx at once rather than an ``error`` status
+later. The job itself runs in a background thread of whichever worker won the
+lease; its state lives in the store, so every worker answers polls alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+from model import jobs
+from model.csvfile import parse_csv
+from model.errors import InvalidRequest
+from model.pipeline import prepare_recipe, train_model
+from model.recipe import Recipe
+
+from .service import Service, resolve_client_source
+
+log = logging.getLogger(__name__)
+
+#: Status fields a client sees; the lease owner and timestamps stay internal.
+PUBLIC_FIELDS = (
+    "model_sha1",
+    "status",
+    "message",
+    "manifest_sha1",
+    "weights_sha1",
+    "labels",
+    "validation_accuracy",
+)
+
+
+def public_status(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in PUBLIC_FIELDS if k in record}
+
+
+def _owner() -> str:
+    # Unique per request, not per process: two threads of one worker racing for
+    # the same lease must not both count as its holder.
+    return f"web-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str, str | None]:
+    """Have the CSV in the store (verified when a sha1 was given); its sha1 and resolved source."""
+    source = resolve_client_source(url, service.settings) if url else None
+    if sha1 is not None and service.store.has(sha1):
+        data = service.store.get(sha1)
+    elif source is not None:
+        from model.fetch import fetch_bytes
+
+        data = fetch_bytes(source, service.policy, service.store, expected_sha1=sha1)
+        sha1 = service.store.put(data)
+    elif sha1 is not None:
+        raise InvalidRequest(f"CSV {sha1} is not in the store; give its csv.url")
+    else:
+        raise InvalidRequest("csv needs a url or a sha1")
+    # Parsed now so that a malformed CSV is refused before any job exists.
+    parse_csv(data, service.settings.max_csv_rows)
+    return sha1, source
+
+
+def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
+    csv = body["csv"]
+    csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
+    recipe = prepare_recipe(
+        service.store, service.settings, body.get("metadata", {}), csv_source, csv_sha1, service.policy
+    )
+    jobs.record_recipe(service.store, recipe, csv_source)
+    owner = _owner()
+    record = jobs.submit(
+        service.store,
+        recipe.sha1,
+        owner,
+        service.settings.lease_ttl,
+        start=lambda: _start(service, recipe, csv_source, owner),
+    )
+    return public_status(record)
+
+
+def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
+    log.info("training started model=%s owner=%s pid=%d", recipe.sha1, owner, os.getpid())
+
+    def run() -> None:
+        try:
+            record = jobs.run_with_lease(
+                service.store,
+                recipe.sha1,
+                owner,
+                service.settings.lease_ttl,
+                lambda: train_model(service.store, recipe, csv_source, service.settings, service.policy),
+            )
+            log.info("training finished model=%s status=%s", recipe.sha1, record["status"])
+        except Exception:
+            # run_with_lease has already recorded the error status; keep the traceback.
+            log.exception("training crashed model=%s", recipe.sha1)
+
+    threading.Thread(target=run, name=f"train-{recipe.sha1[:8]}", daemon=True).start()
