@@ -30,9 +30,11 @@ def json_body(request: Request, schema_name: str) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidInput("request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        text = raw.decode("utf-8")  # RFC 8259: JSON between systems is UTF-8, no guessing
     except UnicodeDecodeError:
         raise InvalidInput("malformed JSON: the body is not UTF-8") from None
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except (ValueError, RecursionError) as e:

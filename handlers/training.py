@@ -81,6 +81,9 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
         service.settings.lease_ttl,
         start=lambda: _start(service, recipe, csv_source, owner),
     )
+    if record["status"] == "new" and record.get("owner") != owner:
+        # Someone else's "new": for this caller the job is already under way.
+        record = {**record, "status": "in_progress"}
     return public_status(record)
 
 
