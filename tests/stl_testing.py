@@ -1,0 +1,96 @@
+"""Test helpers: a real HTTP file server, small data sets, and running `stl` in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "example-data"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class FileServer:
+    root: Path
+    url: str
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[FileServer]:
+    """A real HTTP server on a free loopback port, serving ``root``."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield FileServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+    server.shutdown()
+    server.server_close()
+
+
+def sha1_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def small_dataset(root: Path, per_label: int = 4) -> Path:
+    """Copy a few example images per label under ``root`` and write train.csv with relative paths."""
+    lines = []
+    for label in ("checks", "dots", "stripes"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            src = EXAMPLE / "images" / label / f"{i:03d}.png"
+            shutil.copy(src, root / label / src.name)
+            lines.append(f"{label}/{src.name},{label},{sha1_of(src.read_bytes())}")
+    csv = root / "train.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out.strip().splitlines()[-1])
+
+    @property
+    def error_line(self) -> str:
+        lines = [line for line in self.err.splitlines() if line.startswith("stl: ")]
+        return lines[-1] if lines else ""
+
+
+def run_stl(
+    args: list[str], data_dir: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+) -> Run:
+    full_env = {**os.environ, "DATA_DIR": str(data_dir), **(env or {})}
+    proc = subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "handlers.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+        timeout=600,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+#: Small, fast hyperparameters for tests that train.
+FAST = ["--epochs", "5", "--l2", "0.001", "--image-size", "96"]

@@ -1,0 +1,167 @@
+"""Pure pieces: CSV parsing, split, tensor format, image decoding, fetch policy, unpickler."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.bases.torch_legacy import UnsafePickle, load_legacy_state_dict
+from model.csvfile import Row, parse_csv
+from model.errors import CsvError, FetchRefused, ImageError
+from model.fetch import FetchPolicy, check_url_allowed, resolve_source
+from model.images import decode_image
+from model.split import split_rows
+from model.tensors import dump_tensors, load_tensors
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_csv_parsing_and_errors() -> None:
+    rows = parse_csv(f"a.png,cat,{SHA}\n\nb.png,dog,{SHA.upper()}\n".encode(), 10)
+    assert [(r.line, r.label) for r in rows] == [(1, "cat"), (3, "dog")]
+    assert rows[1].sha1 == SHA
+    with pytest.raises(CsvError, match="CSV line 2: expected 3 fields"):
+        parse_csv(f"a.png,cat,{SHA}\nb.png,dog\n".encode(), 10)
+    with pytest.raises(CsvError, match="CSV line 1: 'xyz' is not a sha1"):
+        parse_csv(b"a.png,cat,xyz\n", 10)
+    with pytest.raises(CsvError, match="at least 2 labels"):
+        parse_csv(f"a.png,cat,{SHA}\nb.png,cat,{SHA}\n".encode(), 10)
+    with pytest.raises(CsvError, match="more than 1 rows"):
+        parse_csv(f"a.png,cat,{SHA}\nb.png,dog,{SHA}\n".encode(), 1)
+    with pytest.raises(CsvError, match="not UTF-8"):
+        parse_csv(b"\xff\xfe\x00", 10)
+
+
+def _rows(n_per_label: int) -> list[Row]:
+    return [
+        Row(i * 2 + j + 1, f"{lab}{i}.png", lab, f"{i:02d}{j}".ljust(40, "0"))
+        for i in range(n_per_label)
+        for j, lab in enumerate(("a", "b"))
+    ]
+
+
+def test_split_is_seeded_stable_and_order_free() -> None:
+    rows = _rows(10)
+    train, val = split_rows(rows, 1, 80, 0)
+    assert len(train) == 16 and len(val) == 4
+    assert set(split_rows(list(reversed(rows)), 1, 80, 0)[1]) == set(val)
+    assert set(split_rows(rows, 2, 80, 0)[1]) != set(val)
+    limited_train, limited_val = split_rows(rows, 1, 50, 4)
+    assert len(limited_train) == 4 and len(limited_val) == 4
+
+
+def test_label_with_one_image_cannot_split() -> None:
+    rows = [*_rows(3), Row(99, "z.png", "c", SHA)]
+    with pytest.raises(CsvError, match="label 'c' has 1 image"):
+        split_rows(rows, 1, 80, 0)
+
+
+def test_tensor_format_is_byte_stable_and_safetensors_compatible() -> None:
+    from safetensors.numpy import load as st_load
+
+    t = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.zeros(3, np.uint8)}
+    blob = dump_tensors(t)
+    assert blob == dump_tensors(dict(reversed(list(t.items()))))
+    for loaded in (load_tensors(blob), st_load(blob)):
+        assert np.array_equal(loaded["b"], t["b"]) and loaded["a"].dtype == np.uint8
+
+
+def _png(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decode_image_is_deterministic_and_sized() -> None:
+    data = _png((40, 30))
+    a = decode_image(data, 32, 10**6)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, decode_image(data, 32, 10**6))
+    assert decode_image(_png((8, 8), "RGBA"), 16, 10**6).shape == (16, 16, 3)
+
+
+def test_decode_image_errors() -> None:
+    with pytest.raises(ImageError, match="x is not a decodable image"):
+        decode_image(b"hello, I am text", 32, 10**6, "x")
+    with pytest.raises(ImageError, match="x is a truncated image"):
+        decode_image(_png((64, 64))[:60], 32, 10**6, "x")
+    with pytest.raises(ImageError, match="x is 200x100 pixels, over the limit of 10000"):
+        decode_image(_png((200, 100)), 32, 10_000, "x")
+
+
+def test_resolve_source_relative_to_csv() -> None:
+    assert resolve_source("img/a.png", "http://h/data/train.csv") == "http://h/data/img/a.png"
+    assert resolve_source("img/a.png", "/d/train.csv") == "/d/img/a.png"
+    assert resolve_source("sha1:" + SHA, "/d/train.csv") == "sha1:" + SHA
+    assert resolve_source("http://x/y.png", "/d/t.csv") == "http://x/y.png"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://localhost:8080/x",
+        "http://169.254.169.254/latest",
+        "http://10.1.2.3/",
+        "http://[::1]/",
+    ],
+)
+def test_strict_policy_refuses_non_public_addresses(url: str) -> None:
+    with pytest.raises(FetchRefused, match="refusing to fetch"):
+        check_url_allowed(url, FetchPolicy(allow_private=False))
+
+
+def test_allow_hosts_opts_back_in() -> None:
+    check_url_allowed(
+        "http://127.0.0.1:9000/x", FetchPolicy(allow_private=False, allow_hosts=("127.0.0.0/8",))
+    )
+    check_url_allowed(
+        "http://localhost:9000/x", FetchPolicy(allow_private=False, allow_hosts=("localhost:9000",))
+    )
+    with pytest.raises(FetchRefused):
+        check_url_allowed(
+            "http://localhost:9001/x", FetchPolicy(allow_private=False, allow_hosts=("localhost:9000",))
+        )
+    with pytest.raises(FetchRefused, match="only http"):
+        check_url_allowed("ftp://example.com/x", FetchPolicy())
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, ("echo pwned > /tmp/stl-pwned",))
+
+
+def test_restricted_unpickler_refuses_a_malicious_pickle(tmp_path) -> None:
+    # A legacy header followed by a pickle that would run os.system if trusted.
+    blob = b"".join(
+        pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True})
+    )
+    blob += pickle.dumps(_Evil(), protocol=2)
+    with pytest.raises(UnsafePickle, match=r"refusing to unpickle global (posix|os)\.system"):
+        load_legacy_state_dict(blob)
+
+
+def test_legacy_loader_reads_a_minimal_state_dict() -> None:
+    # Hand-built legacy checkpoint: one float tensor of 3 elements.
+    class Storage:  # pickled as torch.FloatStorage by name
+        pass
+
+    body = (
+        b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00wq\x02"
+        b"ctorch._utils\n_rebuild_tensor_v2\nq\x03((X\x07\x00\x00\x00storageq\x04ctorch\nFloatStorage\nq\x05"
+        b"X\x01\x00\x00\x000q\x06X\x03\x00\x00\x00cpuq\x07K\x03Ntq\x08QK\x00K\x03\x85q\tK\x01\x85q\n\x89"
+        b"ccollections\nOrderedDict\nq\x0b)Rq\x0ctq\rRq\x0es."
+    )
+    head = b"".join(
+        pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True})
+    )
+    tail = pickle.dumps(["0"], protocol=2) + struct.pack("<q", 3) + np.array([1, 2, 3], "<f4").tobytes()
+    out = load_legacy_state_dict(head + body + tail)
+    assert out["w"].tolist() == [1.0, 2.0, 3.0]
