@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DATA_DIR ?= ./data
+
+.PHONY: demo test lint bench system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Train on the bundled example images, label the held-out ones, print the hashes.
+demo: $(VENV)/.installed
+	@echo "== training on example-data/train.csv (store: $(DATA_DIR))" >&2
+	@$(BIN)/stl train example-data/train.csv | tee $(VENV)/demo-train.json
+	@model=$$($(BIN)/python -c "import json;print(json.load(open('$(VENV)/demo-train.json'))['model_sha1'])"); \
+	echo "== labelling example-data/infer/*.png with model $$model" >&2; \
+	$(BIN)/stl infer --model $$model example-data/infer/checks.png example-data/infer/dots.png example-data/infer/stripes.png
+
+# Headless Chromium for the browser test (Debian/Ubuntu, as root); skipped quietly elsewhere.
+system-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: install chromium and chromium-driver for the browser test" >&2; fi; \
+	fi
+
+test: $(VENV)/.installed-dev system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_core.py
+
+clean:
+	rm -rf $(VENV) data
