@@ -8,16 +8,20 @@ loaded models and one base network), built on the first inference.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.config import Settings
+from model.errors import FetchRefused
 from model.fetch import FetchPolicy
 from store import ObjectStore, open_store
 
 if TYPE_CHECKING:
     from model.infer import Predictor
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def service_policy(settings: Settings) -> FetchPolicy:
@@ -41,6 +45,9 @@ def resolve_client_source(source: str, settings: Settings) -> str:
     source = source.strip()
     if source.startswith(("http://", "https://", "file://", "sha1:")) or os.path.isabs(source):
         return source
+    if _SCHEME.match(source):
+        # The fetcher would take "ftp://host/x" for a relative path; say what is wrong instead.
+        raise FetchRefused(f"only http(s) URLs are allowed: {source}")
     if settings.import_root:
         return os.path.join(settings.import_root, source)
     return source  # the policy refuses it with a message naming IMPORT_ROOT
