@@ -1,0 +1,168 @@
+"""Training through the API: one job per recipe across workers, polled anywhere, recovered after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from api_testing import LABELS, LEASE_TTL, Api, Site, poll_until_done, train_body
+
+from store import LocalStore
+
+
+def runs_of(api: Api, model_sha1: str) -> list[str]:
+    """Run records in the store: one per training that finished."""
+    return LocalStore(api.data_dir).list_refs(f"models/{model_sha1}/runs")
+
+
+def starts_of(api: Api, model_sha1: str) -> int:
+    return api.log().count(f"training started model={model_sha1}")
+
+
+def test_train_poll_ready_infer(api: Api, site: Site, trained_model: str) -> None:
+    """The original client flow: train, poll with the same request, then label held-out images."""
+    body = train_body(site)
+    ready = api.post("/train", json=body).json()
+    assert ready["model_sha1"] == trained_model
+    assert ready["status"] == "ready"
+    assert ready["labels"] == list(LABELS)
+    for field in ("manifest_sha1", "weights_sha1"):
+        assert api.get(f"/objects/{ready[field]}").status_code == 200
+    for label in LABELS:
+        r = api.post(
+            "/infer",
+            json={
+                "model": {"uri": "", "sha1": trained_model},
+                "image": {"url": f"{site.url}/infer/{label}.png"},
+            },
+        )
+        assert r.status_code == 200, r.text
+        probabilities = r.json()
+        assert set(probabilities) == set(LABELS)
+        assert abs(sum(probabilities.values()) - 1.0) < 1e-4
+        assert max(probabilities, key=probabilities.get) == label
+
+
+def test_first_request_answers_new_then_in_progress_then_ready(api: Api, site: Site) -> None:
+    body = train_body(site, random_seed=21)
+    first = api.post("/train", json=body)
+    assert first.json()["status"] == "new"
+    assert set(first.json()) == {"model_sha1", "status"}
+    responses = poll_until_done(api, body)
+    statuses = [r.json()["status"] for r in responses]
+    assert statuses[-1] == "ready"
+    assert set(statuses[:-1]) <= {"in_progress"}
+    model = api.get(f"/models/{first.json()['model_sha1']}").json()
+    assert model["status"] == "ready"
+    assert model["manifest"]["model_sha1"] == first.json()["model_sha1"]
+    assert model["recipe"]["random_seed"] == 21
+
+
+def test_polling_is_answered_by_any_worker(api: Api, site: Site) -> None:
+    body = train_body(site, random_seed=22)
+    started = api.post("/train", json=body)
+    assert started.json()["status"] == "new"
+    trainer = int(started.headers["X-Worker-Pid"])
+    pids: set[int] = set()
+    answers: dict[int, set[str]] = {}
+    deadline = time.time() + 240
+    # Each request on a fresh connection, so the kernel spreads them over both workers.
+    while time.time() < deadline:
+        r = requests.post(api.url + "/train", json=body, timeout=60)
+        pid = int(r.headers["X-Worker-Pid"])
+        pids.add(pid)
+        answers.setdefault(pid, set()).add(r.json()["status"])
+        if r.json()["status"] == "ready" and len(pids) >= 2:
+            break
+        time.sleep(0.2)
+    assert len(pids) >= 2, f"all polls answered by {pids}"
+    others = [p for p in pids if p != trainer]
+    assert others, "no poll answered by a worker other than the trainer"
+    assert any("in_progress" in answers[p] or "ready" in answers[p] for p in others)
+    assert starts_of(api, started.json()["model_sha1"]) == 1
+
+
+def test_concurrent_identical_requests_start_one_training(api: Api, site: Site) -> None:
+    body = train_body(site, random_seed=23)
+    barrier = threading.Barrier(10)
+
+    def post(_: int) -> requests.Response:
+        barrier.wait()
+        return requests.post(api.url + "/train", json=body, timeout=60)
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(post, range(10)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    statuses = sorted(r.json()["status"] for r in responses)
+    assert statuses == ["in_progress"] * 9 + ["new"], statuses
+    model_sha1 = responses[0].json()["model_sha1"]
+    assert {r.json()["model_sha1"] for r in responses} == {model_sha1}
+    assert poll_until_done(api, body)[-1].json()["status"] == "ready"
+    assert starts_of(api, model_sha1) == 1
+    assert len(runs_of(api, model_sha1)) == 1
+
+
+def test_killed_worker_job_is_taken_over_after_lease_expiry(api: Api, site: Site) -> None:
+    # An image size no other test uses, so no cached features shorten the job before the kill.
+    body = train_body(site, random_seed=24, image_size=192)
+    started = api.post("/train", json=body)
+    assert started.json()["status"] == "new"
+    model_sha1 = started.json()["model_sha1"]
+    victim = int(started.headers["X-Worker-Pid"])
+    time.sleep(1.5)  # into the job: fetching images or extracting features
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+
+    # Nothing half-made is visible: no manifest, and the status still says in progress.
+    model = api.get(f"/models/{model_sha1}").json()
+    assert model["manifest"] is None
+    assert model["status"] in ("new", "in_progress")
+
+    responses = poll_until_done(api, body)
+    statuses = [r.json()["status"] for r in responses]
+    assert statuses[-1] == "ready", responses[-1].json()
+    restart = statuses.index("new")  # exactly one request took the job over ...
+    assert statuses.count("new") == 1
+    # ... and only once the dead worker's lease had expired.
+    assert all(s == "in_progress" for s in statuses[:restart])
+    assert int(responses[restart].headers["X-Worker-Pid"]) != victim
+    assert starts_of(api, model_sha1) == 2
+    assert len(runs_of(api, model_sha1)) == 1  # only the second run finished
+    assert time.time() - killed_at >= LEASE_TTL
+    api.wait_for_workers(2)  # gunicorn replaced the dead worker
+
+
+def test_training_failure_is_an_error_status(api: Api, site: Site) -> None:
+    """A CSV whose image sha1 is wrong only shows when the images are fetched: status error, with the row."""
+    body = train_body(site, "mismatch.csv", random_seed=25)
+    final = poll_until_done(api, body)[-1].json()
+    assert final["status"] == "error"
+    source = (site.root / "mismatch.csv").read_text().split(",")[0]
+    assert final["message"].startswith(f"1 image(s) do not match their CSV sha1: line 1 ({source}) has sha1 ")
+    # The error is final: asking again reports it, and does not retrain.
+    again = api.post("/train", json=body).json()
+    assert again == final
+    assert starts_of(api, final["model_sha1"]) == 1
+
+
+def test_models_list(api: Api, site: Site, trained_model: str) -> None:
+    models = api.get("/models").json()["models"]
+    assert trained_model in [m["model_sha1"] for m in models]
+    assert all(
+        set(m)
+        <= {
+            "model_sha1",
+            "status",
+            "message",
+            "manifest_sha1",
+            "weights_sha1",
+            "labels",
+            "validation_accuracy",
+        }
+        for m in models
+    )
+    assert len(api.get("/models?limit=1").json()["models"]) == 1
