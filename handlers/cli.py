@@ -65,7 +65,7 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from model import jobs
-    from model.pipeline import prepare_recipe, train_model
+    from model.pipeline import prepare_recipe
 
     store, settings, policy = _context(args)
     recipe = prepare_recipe(store, settings, _hyperparameters(args), args.csv, args.csv_sha1, policy)
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 model_sha1,
                 owner,
                 settings.lease_ttl,
-                lambda: train_model(store, recipe, args.csv, settings, policy, _tqdm_progress),
+                lambda: _train_and_publish(store, recipe, args, settings, policy),
             )
     assert status is not None
     _emit(
@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "base_sha1": recipe.base_sha1,
             **{
                 k: status[k]
-                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "message")
+                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "published", "message")
                 if k in status
             },
         }
@@ -106,6 +106,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stl: error: {status['message']}", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def _train_and_publish(
+    store: ObjectStore, recipe: Any, args: argparse.Namespace, settings: Settings, policy: FetchPolicy
+) -> dict:
+    from model.pipeline import train_model
+    from model.publish import publish_model
+
+    fields = train_model(store, recipe, args.csv, settings, policy, _tqdm_progress)
+    if args.publish:
+        fields["published"] = publish_model(store, recipe.sha1, args.publish)
+    return fields
 
 
 def store_lease(store: ObjectStore, model_sha1: str, owner: str, ttl: float) -> bool:
@@ -120,6 +132,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from model.infer import Predictor, top_label
 
     store, settings, policy = _context(args)
+    from model.publish import ensure_model
+
+    ensure_model(store, args.model, args.model_uri)  # fetched by hash and verified if absent
     predictor = Predictor(store, settings)
     predictor.load(args.model)  # unknown model: fail before touching any image
     for source in args.images:
@@ -217,10 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="average features with the mirrored image (FLIP_AUGMENT)",
     )
     t.add_argument("--force", action="store_true", help="train again even if the model is ready")
+    t.add_argument(
+        "--publish",
+        metavar="URI",
+        help="also copy the finished model to this store (path, s3://, gs://, ipfs://)",
+    )
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("infer", help="label images with a trained model")
     i.add_argument("--model", required=True, help="model sha1")
+    i.add_argument(
+        "--model-uri", metavar="URI", help="store to fetch the model from (by hash) if it is not local"
+    )
     i.add_argument("images", nargs="+", help="image paths, URLs or sha1:<hex> store references")
     i.set_defaults(func=cmd_infer)
 
