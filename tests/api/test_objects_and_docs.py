@@ -1,0 +1,83 @@
+"""GET /objects, /healthz, the OpenAPI document and the Swagger UI page."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import yaml
+from api_testing import Api, Site
+from openapi_spec_validator import validate as validate_spec
+from test_bad_input import error_of
+
+from model.recipe import HYPERPARAMETERS
+from store import LocalStore
+
+
+def test_object_streamed_verified(api: Api, site: Site, trained_model: str) -> None:
+    data = (site.root / "train.csv").read_bytes()
+    sha1 = hashlib.sha1(data).hexdigest()
+    r = api.get(f"/objects/{sha1}")
+    assert r.status_code == 200
+    assert r.content == data
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["ETag"] == f'"{sha1}"'
+    assert api.get(f"/objects/{sha1}", headers={"If-None-Match": f'"{sha1}"'}).status_code == 304
+
+
+def test_corrupt_object_is_not_served(api: Api) -> None:
+    store = LocalStore(api.data_dir)
+    sha1 = store.put(b"the original bytes")
+    store.object_path(sha1).write_bytes(b"tampered bytes")
+    r = api.get(f"/objects/{sha1}")
+    # The store's fault, not the client's: a 500, but JSON and without the store's path.
+    assert error_of(r, 500) == "store error (HashMismatch); see the server log"
+    assert str(api.data_dir) not in r.text
+
+
+def test_model_while_only_recipe_known(api: Api, trained_model: str) -> None:
+    r = api.get(f"/models/{trained_model}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ready"
+    assert body["job"]["status"] == "ready"
+    assert body["manifest"]["outputs"]["weights"]["sha1"] == body["job"]["weights_sha1"]
+    assert body["recipe"] == body["manifest"]["recipe"]
+
+
+def test_healthz(api: Api) -> None:
+    r = api.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "pid": int(r.headers["X-Worker-Pid"])}
+
+
+def test_openapi_document(api: Api) -> None:
+    as_json = api.get("/api/openapi.json").json()
+    as_yaml = yaml.safe_load(api.get("/api/openapi.yaml").text)
+    assert as_json == as_yaml
+    validate_spec(as_json)
+    assert {"/train", "/infer", "/models", "/models/{model_sha1}", "/objects/{sha1}", "/healthz"} <= set(
+        as_json["paths"]
+    )
+
+
+def test_openapi_bounds_match_the_recipe(api: Api) -> None:
+    """The documented hyperparameter bounds are the ones the pipeline enforces."""
+    metadata = api.get("/api/openapi.json").json()["components"]["schemas"]["Metadata"]["properties"]
+    for name, (kind, lo, hi) in HYPERPARAMETERS.items():
+        schema = metadata[name]
+        assert schema["type"] == ("integer" if kind is int else "number"), name
+        assert schema["maximum"] == hi, name
+        # image_size also takes 0 ("native size"), below its range.
+        assert schema["minimum"] == (0 if name == "image_size" else lo), name
+
+
+def test_swagger_ui_is_self_contained(api: Api) -> None:
+    page = api.get("/api/doc")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["Content-Type"]
+    assert not re.search(r"""(src|href)=["']https?://""", page.text), (
+        "the page must not load anything from outside"
+    )
+    for asset in re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text):
+        assert api.get(asset).status_code == 200, asset
