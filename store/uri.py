@@ -26,7 +26,28 @@ def open_store(uri: str | None = None, data_dir: str | None = None) -> ObjectSto
     if parsed.scheme in ("", "local", "file"):
         path = uri.split("://", 1)[1] if "://" in uri else uri
         return LocalStore(path)
-    factory = BACKENDS.get(parsed.scheme)
+    factory = BACKENDS.get(parsed.scheme) or _LAZY.get(parsed.scheme)
     if factory is None:
         raise StoreError(f"unsupported store URI scheme {parsed.scheme!r} in {uri!r}")
     return factory(uri, data_dir)
+
+
+# Remote backends import their client libraries only when asked for, so that the
+# local default never pays for (or needs) boto3.
+def _open_s3(uri: str, data_dir: str) -> ObjectStore:
+    from .s3 import S3Store
+    from .tiered import TieredStore
+
+    return TieredStore(LocalStore(data_dir), S3Store.from_uri(uri))
+
+
+def _open_ipfs(uri: str, data_dir: str) -> ObjectStore:
+    from .ipfs import IpfsStore
+    from .tiered import TieredStore
+
+    cache = LocalStore(data_dir)
+    # IPFS has no mutable names: its refs live in the same local directory as the cache.
+    return TieredStore(cache, IpfsStore.from_uri(uri, refs=cache))
+
+
+_LAZY: dict[str, Callable[[str, str], ObjectStore]] = {"s3": _open_s3, "gs": _open_s3, "ipfs": _open_ipfs}
