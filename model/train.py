@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,41 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
+@cache
+def _epoch_function() -> Any:
+    """Compiled epochs of mini-batch Adam on softmax regression, shared by every fit.
+
+    Gradients are written out (softmax regression has a closed form), so the
+    graph holds no tape and no variables and can be traced once per process.
+    """
+    tf = tensorflow()
+    beta1, beta2, eps = 0.9, 0.999, 1e-7
+
+    @tf.function(jit_compile=False, reduce_retracing=True)
+    def epochs(x, y, perms, batch, lr, l2, state):  # type: ignore[no-untyped-def]
+        w, b, mw, vw, mb, vb, t = state
+        n = tf.shape(x)[0]
+        for e in tf.range(tf.shape(perms)[0]):
+            for start in tf.range(0, n, batch):
+                idx = perms[e, start : start + batch]
+                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+                m = tf.cast(tf.shape(idx)[0], tf.float32)
+                g = (tf.nn.softmax(tf.matmul(xb, w) + b) - yb) / m
+                gw = tf.matmul(xb, g, transpose_a=True) + 2.0 * l2 * w
+                gb = tf.reduce_sum(g, axis=0)
+                t = t + 1.0
+                corr = lr * tf.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+                mw = beta1 * mw + (1.0 - beta1) * gw
+                vw = beta2 * vw + (1.0 - beta2) * gw * gw
+                mb = beta1 * mb + (1.0 - beta1) * gb
+                vb = beta2 * vb + (1.0 - beta2) * gb * gb
+                w = w - corr * mw / (tf.sqrt(vw) + eps)
+                b = b - corr * mb / (tf.sqrt(vb) + eps)
+        return w, b, mw, vw, mb, vb, t
+
+    return epochs
+
+
 def _fit(
     x: np.ndarray,
     y: np.ndarray,
@@ -75,41 +111,21 @@ def _fit(
     lr: float,
     on_epoch: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Mini-batch Adam from zeros; loss = mean cross-entropy + l2 * |W|^2."""
     tf = tensorflow()
-    dim = x.shape[1]
-    w = tf.Variable(tf.zeros((dim, n_labels)))
-    b = tf.Variable(tf.zeros((n_labels,)))
-    opt_state = [tf.Variable(tf.zeros_like(v)) for v in (w, w, b, b)]  # m_w, v_w, m_b, v_b
-    step = tf.Variable(0.0)
-    beta1, beta2, eps = 0.9, 0.999, 1e-7
-    xs = tf.constant(x)
-    ys = tf.constant(np.eye(n_labels, dtype=np.float32)[y])
-
-    @tf.function(jit_compile=False)
-    def train_step(idx: Any) -> None:
-        xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
-        with tf.GradientTape() as tape:
-            logits = tf.matmul(xb, w) + b
-            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(yb, logits)) + l2 * tf.reduce_sum(
-                w * w
-            )
-        gw, gb = tape.gradient(loss, [w, b])
-        step.assign_add(1.0)
-        corr = tf.sqrt(1 - beta2**step) / (1 - beta1**step)
-        for var, g, m, v in ((w, gw, opt_state[0], opt_state[1]), (b, gb, opt_state[2], opt_state[3])):
-            m.assign(beta1 * m + (1 - beta1) * g)
-            v.assign(beta2 * v + (1 - beta2) * g * g)
-            var.assign_sub(lr * corr * m / (tf.sqrt(v) + eps))
-
+    run_epochs = _epoch_function()
+    zw, zb = np.zeros((x.shape[1], n_labels), np.float32), np.zeros(n_labels, np.float32)
+    state = tuple(tf.constant(a) for a in (zw, zb, zw, zw, zb, zb, np.float32(0)))
+    xs, ys = tf.constant(x), tf.constant(np.eye(n_labels, dtype=np.float32)[y])
+    args = (tf.constant(batch), tf.constant(np.float32(lr)), tf.constant(np.float32(l2)))
     rng = np.random.Generator(np.random.PCG64(seed))
-    n = len(x)
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, batch):
-            train_step(tf.constant(order[start : start + batch], dtype=tf.int32))
+    perms = np.stack([rng.permutation(len(x)) for _ in range(epochs)]).astype(np.int32)
+    # One graph call for all epochs, or one per epoch when someone shows progress.
+    for chunk in [perms] if on_epoch is None else np.split(perms, epochs):
+        state = run_epochs(xs, ys, tf.constant(chunk), *args, state)
         if on_epoch is not None:
             on_epoch()
-    return w.numpy(), b.numpy()
+    return state[0].numpy(), state[1].numpy()
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
