@@ -178,7 +178,7 @@ def cmd_base(args: argparse.Namespace) -> int:
 
     store, _settings, _policy = _context(args)
     if args.base_command == "import":
-        _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file)})
+        _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file, args.sha256)})
     elif args.base_command == "ensure":
         _spec, sha1 = ensure_base(store, args.base)
         _emit({"base": args.base, "weights_sha1": sha1})
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi = bsub.add_parser("import", help="put a Keras-applications weight file into the store")
     bi.add_argument("file")
     bi.add_argument("--base", required=True)
+    bi.add_argument("--sha256", help="pin the file's sha256 (required where Keras publishes no hash)")
     be = bsub.add_parser("ensure", help="convert the default base into the store (no download)")
     be.add_argument("--base", default="efficientnet-lite0")
     bsub.add_parser("list", help="list known bases and whether the store holds them")

@@ -29,26 +29,20 @@ class BaseSpec:
     name: str
     native_size: int
     feature_dim: int
-    #: For imported bases: the file the user must supply and its pinned sha256.
+    #: For imported bases: the file the user must supply and the hash Keras pins it by
+    #: (Keras publishes md5s; where it publishes none the importer must pin a sha256).
     source_file: str = ""
-    source_sha256: str = ""
+    source_md5: str = ""
 
 
 BASES: dict[str, BaseSpec] = {
     "efficientnet-lite0": BaseSpec("efficientnet-lite0", 224, 1280),
     "mobilenet-v2": BaseSpec(
-        "mobilenet-v2",
-        224,
-        1280,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        "",
+        "mobilenet-v2", 224, 1280, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
     ),
+    # md5 as pinned in keras/src/applications/efficientnet.py (WEIGHTS_HASHES["b0"][1]).
     "efficientnet-b0": BaseSpec(
-        "efficientnet-b0",
-        224,
-        1280,
-        "efficientnetb0_notop.h5",
-        "",
+        "efficientnet-b0", 224, 1280, "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d"
     ),
 }
 
@@ -101,15 +95,26 @@ def _convert_lite0(store: ObjectStore) -> str:
     return record["weights_sha1"]
 
 
-def import_base(store: ObjectStore, name: str, path: str | Path) -> str:
-    """Put a Keras-applications weight file into the store after checking its pinned hash."""
+def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | None = None) -> str:
+    """Put a Keras-applications weight file into the store after checking its pinned hash.
+
+    A file is accepted only against a pin: Keras' published md5 where it has one,
+    otherwise the sha256 the importer states (so a wrong file cannot slip in
+    unnoticed); the stored file's sha1 then names the base in every recipe.
+    """
     spec = get_spec(name)
     if not spec.source_file:
         raise InvalidRequest(f"base {name} needs no import: it ships with the package")
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if spec.source_sha256 and digest != spec.source_sha256:
-        raise BaseModelError(f"{path} has sha256 {digest}, but {name} is pinned to {spec.source_sha256}")
+    if spec.source_md5:
+        actual_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if actual_md5 != spec.source_md5:
+            raise BaseModelError(f"{path} has md5 {actual_md5}, but {name} is pinned to {spec.source_md5}")
+    elif not sha256:
+        raise InvalidRequest(f"Keras publishes no hash for {name}: pin the file with --sha256 HEX")
+    if sha256 and digest != sha256.lower():
+        raise BaseModelError(f"{path} has sha256 {digest}, but you pinned {sha256}")
     if not data.startswith(b"\x89HDF\r\n\x1a\n"):
         raise BaseModelError(f"{path} is not an HDF5 Keras weight file")
     sha1 = store.put(data)
