@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request, send_file
@@ -25,6 +26,7 @@ from .auth import check_token
 from .bodies import json_body
 from .errors import InvalidInput
 from .inference import infer
+from .openapi import query_parameters
 from .service import Service
 from .training import public_status, submit_training
 
@@ -39,6 +41,14 @@ def path_sha1(value: str, name: str) -> str:
     if not is_sha1(value):
         raise InvalidInput(f"{name} must be a sha1 (40 lowercase hex digits), got {value!r}")
     return value
+
+
+def check_query(rule: str, method: str, args: Any) -> None:
+    """Refuse query parameters the OpenAPI document does not declare, as for body fields."""
+    declared = query_parameters(re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule), method)
+    unknown = sorted(set(args) - declared) if declared is not None else []
+    if unknown:
+        raise InvalidInput("unknown query parameter: " + ", ".join(unknown))
 
 
 def post_train() -> Response:
@@ -132,8 +142,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
 
     @app.before_request
-    def authenticate() -> None:
+    def authenticate_then_check_query() -> None:
         check_token(request, settings.api_token)
+        if request.url_rule is not None:
+            check_query(request.url_rule.rule, request.method, request.args)
 
     @app.after_request
     def tag_worker(response: Response) -> Response:

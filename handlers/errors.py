@@ -99,8 +99,13 @@ def handle(error: Exception) -> Response:
     if isinstance(error, RequestEntityTooLarge):
         return error_response(413, "request body is larger than the limit (MAX_DOWNLOAD_BYTES)")
     if isinstance(error, HTTPException):
-        # Routing errors (404 unknown path, 405 wrong method) from Flask itself.
-        return error_response(error.code or 500, f"{error.name}: {error.description}")
+        # Routing errors (404 unknown path, 405 wrong method) from Flask itself;
+        # keep their headers (405's Allow lists the methods that would work).
+        response = error_response(error.code or 500, f"{error.name}: {error.description}")
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
     status = status_of(error)
     if status is None:
         log.exception("unhandled error")

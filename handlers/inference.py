@@ -8,14 +8,13 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 
 from model.errors import ImageError, InvalidRequest, ModelNotFound
-from model.fetch import fetch_bytes
 from model.manifest import manifest_sha1
 from store.errors import ObjectNotFound
 from store.hashing import is_sha1
 
 from .bodies import content_type, json_body
 from .errors import InvalidInput, UnsupportedContentType, UploadTooLarge
-from .service import Service, resolve_client_source
+from .service import Service
 
 Probabilities = dict[str, float]
 
@@ -33,8 +32,7 @@ def check_model(service: Service, model_sha1: str) -> None:
 def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
     url, sha1 = ref.get("url"), ref.get("sha1")
     if url:
-        source = resolve_client_source(url, service.settings)
-        return fetch_bytes(source, service.policy, service.store, expected_sha1=sha1)
+        return service.fetch(url, sha1)
     if sha1:
         if not service.store.has(sha1):
             raise ObjectNotFound(sha1, "the store")
@@ -44,8 +42,6 @@ def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
 
 def infer_json(service: Service, body: dict[str, Any]) -> Probabilities | list[Probabilities]:
     model_sha1 = body["model"]["sha1"]
-    if ("image" in body) == ("images" in body):
-        raise InvalidInput("give exactly one of image or images")
     check_model(service, model_sha1)
     if "image" in body:
         data = image_bytes(service, body["image"], "image")
@@ -77,7 +73,7 @@ def infer_upload(service: Service, request: Request) -> Probabilities | list[Pro
     if len(single) > 1:
         raise InvalidInput("image takes one file; send several as images")
     if bool(single) == bool(many):
-        raise InvalidInput("give exactly one of the file fields image or images")
+        raise InvalidInput("request body needs exactly one of: image, images")
     if len(many) > MAX_IMAGES:
         raise InvalidInput(f"images has {len(many)} items, at most {MAX_IMAGES} are allowed")
     check_model(service, model_sha1)

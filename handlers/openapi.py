@@ -45,6 +45,14 @@ def validate(instance: Any, schema_name: str) -> None:
         raise InvalidInput("; ".join(dict.fromkeys(describe(e) for e in errors)))
 
 
+def query_parameters(path: str, method: str) -> set[str] | None:
+    """Names of the query parameters declared for an operation; None if it is not in the document."""
+    operation = spec()["paths"].get(path, {}).get(method.lower())
+    if operation is None:
+        return None
+    return {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+
+
 def _path(parts: Any) -> str:
     out = ""
     for p in parts:
@@ -78,6 +86,11 @@ def describe(error: ValidationError) -> str:
         return f"{field} must be {op} {error.validator_value:g}, got {value!r}"
     if kind in ("minLength", "minItems"):
         return f"{field} must not be empty"
+    if kind == "minProperties":
+        return f"{field} needs at least one of: {', '.join(error.schema.get('properties', {}))}"
+    if kind == "oneOf":
+        choices = [" and ".join(sub.get("required", [])) for sub in error.validator_value]
+        return f"{field} needs exactly one of: {', '.join(choices)}"
     if kind == "maxItems":
         return f"{field} has {len(value)} items, at most {error.validator_value} are allowed"
     if kind == "maxLength":

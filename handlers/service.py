@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.config import Settings
-from model.errors import FetchRefused
-from model.fetch import FetchPolicy
+from model.errors import FetchError, FetchRefused
+from model.fetch import FetchPolicy, fetch_bytes
 from store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -53,6 +53,19 @@ def resolve_client_source(source: str, settings: Settings) -> str:
     return source  # the policy refuses it with a message naming IMPORT_ROOT
 
 
+def fetch_client_source(
+    source: str, settings: Settings, policy: FetchPolicy, store: ObjectStore, sha1: str | None
+) -> bytes:
+    """Fetch a client's URL or path under the strict policy, verified against ``sha1`` if given."""
+    resolved = resolve_client_source(source, settings)
+    try:
+        return fetch_bytes(resolved, policy, store, expected_sha1=sha1)
+    except OSError as e:
+        # model.fetch turns only some OSErrors of local paths into FetchError; a name
+        # too long or a file used as a directory would otherwise surface as a 500.
+        raise FetchError(f"cannot read {source}: {e.strerror or e}") from None
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -75,3 +88,6 @@ class Service:
 
                 self._predictor = Predictor(self.store, self.settings)
             return self._predictor
+
+    def fetch(self, source: str, sha1: str | None = None) -> bytes:
+        return fetch_client_source(source, self.settings, self.policy, self.store, sha1)

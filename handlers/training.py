@@ -52,10 +52,8 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
     source = resolve_client_source(url, service.settings) if url else None
     if sha1 is not None and service.store.has(sha1):
         data = service.store.get(sha1)
-    elif source is not None:
-        from model.fetch import fetch_bytes
-
-        data = fetch_bytes(source, service.policy, service.store, expected_sha1=sha1)
+    elif url is not None:
+        data = service.fetch(url, sha1)
         sha1 = service.store.put(data)
     elif sha1 is not None:
         raise InvalidRequest(f"CSV {sha1} is not in the store; give its csv.url")

@@ -81,7 +81,7 @@ def test_wrong_content_type(api: Api, path: str) -> None:
             "unknown field: metadata.epoc; metadata.epochs must be an integer, got string",
         ),
         # Past the schema, the pipeline's own checks, with its messages.
-        ({"csv": {}}, "csv needs a url or a sha1"),
+        ({"csv": {}}, "csv needs at least one of: url, sha1"),
         ({"csv": {"sha1": SHA1}}, f"CSV {SHA1} is not in the store; give its csv.url"),
     ],
 )
@@ -135,11 +135,11 @@ def test_csv_too_large(api: Api, site: Site) -> None:
     [
         ({"image": {"url": "x.png"}}, 400, "missing field: model"),
         ({"model": {}, "image": {"url": "x.png"}}, 400, "missing field: model.sha1"),
-        ({"model": {"sha1": SHA1}}, 400, "give exactly one of image or images"),
+        ({"model": {"sha1": SHA1}}, 400, "request body needs exactly one of: image, images"),
         (
             {"model": {"sha1": SHA1}, "image": {"url": "a.png"}, "images": [{"url": "b.png"}]},
             400,
-            "give exactly one of image or images",
+            "request body needs exactly one of: image, images",
         ),
         ({"model": {"sha1": SHA1}, "images": []}, 400, "images must not be empty"),
         (
@@ -174,6 +174,8 @@ def test_infer_body_fields(api: Api, body: dict[str, Any], status: int, message:
         (f"/objects/{SHA1}", 404, f"object {SHA1} not found"),
         ("/models?limit=0", 400, "limit must be an integer from 1 to 1000, got '0'"),
         ("/models?limit=x", 400, "limit must be an integer from 1 to 1000, got 'x'"),
+        ("/models?limt=5", 400, "unknown query parameter: limt"),
+        ("/healthz?verbose=1", 400, "unknown query parameter: verbose"),
         ("/no/such/path", 404, None),
     ],
 )
@@ -186,3 +188,15 @@ def test_bad_paths(api: Api, path: str, status: int, message: str | None) -> Non
 def test_wrong_method(api: Api) -> None:
     r = api.get("/train")
     assert error_of(r, 405).startswith("Method Not Allowed")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("train.csv/inside", "Not a directory"), ("x" * 300, "File name too long"), ("images", None)],
+)
+def test_unreadable_paths(api: Api, site: Site, path: str, reason: str | None) -> None:
+    message = error_of(api.post("/train", json={"csv": {"url": path}}), 422)
+    if reason is None:
+        assert message == f"is a directory, not a file: {site.root}/{path}"
+    else:
+        assert message == f"cannot read {path}: {reason}"

@@ -57,7 +57,7 @@ def test_unknown_image_sha1(api: Api, trained_model: str) -> None:
 
 def test_image_needs_url_or_sha1(api: Api, trained_model: str) -> None:
     r = api.post("/infer", json={"model": {"sha1": trained_model}, "image": {}})
-    assert error_of(r, 400) == "image needs a url or a sha1"
+    assert error_of(r, 400) == "image needs at least one of: url, sha1"
 
 
 def test_not_an_image_url(api: Api, site: Site, trained_model: str) -> None:
@@ -131,11 +131,11 @@ FILE = ("a.png", b"x")
             400,
             "model_sha1 must be a sha1 (40 lowercase hex digits), got 'xyz'",
         ),
-        ([("model_sha1", (None, SHA1))], 400, "give exactly one of the file fields image or images"),
+        ([("model_sha1", (None, SHA1))], 400, "request body needs exactly one of: image, images"),
         (
             [("model_sha1", (None, SHA1)), ("image", FILE), ("images", FILE)],
             400,
-            "give exactly one of the file fields image or images",
+            "request body needs exactly one of: image, images",
         ),
         (
             [("model_sha1", (None, SHA1)), ("image", FILE), ("image", FILE)],
