@@ -20,6 +20,7 @@ PAGE = """<!DOCTYPE html>
 <head>
   <meta charset="utf-8">
   <title>static-transfer-learning API</title>
+  <link rel="icon" type="image/png" href="{icon}">
   <link rel="stylesheet" href="{css}">
 </head>
 <body>
@@ -44,6 +45,7 @@ PAGE = """<!DOCTYPE html>
 @blueprint.get("/api/doc/")
 def page() -> Response:
     html = PAGE.format(
+        icon=url_for("swagger.asset", filename="favicon-32x32.png"),
         css=url_for("swagger.asset", filename="swagger-ui.css"),
         bundle=url_for("swagger.asset", filename="swagger-ui-bundle.js"),
         spec_url=json.dumps(url_for("swagger.openapi_json")),

@@ -1,0 +1,39 @@
+"""The gunicorn command line that ``stl serve`` builds (the servers in these tests run it for real)."""
+
+from __future__ import annotations
+
+from handlers.serve import APP, gunicorn_argv
+
+
+def option(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == name]
+
+
+def test_defaults() -> None:
+    argv = gunicorn_argv([], env={})
+    assert argv[-1] == APP
+    assert option(argv, "--bind") == ["0.0.0.0:8080"]
+    assert option(argv, "--workers") == ["2"]
+    assert option(argv, "--worker-class") == ["gthread"]
+    assert option(argv, "--timeout") == ["120"]
+    assert "--preload" not in argv
+
+
+def test_environment() -> None:
+    argv = gunicorn_argv([], env={"PORT": "9000", "WEB_CONCURRENCY": "4", "THREADS": "8"})
+    assert option(argv, "--bind") == ["0.0.0.0:9000"]
+    assert option(argv, "--workers") == ["4"]
+    assert option(argv, "--threads") == ["8"]
+
+
+def test_given_bind_replaces_the_default() -> None:
+    # gunicorn appends binds, so a default would listen on a second address.
+    for given in (["--bind", "127.0.0.1:1234"], ["-b", "127.0.0.1:1234"], ["--bind=127.0.0.1:1234"]):
+        argv = gunicorn_argv(given, env={})
+        assert "0.0.0.0:8080" not in argv
+        assert argv[-1] == APP
+
+
+def test_arguments_come_after_defaults() -> None:
+    argv = gunicorn_argv(["--workers", "3"], env={})
+    assert option(argv, "--workers") == ["2", "3"]  # argparse keeps the last
