@@ -51,7 +51,7 @@ class Settings:
     learning_rate: float = 0.01
     train_percentage: int = 80
     data_limit: int = 0  # images per label, 0: no limit
-    l2: float = -1.0  # head L2 penalty; < 0: chosen by cross-validation on the training split
+    l2: float = 0.001  # head L2 penalty; < 0: chosen by cross-validation on the training split
     flip: bool = False  # average features of the image and its mirror
     # Limits.
     max_csv_rows: int = 100_000

@@ -74,12 +74,11 @@ class ObjectStore(ABC):
     def open(self, sha1: str) -> BinaryIO:
         """A readable stream of an object whose hash was verified before it is returned.
 
-        The default spools through a temporary file so that memory stays flat for
-        large objects; the local backend returns its own file directly.
+        The default reads the object whole and hands back a spooled copy; backends
+        that can stream (local, S3, tiered) override it to keep memory flat.
         """
         spool = tempfile.TemporaryFile()
-        data = self.get(sha1)
-        spool.write(data)
+        spool.write(self.get(sha1))
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
