@@ -324,6 +324,7 @@ def train_model(
         },
         "environment": environment(),
     }
+    add_native_ids(store, manifest)
     manifest_sha1 = save_manifest(store, manifest)
     timings["total"] = time.time() - started
     record_run(store, recipe.sha1, manifest_sha1, csv_source, timings, stats)
@@ -334,6 +335,21 @@ def train_model(
         "validation_accuracy": manifest["metrics"]["validation_accuracy"],
         "cache": stats,
     }
+
+
+def add_native_ids(store: ObjectStore, manifest: dict[str, Any]) -> None:
+    """Record each input's and output's backend-native id (an IPFS CID) next to its sha1.
+
+    Only backends that have such ids add anything, so on local or S3 stores the
+    manifest is unchanged.
+    """
+    inputs, outputs = manifest["inputs"], manifest["outputs"]
+    entries = [(inputs["csv"], "sha1"), (inputs["base"], "weights_sha1"), (outputs["weights"], "sha1")]
+    entries += [(img, "image_sha1") for img in inputs["images"]]
+    for entry, field in entries:
+        cid = store.native_id(entry[field])
+        if cid:
+            entry["cid"] = cid
 
 
 def record_run(
