@@ -40,6 +40,7 @@ from store import LocalStore
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example-data"
 CONCURRENCIES = (1, 4)
+LOAD_AT_START = ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 @contextlib.contextmanager
@@ -200,8 +201,9 @@ def report(rows: list[tuple[str, dict]], duration: int, workers: int) -> str:
         "At concurrency 1 the gap between the HTTP and in-process rows is what the service adds around",
         "the model: HTTP and JSON, the schema check, the model and image lookups in the store, and the",
         "gunicorn worker's thread handing the request over, all on the same two cores as wrk itself.",
-        "At concurrency 4 both workers run TensorFlow at once on two cores: throughput grows a little,",
-        "latency grows with the queue.",
+        "At concurrency 4 both workers run TensorFlow at once on the two cores: throughput is higher and",
+        "latency includes queueing. The machine is shared: the load average when the run started was",
+        f"{LOAD_AT_START}, so compare rows of one run rather than runs.",
         "",
     ]
     return "\n".join(lines)
