@@ -116,7 +116,7 @@ def _train_and_publish(
 
     fields = train_model(store, recipe, args.csv, settings, policy, _tqdm_progress)
     if args.publish:
-        fields["published"] = publish_model(store, recipe.sha1, args.publish)
+        fields["published"] = publish_model(store, recipe.sha1, args.publish, settings.data_dir)
     return fields
 
 

@@ -1,7 +1,9 @@
 """Publish a trained model to another store, and fetch one back by hash.
 
 ``model.uri`` in a train request names where the finished model should also
-live (``/path``, ``local://…``, ``s3://…``, ``gs://…``, ``ipfs://``); a server
+live (``/path``, ``local://…``, ``s3://…``, ``gs://…``, ``ipfs://``; to fetch
+from IPFS, whose refs are per node, use the ``ipfs:///<CID>`` that publishing
+returned: the CID of a publication record); a server
 that is asked to label images with a model it does not hold fetches it from
 that URI. What travels is what inference needs — manifest, head weights, base
 weights and the base's record — and every object is verified by hash on both
@@ -12,8 +14,11 @@ some other model under this name.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from typing import Any
+from urllib.parse import urlparse
 
 from store import HashMismatch, ObjectStore, open_store
 
@@ -27,16 +32,39 @@ def _objects(manifest: dict[str, Any]) -> list[str]:
     return [manifest["outputs"]["weights"]["sha1"], manifest["recipe"]["base_sha1"]]
 
 
-def copy_model(src: ObjectStore, dst: ObjectStore, model_sha1: str) -> str:
-    """Copy a model's manifest and artifacts from ``src`` to ``dst``; returns the manifest sha1."""
-    msha1 = manifest_sha1(src, model_sha1)
-    if msha1 is None:
-        raise ModelNotFound(model_sha1)
-    raw = src.get(msha1)  # verified against msha1
+def _checked_manifest(raw: bytes, model_sha1: str, where: str) -> dict[str, Any]:
+    """The manifest, if its recipe really hashes to ``model_sha1``."""
     manifest = json.loads(raw)
     claimed = Recipe.from_dict(manifest["recipe"]).sha1
     if manifest.get("model_sha1") != model_sha1 or claimed != model_sha1:
-        raise HashMismatch(model_sha1, claimed, f"manifest {msha1} from {src.location}")
+        raise HashMismatch(model_sha1, claimed, where)
+    return manifest
+
+
+def copy_model(
+    src: ObjectStore, dst: ObjectStore, model_sha1: str, publication_cid: str | None = None
+) -> str:
+    """Copy a model's manifest and artifacts from ``src`` to ``dst``; returns the manifest sha1.
+
+    With ``publication_cid`` (IPFS, which has no shared refs) the sha1 -> CID map
+    comes from a publication record read by its CID; the record is not trusted:
+    every object it names is still verified against its sha1, and the manifest
+    against the model hash.
+    """
+    if publication_cid:
+        record = json.loads(src.get_native(publication_cid))
+        if record.get("model_sha1") != model_sha1:
+            raise HashMismatch(model_sha1, str(record.get("model_sha1")), f"publication {publication_cid}")
+        for sha1, cid in record["cids"].items():
+            src.link_native_id(sha1, cid)
+        msha1 = record["manifest_sha1"]
+    else:
+        found = manifest_sha1(src, model_sha1)
+        if found is None:
+            raise ModelNotFound(model_sha1)
+        msha1 = found
+    raw = src.get(msha1)  # verified against msha1
+    manifest = _checked_manifest(raw, model_sha1, f"manifest {msha1} from {src.location}")
     for sha1 in _objects(manifest):
         if not dst.has(sha1):
             dst.put(src.get(sha1))
@@ -48,15 +76,30 @@ def copy_model(src: ObjectStore, dst: ObjectStore, model_sha1: str) -> str:
     return msha1
 
 
-def publish_model(store: ObjectStore, model_sha1: str, uri: str) -> dict[str, Any]:
-    """Copy a finished model to the store named by ``uri``; returns where it went."""
-    target = open_store(uri)
+def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) -> dict[str, Any]:
+    """Copy a finished model to the store named by ``uri``; returns where it went.
+
+    A remote target gets its own cache under ``data_dir``: sharing the source's
+    would make every object look already published.
+    """
+    cache = os.path.join(data_dir, "publish-cache", hashlib.sha1(uri.encode()).hexdigest()[:16])
+    target = open_store(uri, cache)
     try:
         msha1 = copy_model(store, target, model_sha1)
         published: dict[str, Any] = {"uri": uri, "manifest_sha1": msha1}
-        cid = target.native_id(msha1)
-        if cid:
-            published["manifest_cid"] = cid
+        if target.native_id(msha1):
+            # IPFS has no shared refs: a publication record, found by its CID, maps
+            # the model's sha1s to CIDs for any other node.
+            manifest = json.loads(target.get(msha1))
+            cids = {sha1: target.native_id(sha1) for sha1 in [msha1, *_objects(manifest)]}
+            record = {
+                "format": "stl-publication/1",
+                "model_sha1": model_sha1,
+                "manifest_sha1": msha1,
+                "cids": cids,
+            }
+            cid = target.native_id(target.put(json.dumps(record, sort_keys=True).encode()))
+            published["model_uri"] = f"ipfs:///{cid}"
         return published
     finally:
         target.close()
@@ -68,8 +111,10 @@ def ensure_model(store: ObjectStore, model_sha1: str, uri: str | None) -> None:
         return
     if not uri:
         raise ModelNotFound(model_sha1)
+    parsed = urlparse(uri)
+    publication_cid = parsed.path.strip("/") if parsed.scheme == "ipfs" else None
     source = open_store(uri)
     try:
-        copy_model(source, store, model_sha1)
+        copy_model(source, store, model_sha1, publication_cid or None)
     finally:
         source.close()

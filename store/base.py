@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import HashMismatch, InvalidRefName
+from .errors import HashMismatch, InvalidRefName, StoreError
 from .hashing import CHUNK_SIZE, check_sha1, sha1_bytes
 
 _REF_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -89,6 +89,18 @@ class ObjectStore(ABC):
     def native_id(self, sha1: str) -> str | None:
         """The backend's own name for an object (an IPFS CID), if it has one."""
         return None
+
+    def get_native(self, native_id: str) -> bytes:
+        """Bytes by the backend's own name, for backends whose names travel (IPFS CIDs).
+
+        The caller learns the sha1 only from the bytes, so it must check them
+        against something it trusts (see model.publish).
+        """
+        raise StoreError(f"{self.location} has no backend-native object names")
+
+    def link_native_id(self, sha1: str, native_id: str) -> None:
+        """Teach the store that ``sha1`` is known to it as ``native_id``; reads still verify the sha1."""
+        raise StoreError(f"{self.location} has no backend-native object names")
 
     # -- refs --------------------------------------------------------------
     @abstractmethod

@@ -124,6 +124,17 @@ class IpfsStore(ObjectStore):
         raw = self.refs.get_ref(self._cid_ref(sha1))
         return raw.decode() if raw is not None else None
 
+    def get_native(self, native_id: str) -> bytes:
+        try:
+            with self._call("cat", {"arg": native_id}, stream=True) as resp:
+                resp.raw.decode_content = True
+                return self._read_all(resp)
+        except _RpcError as exc:
+            raise ObjectNotFound(native_id, f"{self.location} ({exc})") from None
+
+    def link_native_id(self, sha1: str, native_id: str) -> None:
+        self.refs.set_ref(self._cid_ref(sha1), native_id.encode())
+
     def _add(self, src: BinaryIO, size: int) -> str:
         """Add ``size`` bytes from ``src``; return their sha1 after recording the node's CID."""
         digest = hashlib.sha1()

@@ -96,6 +96,12 @@ class TieredStore(ObjectStore):
     def native_id(self, sha1: str) -> str | None:
         return self.remote.native_id(sha1)
 
+    def get_native(self, native_id: str) -> bytes:
+        return self.remote.get_native(native_id)
+
+    def link_native_id(self, sha1: str, native_id: str) -> None:
+        self.remote.link_native_id(sha1, native_id)
+
     def size(self, sha1: str) -> int:
         if not self._cached(sha1):
             self._fill(sha1)

@@ -1,0 +1,141 @@
+"""The same recipe gives the same model on every backend, and models travel between them by hash.
+
+Real servers, started here: moto's S3 server (driven through boto3 as MinIO
+would be) and an embedded Kubo behind its RPC front.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import server as moto_server
+from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
+from test_store_ipfs import Node, start_node
+
+BUCKET = "stl-e2e"
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"},
+        region_name="us-east-1",
+    ).create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    node = start_node(tmp_path_factory.mktemp("kubo-e2e"))
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, kubo: Node) -> dict:
+    """Train the same CSV into three stores: local, S3, IPFS."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    csv = small_dataset(tmp / "set")
+    envs = {
+        "local": {},
+        "s3": {**S3_ENV, "STORE_URI": f"s3://{BUCKET}/store", "S3_ENDPOINT_URL": s3_endpoint},
+        "ipfs": {"STORE_URI": "ipfs://", "IPFS_ADDRESS": kubo.multiaddr},
+    }
+    out = {}
+    for name, env in envs.items():
+        run = run_stl(["train", str(csv), *FAST], tmp / f"cache-{name}", env=env)
+        assert run.code == 0, f"{name}: {run.err}"
+        out[name] = {"run": run.json, "env": env, "data": tmp / f"cache-{name}"}
+    out["tmp"] = tmp
+    return out
+
+
+def test_identical_model_hashes_on_every_backend(trained: dict) -> None:
+    runs = {name: trained[name]["run"] for name in ("local", "s3", "ipfs")}
+    assert len({r["model_sha1"] for r in runs.values()}) == 1
+    assert len({r["weights_sha1"] for r in runs.values()}) == 1
+    assert all(r["status"] == "ready" for r in runs.values())
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_infer_on_each_backend_from_a_fresh_cache(trained: dict, backend: str) -> None:
+    model = trained[backend]["run"]["model_sha1"]
+    image = str(EXAMPLE / "infer" / "stripes.png")
+    # A second machine: same remote store, empty local cache.
+    fresh = trained["tmp"] / f"second-{backend}"
+    data = trained[backend]["data"] if backend == "local" else fresh
+    run = run_stl(["infer", "--model", model, image], data, env=trained[backend]["env"])
+    assert run.code == 0, run.err
+    reference = run_stl(["infer", "--model", model, image], trained["local"]["data"])
+    assert json.loads(run.out) == json.loads(reference.out)
+
+
+def test_ipfs_publish_and_fetch_by_manifest_cid(trained: dict, kubo: Node) -> None:
+    """IPFS refs are per node, so a second machine names the model by its manifest's CID."""
+    model = trained["local"]["run"]["model_sha1"]
+    csv = trained["tmp"] / "set" / "train.csv"
+    env = {"IPFS_ADDRESS": kubo.multiaddr}
+    run = run_stl(
+        ["train", str(csv), *FAST, "--force", "--publish", "ipfs://"], trained["local"]["data"], env=env
+    )
+    assert run.code == 0, run.err
+    uri = run.json["published"]["model_uri"]
+    assert uri.startswith("ipfs:///")
+    image = str(EXAMPLE / "infer" / "dots.png")
+    served = run_stl(
+        ["infer", "--model", model, "--model-uri", uri, image], trained["tmp"] / "ipfs-elsewhere", env=env
+    )
+    assert served.code == 0, served.err
+    reference = run_stl(["infer", "--model", model, image], trained["local"]["data"])
+    assert json.loads(served.out) == json.loads(reference.out)
+
+
+def test_ipfs_manifest_records_cids(trained: dict) -> None:
+    model = trained["ipfs"]["run"]["model_sha1"]
+    shown = json.loads(run_stl(["show", model], trained["ipfs"]["data"], env=trained["ipfs"]["env"]).out)
+    assert shown["outputs"]["weights"]["cid"].startswith(("Qm", "b"))
+    assert all("cid" in img for img in shown["inputs"]["images"])
+
+
+def test_publish_to_s3_and_serve_elsewhere(trained: dict, s3_endpoint: str) -> None:
+    model = trained["local"]["run"]["model_sha1"]
+    csv = trained["tmp"] / "set" / "train.csv"
+    uri = f"s3://{BUCKET}/published"
+    env = {**S3_ENV, "S3_ENDPOINT_URL": s3_endpoint}
+    run = run_stl(["train", str(csv), *FAST, "--force", "--publish", uri], trained["local"]["data"], env=env)
+    assert run.code == 0, run.err
+    elsewhere = trained["tmp"] / "elsewhere"
+    image = str(EXAMPLE / "infer" / "checks.png")
+    served = run_stl(["infer", "--model", model, "--model-uri", uri, image], elsewhere, env=env)
+    assert served.code == 0, served.err
+    assert (
+        json.loads(served.out)["label"]
+        == json.loads(run_stl(["infer", "--model", model, image], trained["local"]["data"]).out)["label"]
+    )
+
+
+def test_remote_down_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
+    csv = small_dataset(tmp_path / "set")
+    env = {**S3_ENV, "STORE_URI": f"s3://{BUCKET}/store", "S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    run = run_stl(["train", str(csv), *FAST], tmp_path / "cache", env=env)
+    assert run.code == 1
+    assert "Traceback" not in run.err
+    assert run.error_line.startswith("stl: error: ") and "127.0.0.1:9" in run.error_line
+    cache = tmp_path / "cache" / "objects"
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
