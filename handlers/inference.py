@@ -9,6 +9,7 @@ from werkzeug.datastructures import FileStorage
 
 from model.errors import ImageError, InvalidRequest, ModelNotFound
 from model.manifest import manifest_sha1
+from model.publish import check_model_uri, ensure_model
 from store.errors import ObjectNotFound
 from store.hashing import is_sha1
 
@@ -22,11 +23,15 @@ Probabilities = dict[str, float]
 MAX_IMAGES = 64
 
 
-def check_model(service: Service, model_sha1: str) -> None:
-    """Refuse an unknown model before fetching any image for it."""
+def check_model(service: Service, model_sha1: str, uri: str | None = None) -> None:
+    """Refuse an unknown model before fetching any image for it; fetch it by hash from ``uri`` if given."""
     sha1 = manifest_sha1(service.store, model_sha1)
-    if sha1 is None or not service.store.has(sha1):
+    if sha1 is not None and service.store.has(sha1):
+        return
+    if not uri:
         raise ModelNotFound(model_sha1)
+    check_model_uri(uri, service.settings.import_root)
+    ensure_model(service.store, model_sha1, uri)  # verified by hash; a mismatch is an error
 
 
 def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
@@ -42,7 +47,7 @@ def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
 
 def infer_json(service: Service, body: dict[str, Any]) -> Probabilities | list[Probabilities]:
     model_sha1 = body["model"]["sha1"]
-    check_model(service, model_sha1)
+    check_model(service, model_sha1, body["model"].get("uri") or None)
     if "image" in body:
         data = image_bytes(service, body["image"], "image")
         return service.predictor().predict(model_sha1, [data], ["image"])[0]

@@ -19,6 +19,7 @@ from model import jobs
 from model.csvfile import parse_csv
 from model.errors import InvalidRequest
 from model.pipeline import prepare_recipe, train_model
+from model.publish import check_model_uri, publish_model
 from model.recipe import Recipe
 
 from .service import Service, resolve_client_source
@@ -34,6 +35,7 @@ PUBLIC_FIELDS = (
     "weights_sha1",
     "labels",
     "validation_accuracy",
+    "published",
 )
 
 
@@ -71,13 +73,16 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
         service.store, service.settings, body.get("metadata", {}), csv_source, csv_sha1, service.policy
     )
     jobs.record_recipe(service.store, recipe, csv_source)
+    publish_to = (body.get("model") or {}).get("uri") or None
+    if publish_to:
+        check_model_uri(publish_to, service.settings.import_root)
     owner = _owner()
     record = jobs.submit(
         service.store,
         recipe.sha1,
         owner,
         service.settings.lease_ttl,
-        start=lambda: _start(service, recipe, csv_source, owner),
+        start=lambda: _start(service, recipe, csv_source, owner, publish_to),
     )
     if record["status"] == "new" and record.get("owner") != owner:
         # Someone else's "new": for this caller the job is already under way.
@@ -85,7 +90,18 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     return public_status(record)
 
 
-def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
+def _train_and_publish(
+    service: Service, recipe: Recipe, csv_source: str | None, publish_to: str | None
+) -> dict:
+    fields = train_model(service.store, recipe, csv_source, service.settings, service.policy)
+    if publish_to:
+        fields["published"] = publish_model(service.store, recipe.sha1, publish_to, service.settings.data_dir)
+    return fields
+
+
+def _start(
+    service: Service, recipe: Recipe, csv_source: str | None, owner: str, publish_to: str | None
+) -> None:
     log.info("training started model=%s owner=%s pid=%d", recipe.sha1, owner, os.getpid())
 
     def run() -> None:
@@ -95,7 +111,7 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                 recipe.sha1,
                 owner,
                 service.settings.lease_ttl,
-                lambda: train_model(service.store, recipe, csv_source, service.settings, service.policy),
+                lambda: _train_and_publish(service, recipe, csv_source, publish_to),
             )
             log.info("training finished model=%s status=%s", recipe.sha1, record["status"])
         except Exception:

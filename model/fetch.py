@@ -72,6 +72,8 @@ def fetch_bytes(
         data = _from_store(source[5:], store)
     elif _is_url(source):
         data = _from_url(source, policy)
+    elif "://" in source and not source.startswith("file://"):
+        raise FetchRefused(f"only http(s) URLs, paths and sha1: references are allowed: {source}")
     else:
         data = _from_path(source, policy)
     if expected_sha1 is not None:
@@ -98,7 +100,10 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
     path = Path(urlparse(source).path if source.startswith("file://") else source)
     if not policy.allow_paths:
         raise FetchRefused(f"local paths are not allowed: {source}")
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as e:
+        raise FetchError(f"cannot read {source}: {e}") from None
     if policy.import_root:
         root = Path(policy.import_root).resolve()
         if root != resolved and root not in resolved.parents:
@@ -114,6 +119,8 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
         raise FetchError(f"is a directory, not a file: {source}") from None
     except PermissionError:
         raise FetchError(f"permission denied: {source}") from None
+    except OSError as e:  # name too long, not a directory, symlink loop...
+        raise FetchError(f"cannot read {source}: {e.strerror or e}") from None
 
 
 def check_url_allowed(url: str, policy: FetchPolicy) -> None:

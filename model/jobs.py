@@ -136,14 +136,16 @@ def submit(
 
     Returns the current status record. ``start`` is called (at most once across
     all processes, thanks to the lease) when this caller won the job; it must
-    arrange for ``run_with_lease`` to run, e.g. in a background thread.
+    arrange for ``run_with_lease`` to run, e.g. in a background thread. ``owner``
+    must be unique per attempt: a lease is re-entrant for its owner.
     """
     current = read_status(store, model_sha1)
     if current is not None and current["status"] in ("ready", "error"):
         return current
     holder = lease.holder(store, lease_ref(model_sha1))
     if holder is not None and not holder.expired():
-        return current or {"model_sha1": model_sha1, "status": "in_progress"}
+        # "new" is the winner's answer alone; everyone else sees the job in progress.
+        return {**(current or {"model_sha1": model_sha1}), "status": "in_progress"}
     if not lease.acquire(store, lease_ref(model_sha1), owner, ttl):
         return {"model_sha1": model_sha1, "status": "in_progress"}
     record = write_status(store, model_sha1, "new", owner=owner)

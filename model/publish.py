@@ -76,6 +76,31 @@ def copy_model(
     return msha1
 
 
+REMOTE_SCHEMES = ("s3", "gs", "ipfs")
+
+
+def check_model_uri(uri: str, import_root: str) -> None:
+    """Refuse a model.uri the service must not use: a local path outside ``import_root``.
+
+    A user-supplied URI makes the server read or write there, so local paths get
+    the same rule as local fetches; remote stores are reached with the server's
+    own credentials and need no such fence.
+    """
+    from pathlib import Path
+
+    from .errors import FetchRefused, InvalidRequest
+
+    parsed = urlparse(uri)
+    if parsed.scheme in REMOTE_SCHEMES:
+        return
+    if parsed.scheme not in ("", "local", "file"):
+        raise InvalidRequest(f"model.uri must be a path, local://, s3://, gs:// or ipfs:// URI, got {uri!r}")
+    path = Path(uri.split("://", 1)[1] if "://" in uri else uri).resolve()
+    root = Path(import_root).resolve() if import_root else None
+    if root is None or (path != root and root not in path.parents):
+        raise FetchRefused(f"model.uri {uri} is outside the import root (IMPORT_ROOT)")
+
+
 def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) -> dict[str, Any]:
     """Copy a finished model to the store named by ``uri``; returns where it went.
 

@@ -165,3 +165,16 @@ def test_legacy_loader_reads_a_minimal_state_dict() -> None:
     tail = pickle.dumps(["0"], protocol=2) + struct.pack("<q", 3) + np.array([1, 2, 3], "<f4").tobytes()
     out = load_legacy_state_dict(head + body + tail)
     assert out["w"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_fetch_refuses_other_schemes_and_reports_unreadable_paths(tmp_path) -> None:
+    from model.errors import FetchError
+    from model.fetch import fetch_bytes
+
+    with pytest.raises(FetchRefused, match="only http"):
+        fetch_bytes("ftp://example.com/a.png", FetchPolicy())
+    with pytest.raises(FetchError, match="cannot read"):
+        fetch_bytes(str(tmp_path / ("x" * 300)), FetchPolicy())
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(FetchError, match="cannot read"):
+        fetch_bytes(str(tmp_path / "f" / "g"), FetchPolicy())

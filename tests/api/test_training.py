@@ -162,6 +162,7 @@ def test_models_list(api: Api, site: Site, trained_model: str) -> None:
             "weights_sha1",
             "labels",
             "validation_accuracy",
+            "published",
         }
         for m in models
     )
