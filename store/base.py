@@ -143,6 +143,23 @@ def atomic_write(dest: Path, data: bytes) -> None:
         raise
 
 
+def spool_verified(src: BinaryIO, sha1: str, where: str) -> BinaryIO:
+    """Copy a stream into an anonymous temp file while hashing; hand it out only if it matches."""
+    spool = tempfile.TemporaryFile()
+    try:
+        digest = hashlib.sha1()
+        for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
+            digest.update(chunk)
+            spool.write(chunk)
+        if digest.hexdigest() != sha1:
+            raise HashMismatch(sha1, digest.hexdigest(), where)
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+    except BaseException:
+        spool.close()
+        raise
+
+
 def copy_verified(src: BinaryIO, dest: Path, sha1: str, where: str) -> None:
     """Copy a stream to ``dest`` atomically, raising HashMismatch before it becomes visible."""
     check_sha1(sha1)
@@ -165,4 +182,4 @@ def copy_verified(src: BinaryIO, dest: Path, sha1: str, where: str) -> None:
         raise
 
 
-__all__ = ["ObjectStore", "atomic_write", "check_ref_name", "copy_verified", "verify_bytes"]
+__all__ = ["ObjectStore", "atomic_write", "check_ref_name", "copy_verified", "spool_verified", "verify_bytes"]

@@ -37,8 +37,8 @@ from urllib.parse import urlparse
 import requests
 import urllib3
 
-from .base import ObjectStore, copy_verified, verify_bytes
-from .errors import BackendUnavailable, HashMismatch, ObjectNotFound, StoreError
+from .base import ObjectStore, copy_verified, spool_verified, verify_bytes
+from .errors import BackendUnavailable, ObjectNotFound, StoreError
 from .hashing import CHUNK_SIZE, check_sha1
 from .local import LocalStore
 
@@ -200,20 +200,8 @@ class IpfsStore(ObjectStore):
             raise BackendUnavailable(f"IPFS node at {self.url} broke off a read: {_reason(exc)}") from None
 
     def open(self, sha1: str) -> BinaryIO:
-        spool = tempfile.TemporaryFile()
-        try:
-            digest = hashlib.sha1()
-            with self._cat(sha1) as resp, self._reading():
-                for chunk in iter(lambda: resp.raw.read(CHUNK_SIZE), b""):
-                    digest.update(chunk)
-                    spool.write(chunk)
-            if digest.hexdigest() != sha1:
-                raise HashMismatch(sha1, digest.hexdigest(), f"{self.location} (cid {self.native_id(sha1)})")
-            spool.seek(0)
-            return spool  # type: ignore[return-value]
-        except BaseException:
-            spool.close()
-            raise
+        with self._cat(sha1) as resp, self._reading():
+            return spool_verified(resp.raw, sha1, f"{self.location} (cid {self.native_id(sha1)})")
 
     def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
         with self._cat(sha1) as resp, self._reading():

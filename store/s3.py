@@ -42,8 +42,8 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .base import ObjectStore, check_ref_name, copy_verified, verify_bytes
-from .errors import BackendUnavailable, HashMismatch, ObjectNotFound, StoreError
+from .base import ObjectStore, check_ref_name, copy_verified, spool_verified, verify_bytes
+from .errors import BackendUnavailable, ObjectNotFound, StoreError
 from .hashing import CHUNK_SIZE, check_sha1
 
 log = logging.getLogger(__name__)
@@ -239,20 +239,8 @@ class S3Store(ObjectStore):
     def open(self, sha1: str) -> BinaryIO:
         # Spool to an anonymous temp file while hashing: nothing is readable until verified.
         body = self._get_body(sha1)
-        spool = tempfile.TemporaryFile()
-        try:
-            digest = hashlib.sha1()
-            with self._errors("read an object"), contextlib.closing(body):
-                for chunk in iter(lambda: body.read(CHUNK_SIZE), b""):
-                    digest.update(chunk)
-                    spool.write(chunk)
-            if digest.hexdigest() != sha1:
-                raise HashMismatch(sha1, digest.hexdigest(), self.location)
-            spool.seek(0)
-            return spool  # type: ignore[return-value]
-        except BaseException:
-            spool.close()
-            raise
+        with self._errors("read an object"), contextlib.closing(body):
+            return spool_verified(body, sha1, self.location)
 
     def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
         body = self._get_body(sha1)
