@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.config import Settings
-from model.errors import FetchError, FetchRefused
+from model.errors import FetchRefused
 from model.fetch import FetchPolicy, fetch_bytes
 from store import ObjectStore, open_store
 
@@ -57,13 +57,7 @@ def fetch_client_source(
     source: str, settings: Settings, policy: FetchPolicy, store: ObjectStore, sha1: str | None
 ) -> bytes:
     """Fetch a client's URL or path under the strict policy, verified against ``sha1`` if given."""
-    resolved = resolve_client_source(source, settings)
-    try:
-        return fetch_bytes(resolved, policy, store, expected_sha1=sha1)
-    except OSError as e:
-        # model.fetch turns only some OSErrors of local paths into FetchError; a name
-        # too long or a file used as a directory would otherwise surface as a 500.
-        raise FetchError(f"cannot read {source}: {e.strerror or e}") from None
+    return fetch_bytes(resolve_client_source(source, settings), policy, store, expected_sha1=sha1)
 
 
 @dataclass

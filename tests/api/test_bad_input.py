@@ -199,4 +199,4 @@ def test_unreadable_paths(api: Api, site: Site, path: str, reason: str | None) -
     if reason is None:
         assert message == f"is a directory, not a file: {site.root}/{path}"
     else:
-        assert message == f"cannot read {path}: {reason}"
+        assert message == f"cannot read {site.root}/{path}: {reason}"
