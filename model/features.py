@@ -22,8 +22,9 @@ import numpy as np
 from store import ObjectStore
 from store.hashing import sha1_bytes
 
-from .images import RESIZE_METHOD, decode_image
-from .recipe import CODE_VERSION, canonical_json
+from .bases.registry import build_feature_model
+from .images import RESIZE_METHOD
+from .recipe import CODE_VERSION, Recipe, canonical_json
 from .tensors import dump_tensors, load_tensors
 
 FEATURE_BATCH = 16
@@ -83,17 +84,19 @@ def cached(store: ObjectStore, ref: str) -> str | None:
     return sha1 if store.has(sha1) else None
 
 
-def tensor_for(
-    store: ObjectStore, image: bytes, key: TensorKey, max_pixels: int, name: str
-) -> tuple[np.ndarray, str]:
-    """Decode (or load the cached) preprocessed tensor; returns it and its object sha1."""
-    hit = cached(store, key.ref)
-    if hit is not None:
-        return load_tensors(store.get(hit))["image"], hit
-    array = decode_image(image, key.size, max_pixels, name)
-    sha1 = store.put(dump_tensors({"image": array}))
+def store_tensor(store: ObjectStore, key: TensorKey, pixels: np.ndarray) -> str:
+    sha1 = store.put(dump_tensors({"image": pixels}))
     store.set_ref(key.ref, sha1.encode())
-    return array, sha1
+    return sha1
+
+
+def load_tensor(store: ObjectStore, sha1: str) -> np.ndarray:
+    return load_tensors(store.get(sha1))["image"]
+
+
+def views_for(flip: bool) -> tuple[str, ...]:
+    """The views whose features are averaged: the image, and its mirror when ``flip``."""
+    return VIEWS if flip else VIEWS[:1]
 
 
 def view_of(array: np.ndarray, view: str) -> np.ndarray:
@@ -131,6 +134,12 @@ class FeatureExtractor:
     def single(self, images: np.ndarray) -> np.ndarray:
         """Unpadded forward pass for inference, where latency matters more than batch-invariance."""
         return self._forward_any(images.astype(np.float32)).numpy()
+
+
+def build_extractor(store: ObjectStore, recipe: Recipe) -> FeatureExtractor:
+    """The recipe's base network, loaded from the store, ready to run."""
+    model = build_feature_model(store, recipe.base, recipe.base_sha1, recipe.image_size)
+    return FeatureExtractor(model, recipe.image_size)
 
 
 def store_features(store: ObjectStore, key: FeatureKey, vector: np.ndarray) -> str:

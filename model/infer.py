@@ -17,9 +17,8 @@ import numpy as np
 
 from store import ObjectStore
 
-from .bases.registry import build_feature_model
 from .config import Settings
-from .features import VIEWS, FeatureExtractor, view_of
+from .features import FeatureExtractor, build_extractor, view_of, views_for
 from .images import decode_image
 from .manifest import load_manifest
 from .recipe import Recipe
@@ -68,8 +67,7 @@ class Predictor:
         with self._lock:
             found = self._extractors.get(key)
         if found is None:
-            model = build_feature_model(self.store, recipe.base, recipe.base_sha1, recipe.image_size)
-            found = FeatureExtractor(model, recipe.image_size)
+            found = build_extractor(self.store, recipe)
             with self._lock:
                 found = self._extractors.setdefault(key, found)
         return found
@@ -85,7 +83,7 @@ class Predictor:
             decode_image(b, recipe.image_size, self.settings.max_image_pixels, n)
             for b, n in zip(images, names, strict=True)
         ]
-        views = VIEWS if recipe.flip else VIEWS[:1]
+        views = views_for(recipe.flip)
         batch = np.stack([view_of(p, v) for p in pixels for v in views])
         feats = (
             self.extractor(recipe)

@@ -23,22 +23,25 @@ import numpy as np
 from store import ObjectStore
 from store.hashing import is_sha1, sha1_bytes, sha256_bytes
 
-from .bases.registry import build_feature_model, ensure_base
+from .bases.registry import ensure_base
 from .config import Settings
 from .csvfile import Row, parse_csv
 from .errors import ChecksumMismatch, DataError, InvalidRequest
 from .features import (
-    VIEWS,
     FeatureExtractor,
     FeatureKey,
     TensorKey,
+    build_extractor,
     cached,
     load_features,
+    load_tensor,
     store_features,
-    tensor_for,
+    store_tensor,
     view_of,
+    views_for,
 )
 from .fetch import FetchPolicy, fetch_bytes, resolve_source
+from .images import decode_image
 from .manifest import FORMAT, save_manifest
 from .recipe import Recipe, make_recipe, parse_hyperparameters
 from .split import split_rows
@@ -139,13 +142,10 @@ def fetch_images(
         _tracking(progress, "download", len(missing)) as bar,
         ThreadPoolExecutor(max(1, settings.download_pool_size)) as pool,
     ):
-        try:
-            for row, actual in pool.map(fetch, missing):
-                if actual is not None:
-                    mismatches.append((row, actual))
-                bar.update(1)
-        except DataError as e:
-            raise type(e)(f"{e}") from None
+        for row, actual in pool.map(fetch, missing):
+            if actual is not None:
+                mismatches.append((row, actual))
+            bar.update(1)
     if mismatches:
         listed = "; ".join(
             f"line {r.line} ({r.source}) has sha1 {a}, CSV says {r.sha1}"
@@ -155,36 +155,16 @@ def fetch_images(
         raise ChecksumMismatch(f"{len(mismatches)} image(s) do not match their CSV sha1: {listed}{more}")
 
 
-class _ExtractorCache:
-    """Builds the base network only when some feature is actually missing."""
-
-    def __init__(self, store: ObjectStore, recipe: Recipe) -> None:
-        self._store, self._recipe = store, recipe
-        self._extractor: FeatureExtractor | None = None
-
-    def get(self) -> FeatureExtractor:
-        if self._extractor is None:
-            r = self._recipe
-            model = build_feature_model(self._store, r.base, r.base_sha1, r.image_size)
-            self._extractor = FeatureExtractor(model, r.image_size)
-        return self._extractor
-
-
-def recipe_views(recipe: Recipe) -> tuple[str, ...]:
-    return VIEWS if recipe.flip else VIEWS[:1]
-
-
 def extract_features(
     store: ObjectStore,
     rows: list[Row],
     recipe: Recipe,
     settings: Settings,
     progress: Progress,
-    extractors: _ExtractorCache | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
     """Features for ``rows`` (views averaged), per-image records, and cache statistics."""
-    views = recipe_views(recipe)
-    extractors = extractors or _ExtractorCache(store, recipe)
+    views = views_for(recipe.flip)
+    extractor: FeatureExtractor | None = None  # built only when some feature is missing
     features: np.ndarray | None = None
     records: list[dict[str, Any]] = []
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
@@ -199,20 +179,25 @@ def extract_features(
             tensor_sha1s: list[str | None] = []
             for i, row in enumerate(chunk):
                 tkey = TensorKey(row.sha1, recipe.image_size)
+                tsha1 = cached(store, tkey.ref)
+                tensor_sha1s.append(tsha1)
                 if all(found[i]):
                     stats["feature_cache_hits"] += len(views)
-                    tensor_sha1s.append(cached(store, tkey.ref))
                     continue
-                if cached(store, tkey.ref) is not None:
+                if tsha1 is not None:
                     stats["tensor_cache_hits"] += 1
+                    pixels = load_tensor(store, tsha1)
                 else:
                     stats["decoded"] += 1
-                name = f"CSV line {row.line} ({row.source})"
-                pixels, tsha1 = tensor_for(store, store.get(row.sha1), tkey, settings.max_image_pixels, name)
-                tensor_sha1s.append(tsha1)
+                    name = f"CSV line {row.line} ({row.source})"
+                    pixels = decode_image(
+                        store.get(row.sha1), recipe.image_size, settings.max_image_pixels, name
+                    )
+                    tensor_sha1s[-1] = store_tensor(store, tkey, pixels)
                 todo.extend((i, j, view_of(pixels, v)) for j, v in enumerate(views) if found[i][j] is None)
             if todo:
-                out = extractors.get()(np.stack([p for _, _, p in todo]))
+                extractor = extractor or build_extractor(store, recipe)
+                out = extractor(np.stack([p for _, _, p in todo]))
                 stats["base_forward"] += len(todo)
                 for (i, j, _), vector in zip(todo, out, strict=True):
                     found[i][j] = store_features(store, keys[i][j], vector)
