@@ -104,10 +104,8 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
         resolved = path.resolve()
     except (OSError, RuntimeError) as e:
         raise FetchError(f"cannot read {source}: {e}") from None
-    if policy.import_root:
-        root = Path(policy.import_root).resolve()
-        if root != resolved and root not in resolved.parents:
-            raise FetchRefused(f"path outside the import root {root}: {source}")
+    if policy.import_root and not is_below(resolved, policy.import_root):
+        raise FetchRefused(f"path outside the import root {Path(policy.import_root).resolve()}: {source}")
     try:
         size = resolved.stat().st_size
         if size > policy.max_bytes:
@@ -121,6 +119,12 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
         raise FetchError(f"permission denied: {source}") from None
     except OSError as e:  # name too long, not a directory, symlink loop...
         raise FetchError(f"cannot read {source}: {e.strerror or e}") from None
+
+
+def is_below(path: Path, root: str) -> bool:
+    """Whether the resolved ``path`` is ``root`` or inside it (symlinks and '..' resolved)."""
+    resolved_root = Path(root).resolve()
+    return path == resolved_root or resolved_root in path.parents
 
 
 def check_url_allowed(url: str, policy: FetchPolicy) -> None:

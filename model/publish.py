@@ -89,6 +89,7 @@ def check_model_uri(uri: str, import_root: str) -> None:
     from pathlib import Path
 
     from .errors import FetchRefused, InvalidRequest
+    from .fetch import is_below
 
     parsed = urlparse(uri)
     if parsed.scheme in REMOTE_SCHEMES:
@@ -96,8 +97,7 @@ def check_model_uri(uri: str, import_root: str) -> None:
     if parsed.scheme not in ("", "local", "file"):
         raise InvalidRequest(f"model.uri must be a path, local://, s3://, gs:// or ipfs:// URI, got {uri!r}")
     path = Path(uri.split("://", 1)[1] if "://" in uri else uri).resolve()
-    root = Path(import_root).resolve() if import_root else None
-    if root is None or (path != root and root not in path.parents):
+    if not import_root or not is_below(path, import_root):
         raise FetchRefused(f"model.uri {uri} is outside the import root (IMPORT_ROOT)")
 
 
