@@ -12,6 +12,7 @@ Usage: .venv/bin/python bench/bench_remote_infer.py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,13 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import boto3
-from moto import server as moto_server
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from stl_testing import EXAMPLE, run_stl, small_dataset  # noqa: E402
+from stl_testing import EXAMPLE, FAKE_AWS, moto_s3_server, run_stl, small_dataset  # noqa: E402
 from test_store_ipfs import start_node  # noqa: E402
 
 CHILD = """
@@ -66,20 +64,12 @@ def first_infer(data_dir: Path, model: str, uri: str, env: dict[str, str]) -> di
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="stl-remote-infer-"))
-    s3_env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    os.environ.update(s3_env)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-    node = start_node(tmp / "kubo")
-    env = {**s3_env, "S3_ENDPOINT_URL": endpoint, "IPFS_ADDRESS": node.multiaddr}
-    try:
+    os.environ.update(FAKE_AWS)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(moto_s3_server("bench"))
+        node = start_node(tmp / "kubo")
+        stack.callback(node.stop)
+        env = {**FAKE_AWS, "S3_ENDPOINT_URL": endpoint, "IPFS_ADDRESS": node.multiaddr}
         csv = small_dataset(tmp / "set")
         home = tmp / "home"
         trained = run_stl(["train", str(csv), "--epochs", "20"], home, env=env)
@@ -96,9 +86,6 @@ def main() -> int:
         rows = [("held locally", first_infer(home, model, "", env))]
         for name, uri in published.items():
             rows.append((f"fetched from {name}", first_infer(tmp / f"fresh-{len(rows)}", model, uri, env)))
-    finally:
-        node.stop()
-        server.stop()
     local_total = rows[0][1]["first_predict_s"] + rows[0][1]["fetch_s"]
     lines = [
         "# First inference for a model fetched from a remote by hash",

@@ -94,3 +94,36 @@ def run_stl(
 
 #: Small, fast hyperparameters for tests that train.
 FAST = ["--epochs", "5", "--l2", "0.001", "--image-size", "96"]
+
+
+#: Fake credentials for moto's S3 server: never real ones, never AWS itself.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def moto_s3_server(*buckets: str) -> Iterator[str]:
+    """moto's S3 server (a real HTTP endpoint) on a free loopback port, with ``buckets`` made; yields its URL."""
+    import boto3
+    from moto import server as moto_server
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+            region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
+        )
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield url
+    finally:
+        server.stop()

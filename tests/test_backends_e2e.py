@@ -10,34 +10,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import server as moto_server
-from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
+from stl_testing import EXAMPLE, FAKE_AWS, FAST, moto_s3_server, run_stl, small_dataset
 from test_store_ipfs import Node, start_node
 
 BUCKET = "stl-e2e"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+S3_ENV = FAKE_AWS
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=url,
-        **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"},
-        region_name="us-east-1",
-    ).create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
+    with moto_s3_server(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
+
+from stl_testing import FAKE_AWS, moto_s3_server  # noqa: E402
 
 from store import BackendUnavailable, HashMismatch, LocalStore, ObjectNotFound, lease, open_store, sha1_bytes  # noqa: E402
 from store.s3 import S3Store  # noqa: E402
@@ -28,20 +30,13 @@ BUCKET = "stl-test"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        # Fake credentials for moto; never real ones, never the default AWS endpoint.
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto_s3_server(BUCKET) as url, pytest.MonkeyPatch.context() as mp:
+        # The store under test reads credentials from the environment; only moto's fake ones.
+        for var, value in FAKE_AWS.items():
+            mp.setenv(var, value)
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             mp.delenv(var, raising=False)
-        boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
         yield url
-    server.stop()
 
 
 @pytest.fixture
