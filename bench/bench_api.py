@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,30 +34,13 @@ import requests
 from store import LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from stl_testing import free_port, serve_directory  # noqa: E402
+
 EXAMPLE = REPO / "example-data"
 CONCURRENCIES = (1, 4)
 LOAD_AT_START = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-@contextlib.contextmanager
-def file_server(root: Path) -> Iterator[str]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -223,7 +202,8 @@ def main() -> None:
     rows: list[tuple[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data_dir, workdir = Path(tmp) / "data", Path(tmp)
-        with file_server(EXAMPLE) as files:
+        with serve_directory(EXAMPLE) as site:
+            files = site.url
             port = files.rsplit(":", 1)[1]
             with service(data_dir, f"127.0.0.1:{port}", args.workers) as url:
                 model_sha1 = train(url, files)

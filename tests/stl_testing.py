@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +30,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 class FileServer:
     root: Path
     url: str
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that need it up front)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import http.server
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
+from stl_testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "example-data"
@@ -101,12 +101,6 @@ def serve_site(root: Path) -> Iterator[Site]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
