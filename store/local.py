@@ -46,7 +46,7 @@ class LocalStore(ObjectStore):
         sha1 = hashlib.sha1(data).hexdigest()
         path = self.object_path(sha1)
         if not path.exists():
-            self._install(path, lambda out: out.write(data))
+            self._install(path, data)
         return sha1
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
@@ -75,11 +75,11 @@ class LocalStore(ObjectStore):
                 os.unlink(tmp)
             raise
 
-    def _install(self, dest: Path, write: object) -> None:
+    def _install(self, dest: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="obj-")
         try:
             with os.fdopen(fd, "wb") as out:
-                write(out)  # type: ignore[operator]
+                out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             dest.parent.mkdir(exist_ok=True)
