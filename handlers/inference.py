@@ -8,7 +8,7 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 
 from model.errors import ImageError, InvalidRequest, ModelNotFound
-from model.manifest import manifest_sha1
+from model.manifest import holds_model
 from model.publish import check_model_uri, ensure_model
 from store.errors import ObjectNotFound
 from store.hashing import is_sha1
@@ -25,8 +25,7 @@ MAX_IMAGES = 64
 
 def check_model(service: Service, model_sha1: str, uri: str | None = None) -> None:
     """Refuse an unknown model before fetching any image for it; fetch it by hash from ``uri`` if given."""
-    sha1 = manifest_sha1(service.store, model_sha1)
-    if sha1 is not None and service.store.has(sha1):
+    if holds_model(service.store, model_sha1):
         return
     if not uri:
         raise ModelNotFound(model_sha1)

@@ -38,9 +38,19 @@ def manifest_sha1(store: ObjectStore, model_sha1: str) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+def _held_manifest(store: ObjectStore, model_sha1: str) -> str | None:
+    sha1 = manifest_sha1(store, model_sha1)
+    return sha1 if sha1 is not None and store.has(sha1) else None
+
+
+def holds_model(store: ObjectStore, model_sha1: str) -> bool:
+    """Whether the store names a manifest for the model and holds it."""
+    return _held_manifest(store, model_sha1) is not None
+
+
 def load_manifest(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     """The manifest of a trained model (verified by hash on read), or ModelNotFound."""
-    sha1 = manifest_sha1(store, model_sha1)
-    if sha1 is None or not store.has(sha1):
+    sha1 = _held_manifest(store, model_sha1)
+    if sha1 is None:
         raise ModelNotFound(model_sha1)
     return json.loads(store.get(sha1))

@@ -24,7 +24,7 @@ from store import HashMismatch, ObjectStore, open_store
 
 from .bases.registry import base_ref
 from .errors import ModelNotFound
-from .manifest import manifest_ref, manifest_sha1
+from .manifest import holds_model, manifest_ref, manifest_sha1
 from .recipe import Recipe
 
 
@@ -132,7 +132,7 @@ def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) 
 
 def ensure_model(store: ObjectStore, model_sha1: str, uri: str | None) -> None:
     """Make sure ``store`` holds the model, fetching it from ``uri`` by hash if needed."""
-    if manifest_sha1(store, model_sha1) is not None:
+    if holds_model(store, model_sha1):
         return
     if not uri:
         raise ModelNotFound(model_sha1)
