@@ -1,34 +1,38 @@
-"""Train the classification head on cached features, deterministically.
+"""Train the classification head on cached features, with bit-reproducible arithmetic.
 
 The head is softmax regression on standardised features: W, b start at zero
 (a convex problem needs no random init), mini-batches come from a seeded
-permutation per epoch, and Adam runs as TensorFlow ops under op determinism
-with pinned threads. When the recipe asks for it (l2 < 0) the L2 strength is
-chosen by k-fold cross-validation on the training split only, so validation
-accuracy stays an honest estimate.
+permutation per epoch, and Adam updates the weights. Every operation is a
+float64 IEEE operation from ``model.exact`` (correctly rounded + - * / sqrt,
+fixed-order tree sums, an exp built from those), so the weights' bytes are a
+function of the features and the recipe alone, on any CPU. When the recipe asks
+for it (l2 < 0) the L2 strength is chosen by k-fold cross-validation on the
+training split only, so validation accuracy stays an honest estimate.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
 
 import numpy as np
 
-from .runtime import tensorflow
+from . import exact
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 CV_FOLDS = 3
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-7
+#: Names the arithmetic in manifests; change it (and CODE_VERSION) when the bits change.
+HEAD_ARITHMETIC = "float64-ieee-tree-sum-v1"
 
 
 @dataclass
 class Head:
-    kernel: np.ndarray  # (dim, labels) float32
-    bias: np.ndarray  # (labels,) float32
-    mean: np.ndarray  # (dim,) float32, feature standardisation
-    scale: np.ndarray  # (dim,) float32
+    kernel: np.ndarray  # (dim, labels) float64
+    bias: np.ndarray  # (labels,) float64
+    mean: np.ndarray  # (dim,) float64, feature standardisation
+    scale: np.ndarray  # (dim,) float64
     l2: float
     cv_accuracy: dict[str, float] = field(default_factory=dict)
 
@@ -42,13 +46,18 @@ class Head:
 
     @staticmethod
     def from_tensors(t: dict[str, np.ndarray], l2: float = 0.0) -> Head:
-        return Head(t["kernel"], t["bias"], t["feature_mean"], t["feature_scale"], l2)
+        f64 = {k: np.asarray(v, np.float64) for k, v in t.items()}
+        return Head(f64["kernel"], f64["bias"], f64["feature_mean"], f64["feature_scale"], l2)
+
+    def standardise(self, features: np.ndarray) -> np.ndarray:
+        return np.multiply(np.subtract(np.asarray(features, np.float64), self.mean), self.scale)
+
+    def logits(self, standardised: np.ndarray) -> np.ndarray:
+        return np.add(exact.matmul(standardised, self.kernel), self.bias)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        z = ((features - self.mean) * self.scale) @ self.kernel + self.bias
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        """(n, dim) features -> (n, labels) float64 probabilities, identical bits on every CPU."""
+        return exact.softmax(self.logits(self.standardise(features)))
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,46 +67,13 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     that at test time noise in them dominates the logits; one global scale
     keeps the features' relative sizes and only sets the optimiser's units.
     """
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=0)
-    rms = float(np.sqrt(((x64 - mean) ** 2).mean()))
-    scale = np.full(x.shape[1], 1.0 / max(rms, 1e-6))
-    return mean.astype(np.float32), scale.astype(np.float32)
-
-
-@cache
-def _epoch_function() -> Any:
-    """Compiled epochs of mini-batch Adam on softmax regression, shared by every fit.
-
-    Gradients are written out (softmax regression has a closed form), so the
-    graph holds no tape and no variables and can be traced once per process.
-    """
-    tf = tensorflow()
-    beta1, beta2, eps = 0.9, 0.999, 1e-7
-
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def epochs(x, y, perms, batch, lr, l2, state):  # type: ignore[no-untyped-def]
-        w, b, mw, vw, mb, vb, t = state
-        n = tf.shape(x)[0]
-        for e in tf.range(tf.shape(perms)[0]):
-            for start in tf.range(0, n, batch):
-                idx = perms[e, start : start + batch]
-                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
-                m = tf.cast(tf.shape(idx)[0], tf.float32)
-                g = (tf.nn.softmax(tf.matmul(xb, w) + b) - yb) / m
-                gw = tf.matmul(xb, g, transpose_a=True) + 2.0 * l2 * w
-                gb = tf.reduce_sum(g, axis=0)
-                t = t + 1.0
-                corr = lr * tf.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-                mw = beta1 * mw + (1.0 - beta1) * gw
-                vw = beta2 * vw + (1.0 - beta2) * gw * gw
-                mb = beta1 * mb + (1.0 - beta1) * gb
-                vb = beta2 * vb + (1.0 - beta2) * gb * gb
-                w = w - corr * mw / (tf.sqrt(vw) + eps)
-                b = b - corr * mb / (tf.sqrt(vb) + eps)
-        return w, b, mw, vw, mb, vb, t
-
-    return epochs
+    x64 = np.asarray(x, np.float64)
+    mean = exact.mean_rows(x64)
+    centred = np.subtract(x64, mean)
+    squares = np.multiply(centred, centred)
+    ms = np.divide(exact.tree_sum(exact.tree_sum(squares, axis=1), axis=0), float(squares.size))
+    rms = math.sqrt(float(ms))  # sqrt is correctly rounded
+    return mean, np.full(x64.shape[1], 1.0 / max(rms, 1e-6))
 
 
 def _fit(
@@ -111,21 +87,34 @@ def _fit(
     lr: float,
     on_epoch: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mini-batch Adam from zeros; loss = mean cross-entropy + l2 * |W|^2."""
-    tf = tensorflow()
-    run_epochs = _epoch_function()
-    zw, zb = np.zeros((x.shape[1], n_labels), np.float32), np.zeros(n_labels, np.float32)
-    state = tuple(tf.constant(a) for a in (zw, zb, zw, zw, zb, zb, np.float32(0)))
-    xs, ys = tf.constant(x), tf.constant(np.eye(n_labels, dtype=np.float32)[y])
-    args = (tf.constant(batch), tf.constant(np.float32(lr)), tf.constant(np.float32(l2)))
+    """Mini-batch Adam from zeros on loss = mean cross-entropy + l2 * |W|^2."""
+    n, dim = x.shape
+    onehot = np.eye(n_labels, dtype=np.float64)[y]
+    w, b = np.zeros((dim, n_labels)), np.zeros(n_labels)
+    mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
+    b1t = b2t = 1.0  # beta**t by repeated multiplication: pow is not correctly rounded
     rng = np.random.Generator(np.random.PCG64(seed))
-    perms = np.stack([rng.permutation(len(x)) for _ in range(epochs)]).astype(np.int32)
-    # One graph call for all epochs, or one per epoch when someone shows progress.
-    for chunk in [perms] if on_epoch is None else np.split(perms, epochs):
-        state = run_epochs(xs, ys, tf.constant(chunk), *args, state)
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for start in range(0, n, batch):
+            idx = perm[start : start + batch]
+            xb = x[idx]
+            p = exact.softmax(np.add(exact.matmul(xb, w), b))
+            g = np.divide(np.subtract(p, onehot[idx]), float(len(idx)))
+            gw = np.add(exact.matmul_tn(xb, g), np.multiply(w, 2.0 * l2))
+            gb = exact.tree_sum(g, axis=0)
+            b1t *= ADAM_BETA1
+            b2t *= ADAM_BETA2
+            corr = lr * math.sqrt(1.0 - b2t) / (1.0 - b1t)
+            mw = np.add(np.multiply(mw, ADAM_BETA1), np.multiply(gw, 1.0 - ADAM_BETA1))
+            vw = np.add(np.multiply(vw, ADAM_BETA2), np.multiply(np.multiply(gw, gw), 1.0 - ADAM_BETA2))
+            mb = np.add(np.multiply(mb, ADAM_BETA1), np.multiply(gb, 1.0 - ADAM_BETA1))
+            vb = np.add(np.multiply(vb, ADAM_BETA2), np.multiply(np.multiply(gb, gb), 1.0 - ADAM_BETA2))
+            w = np.subtract(w, np.divide(np.multiply(mw, corr), np.add(np.sqrt(vw), ADAM_EPS)))
+            b = np.subtract(b, np.divide(np.multiply(mb, corr), np.add(np.sqrt(vb), ADAM_EPS)))
         if on_epoch is not None:
             on_epoch()
-    return state[0].numpy(), state[1].numpy()
+    return w, b
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -153,7 +142,8 @@ def train_head(
 ) -> Head:
     """Fit the head on (x, y); choose l2 by cross-validation when ``l2 < 0``."""
     mean, scale = standardisation(x)
-    xs = ((x - mean) * scale).astype(np.float32)
+    probe = Head(np.zeros((x.shape[1], n_labels)), np.zeros(n_labels), mean, scale, l2)
+    xs = probe.standardise(x)
     cv: dict[str, float] = {}
     if l2 < 0:
         folds = _folds(y, CV_FOLDS, seed)
@@ -164,7 +154,8 @@ def train_head(
                 w, b = _fit(
                     xs[fit_idx], y[fit_idx], n_labels, candidate, seed, epochs, batch_size, learning_rate
                 )
-                correct += int(((xs[held] @ w + b).argmax(axis=1) == y[held]).sum())
+                logits = np.add(exact.matmul(xs[held], w), b)
+                correct += int((logits.argmax(axis=1) == y[held]).sum())
             cv[f"{candidate:g}"] = correct / len(y)
         # Highest CV accuracy; ties go to the stronger penalty (simpler model).
         l2 = max(L2_GRID, key=lambda c: (cv[f"{c:g}"], c))
