@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= ./data
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench cross-check system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
-	$(BIN)/pip install --quiet -r requirements.txt
+# The demo converts the default base to int8 on first use, so it installs the converter too.
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-convert.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements-convert.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -42,6 +43,10 @@ test: $(VENV)/.installed-dev system-deps
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_core.py
+
+# Train the example request on emulated aarch64 (debootstrap + qemu-user-static, as root).
+cross-check: $(VENV)/.installed
+	bash bench/cross_check_aarch64.sh
 
 clean:
 	rm -rf $(VENV) data

@@ -176,11 +176,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_base(args: argparse.Namespace) -> int:
     from model.bases.registry import BASES, ensure_base, import_base
 
-    store, _settings, _policy = _context(args)
+    store, settings, _policy = _context(args)
     if args.base_command == "import":
         _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file, args.sha256)})
     elif args.base_command == "ensure":
-        _spec, sha1 = ensure_base(store, args.base)
+        _spec, sha1 = ensure_base(store, args.base, settings.base_cache or None)
         _emit({"base": args.base, "weights_sha1": sha1})
     else:
         for name in sorted(BASES):

@@ -40,6 +40,7 @@ def _list(name: str) -> tuple[str, ...]:
 class Settings:
     data_dir: str = "./data"
     store_uri: str = ""
+    base_cache: str = ""  # this machine's cache of pinned int8 base models; "" = ~/.cache/...
     http_timeout: float = 30.0
     download_pool_size: int = 8
     # Recipe defaults (each enters the recipe hash when used).
@@ -70,6 +71,7 @@ class Settings:
         return Settings(
             data_dir=os.environ.get("DATA_DIR") or d.data_dir,
             store_uri=os.environ.get("STORE_URI", ""),
+            base_cache=os.environ.get("STL_BASE_CACHE", ""),
             http_timeout=_float("HTTP_TIMEOUT", d.http_timeout),
             download_pool_size=_int("DOWNLOAD_POOL_SIZE", d.download_pool_size),
             random_seed=_int("RANDOM_SEED", d.random_seed),

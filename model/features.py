@@ -2,32 +2,31 @@
 
 Both are derived data keyed by what determines them: a tensor by (image sha1,
 size, resize method, code version); a feature vector additionally by the base
-weights' sha1 and the view (original or mirrored). The key maps, through a ref,
-to the object holding the bytes, so a second training with another seed or
-head setting skips decoding and the base network entirely.
+model's sha1, the runtime that ran it and the view (original or mirrored).
+The key maps, through a ref, to the object holding the bytes, so a second
+training with another seed or head setting skips decoding and the base
+network entirely.
 
-The base network always runs on batches of exactly ``FEATURE_BATCH`` images
-(the last one padded): the kernels TensorFlow picks depend on the batch size,
-so a fixed size makes an image's features independent of which other images
-shared its batch — and so independent of cache state.
+Features come from the int8 base run one image at a time (``bases.litert``),
+so an image's features never depend on which images shared its batch, on the
+cache state, or on the CPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from store import ObjectStore
 from store.hashing import sha1_bytes
 
-from .bases.registry import build_feature_model
+from .bases.litert import RUNTIME, Int8Base
+from .bases.registry import load_base
 from .images import RESIZE_METHOD
 from .recipe import CODE_VERSION, Recipe, canonical_json
 from .tensors import dump_tensors, load_tensors
 
-FEATURE_BATCH = 16
 VIEWS = ("original", "mirrored")
 
 
@@ -64,7 +63,7 @@ class FeatureKey:
                     "tensor": TensorKey(self.image_sha1, self.size).sha1,
                     "base": self.base_sha1,
                     "view": self.view,
-                    "batch": FEATURE_BATCH,
+                    "runtime": RUNTIME,
                     "code": CODE_VERSION,
                 }
             )
@@ -103,43 +102,21 @@ def view_of(array: np.ndarray, view: str) -> np.ndarray:
     return array[:, ::-1, :] if view == "mirrored" else array
 
 
-class FeatureExtractor:
-    """Runs a base network in fixed-size batches; one per (base, image size) per process."""
-
-    def __init__(self, keras_model: Any, image_size: int) -> None:
-        from .runtime import tensorflow
-
-        tf = tensorflow()
-        self.image_size = image_size
-        self.dim = int(keras_model.output_shape[-1])
-        spec = tf.TensorSpec((FEATURE_BATCH, image_size, image_size, 3), tf.float32)
-        any_batch = tf.TensorSpec((None, image_size, image_size, 3), tf.float32)
-        self._forward, self._forward_any = (
-            tf.function(lambda x: keras_model(x, training=False), input_signature=[s], jit_compile=False)
-            for s in (spec, any_batch)
-        )
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(n, s, s, 3) uint8 -> (n, dim) float32, computed FEATURE_BATCH at a time."""
-        n = len(images)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        for start in range(0, n, FEATURE_BATCH):
-            chunk = images[start : start + FEATURE_BATCH].astype(np.float32)
-            pad = FEATURE_BATCH - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-            out[start : start + FEATURE_BATCH] = self._forward(chunk).numpy()[: FEATURE_BATCH - pad]
-        return out
-
-    def single(self, images: np.ndarray) -> np.ndarray:
-        """Unpadded forward pass for inference, where latency matters more than batch-invariance."""
-        return self._forward_any(images.astype(np.float32)).numpy()
+#: What extracts features: (n, s, s, 3) uint8 pixels -> (n, dim) float32.
+FeatureExtractor = Int8Base
 
 
 def build_extractor(store: ObjectStore, recipe: Recipe) -> FeatureExtractor:
-    """The recipe's base network, loaded from the store, ready to run."""
-    model = build_feature_model(store, recipe.base, recipe.base_sha1, recipe.image_size)
-    return FeatureExtractor(model, recipe.image_size)
+    """The recipe's base network, loaded (verified) from the store, ready to run."""
+    return load_base(store, recipe.base, recipe.base_sha1)
+
+
+def average_views(per_view: np.ndarray) -> np.ndarray:
+    """Mean over the views axis (0) of (views, ..., dim) float32: in order, one division."""
+    total = per_view[0].astype(np.float32)
+    for view in per_view[1:]:
+        total = np.add(total, view)
+    return np.divide(total, np.float32(len(per_view)))
 
 
 def store_features(store: ObjectStore, key: FeatureKey, vector: np.ndarray) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from store import ObjectStore
 
 from .config import Settings
-from .features import FeatureExtractor, build_extractor, view_of, views_for
+from .features import FeatureExtractor, average_views, build_extractor, view_of, views_for
 from .images import decode_image
 from .manifest import load_manifest
 from .recipe import Recipe
@@ -85,11 +85,8 @@ class Predictor:
         ]
         views = views_for(recipe.flip)
         batch = np.stack([view_of(p, v) for p in pixels for v in views])
-        feats = (
-            self.extractor(recipe)
-            .single(batch)
-            .reshape(len(pixels), len(views), -1)
-            .mean(axis=1, dtype=np.float32)
+        feats = average_views(
+            self.extractor(recipe).features(batch).reshape(len(pixels), len(views), -1).swapaxes(0, 1)
         )
         probs = model.head.probabilities(feats)
         return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]

@@ -31,6 +31,7 @@ from .features import (
     FeatureExtractor,
     FeatureKey,
     TensorKey,
+    average_views,
     build_extractor,
     cached,
     load_features,
@@ -95,7 +96,7 @@ def prepare_recipe(
     stored to learn it.
     """
     hyper = parse_hyperparameters(params, settings)
-    spec, base_sha1 = ensure_base(store, hyper["base"])
+    spec, base_sha1 = ensure_base(store, hyper["base"], settings.base_cache or None)
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
@@ -197,13 +198,13 @@ def extract_features(
                 todo.extend((i, j, view_of(pixels, v)) for j, v in enumerate(views) if found[i][j] is None)
             if todo:
                 extractor = extractor or build_extractor(store, recipe)
-                out = extractor(np.stack([p for _, _, p in todo]))
+                out = extractor.features(np.stack([p for _, _, p in todo]))
                 stats["base_forward"] += len(todo)
                 for (i, j, _), vector in zip(todo, out, strict=True):
                     found[i][j] = store_features(store, keys[i][j], vector)
             for i, row in enumerate(chunk):
                 per_view = np.stack([load_features(store, s) for s in found[i]])  # type: ignore[arg-type]
-                mean = per_view.mean(axis=0, dtype=np.float32)
+                mean = average_views(per_view)
                 if features is None:
                     features = np.empty((len(rows), mean.shape[0]), np.float32)
                 features[start + i] = mean
@@ -231,7 +232,7 @@ def train_model(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s)."""
-    from .runtime import environment
+    from .runtime import environment, numeric_path
     from .train import confusion_matrix, train_head
 
     progress = progress or silent
@@ -268,7 +269,7 @@ def train_model(
             on_epoch=lambda: bar.update(1),
         )
     timings["train"] = time.time() - t
-    predicted = head.probabilities(features[~is_train]).argmax(axis=1)
+    predicted = head.probabilities(features[~is_train]).argmax(axis=1)  # argmax is exact
     val_accuracy = float((predicted == y[~is_train]).mean())
     train_accuracy = float((head.probabilities(features[is_train]).argmax(axis=1) == y[is_train]).mean())
 
@@ -307,12 +308,11 @@ def train_model(
             "l2": head.l2,
             "l2_cross_validation_accuracy": head.cv_accuracy,
         },
-        "environment": environment(),
+        "numeric_path": numeric_path(),
     }
-    add_native_ids(store, manifest)
     manifest_sha1 = save_manifest(store, manifest)
     timings["total"] = time.time() - started
-    record_run(store, recipe.sha1, manifest_sha1, csv_source, timings, stats)
+    record_run(store, recipe.sha1, manifest_sha1, csv_source, timings, stats, environment())
     return {
         "manifest_sha1": manifest_sha1,
         "weights_sha1": weights_sha1,
@@ -322,21 +322,6 @@ def train_model(
     }
 
 
-def add_native_ids(store: ObjectStore, manifest: dict[str, Any]) -> None:
-    """Record each input's and output's backend-native id (an IPFS CID) next to its sha1.
-
-    Only backends that have such ids add anything, so on local or S3 stores the
-    manifest is unchanged.
-    """
-    inputs, outputs = manifest["inputs"], manifest["outputs"]
-    entries = [(inputs["csv"], "sha1"), (inputs["base"], "weights_sha1"), (outputs["weights"], "sha1")]
-    entries += [(img, "image_sha1") for img in inputs["images"]]
-    for entry, field in entries:
-        cid = store.native_id(entry[field])
-        if cid:
-            entry["cid"] = cid
-
-
 def record_run(
     store: ObjectStore,
     model_sha1: str,
@@ -344,8 +329,9 @@ def record_run(
     csv_source: str | None,
     timings: dict[str, float],
     stats: dict[str, int],
+    environment: dict[str, Any],
 ) -> str:
-    """Store what is true of this run but not of the model: when, where, how long."""
+    """Store what is true of this run but not of the model: when, where, how long, on what."""
     run = {
         "model_sha1": model_sha1,
         "manifest_sha1": manifest_sha1,
@@ -355,6 +341,7 @@ def record_run(
         "pid": os.getpid(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "cache": stats,
+        "environment": environment,
     }
     sha1 = store.put(json.dumps(run, sort_keys=True).encode())
     store.set_ref(f"models/{model_sha1}/runs/{int(run['finished_at'] * 1000)}-{sha1[:8]}", sha1.encode())

@@ -20,7 +20,8 @@ from .config import Settings
 from .errors import InvalidRequest
 
 #: Version of the code paths that shape a model's bytes (decode, resize, features, head).
-CODE_VERSION = "stl-1"
+#: stl-2: int8 base on LiteRT/XNNPACK and a float64 exact-arithmetic head, portable across CPUs.
+CODE_VERSION = "stl-2"
 
 
 @dataclass(frozen=True)

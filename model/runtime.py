@@ -1,91 +1,60 @@
-"""TensorFlow set up for bit-reproducible runs, and a fingerprint of the machine.
+"""What a model's bits depend on, and a fingerprint of the machine that made them.
 
-TensorFlow sizes its thread pools from the core count, and a different thread
-count can change how a matmul is blocked and so its bits; the project pins the
-counts instead. Op determinism is on and XLA is off. What remains
-machine-dependent (the CPU's instruction set picks the kernels) is recorded in
-every manifest so a difference elsewhere can be explained.
+The numeric path (int8 base on LiteRT's XNNPACK kernels, float64 head with
+fixed-order arithmetic) is part of a model's identity and goes into its
+manifest. The machine (instruction set, library versions, host) does not
+change the bits, so it goes into the run record only, where it helps explain
+a difference if a test ever finds one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import platform
 import sys
-from collections.abc import Iterator
-from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-#: Intra-op threads in every deterministic stage, whatever the machine has.
-DETERMINISTIC_THREADS = 2
-INTER_OP_THREADS = 1
+from .bases.litert import RUNTIME, THREADS
+from .train import HEAD_ARITHMETIC
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Hide the C++ banner TensorFlow prints at load time, which no env var silences."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-@cache
-def tensorflow() -> Any:
-    """Import and configure TensorFlow once per process; returns the module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep stderr for our progress bars
-    os.environ["TF_DETERMINISTIC_OPS"] = "1"
-    with _quiet_native_stderr():
-        import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(DETERMINISTIC_THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
-    except RuntimeError:
-        # Already initialised by someone else: acceptable only if they pinned the same.
-        if tf.config.threading.get_intra_op_parallelism_threads() != DETERMINISTIC_THREADS:
-            raise
-    tf.config.experimental.enable_op_determinism()
-    tf.config.optimizer.set_jit(False)
-    return tf
+def numeric_path() -> dict[str, Any]:
+    """How features and weights are computed; identical on every machine by construction."""
+    return {
+        "base_runtime": RUNTIME,
+        "base_kernels": "xnnpack (whole graph delegated; other kernels refused)",
+        "head_arithmetic": HEAD_ARITHMETIC,
+        "probabilities": HEAD_ARITHMETIC,
+        "portable": True,
+    }
 
 
 def _cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return sorted(set(line.split(":", 1)[1].split()))
     except OSError:
         pass
     return [platform.processor() or "unknown"]
 
 
-def environment() -> dict[str, Any]:
-    """What the bits may depend on beyond the recipe: libraries, settings, instruction set."""
-    import keras
-    import numpy
-    import PIL
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
 
-    tf = tensorflow()
+
+def environment() -> dict[str, Any]:
+    """The machine and libraries of one run; for the run record, never for an identity."""
     return {
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-        "intra_op_threads": DETERMINISTIC_THREADS,
-        "inter_op_threads": INTER_OP_THREADS,
-        "op_determinism": True,
-        "jit_compile": False,
-        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "ai-edge-litert": _version("ai-edge-litert"),
+        "numpy": _version("numpy"),
+        "pillow": _version("pillow"),
+        "litert_threads": THREADS,
         "cpu_flags": _cpu_flags(),
     }

@@ -25,15 +25,21 @@ from .recipe import Recipe
 
 
 def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) -> None:
-    """Copy the CSV and images (verified on read) into ``dst``; the base only if it cannot be rebuilt."""
+    """Copy the CSV, the images and the int8 base (each verified on read) into ``dst``.
+
+    The base is an input like the images, named by its sha1: a verifier on a
+    machine without TensorFlow (aarch64) rebuilds from the same int8 bytes.
+    """
     recipe = Recipe.from_dict(manifest["recipe"])
-    for sha1 in [recipe.csv_sha1, *(img["image_sha1"] for img in manifest["inputs"]["images"])]:
+    for sha1 in [
+        recipe.csv_sha1,
+        recipe.base_sha1,
+        *(img["image_sha1"] for img in manifest["inputs"]["images"]),
+    ]:
         dst.put(src.get(sha1))
-    if recipe.base != "efficientnet-lite0":  # imported bases cannot be re-derived from a package
-        dst.put(src.get(recipe.base_sha1))
-        raw = src.get_ref(base_ref(recipe.base))
-        if raw is not None:
-            dst.set_ref(base_ref(recipe.base), raw)
+    raw = src.get_ref(base_ref(recipe.base))
+    if raw is not None:
+        dst.set_ref(base_ref(recipe.base), raw)
 
 
 def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any]:
@@ -42,10 +48,11 @@ def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any
 
     store = LocalStore(scratch)
     recipe = Recipe.from_dict(recipe_dict)
-    _spec, base_sha1 = ensure_base(store, recipe.base)  # the default base is converted afresh
+    settings = Settings.from_env()
+    _spec, base_sha1 = ensure_base(store, recipe.base, settings.base_cache or None)
     if base_sha1 != recipe.base_sha1:
         return {"base_sha1": base_sha1}
-    out = train_model(store, recipe, None, Settings.from_env(), FetchPolicy(allow_paths=False))
+    out = train_model(store, recipe, None, settings, FetchPolicy(allow_paths=False))
     manifest = load_manifest(store, recipe.sha1)
     return {
         "base_sha1": base_sha1,

