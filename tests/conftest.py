@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from stl_testing import FileServer, serve_directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One int8 base cache for the session (so conversion runs once), never the user's own.
+
+    Set in the environment so that `stl` subprocesses and gunicorn workers share it.
+    """
+    from model.bases.registry import ensure_base
+    from store import LocalStore
+
+    cache = tmp_path_factory.mktemp("base-cache")
+    saved = os.environ.get("STL_BASE_CACHE")
+    os.environ["STL_BASE_CACHE"] = str(cache)
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    ensure_base(LocalStore(tmp_path_factory.mktemp("warm")), "efficientnet-lite0", str(cache))
+    yield cache
+    if saved is None:
+        os.environ.pop("STL_BASE_CACHE", None)
+    else:
+        os.environ["STL_BASE_CACHE"] = saved
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ def test_identical_model_hashes_on_every_backend(trained: dict) -> None:
     runs = {name: trained[name]["run"] for name in ("local", "s3", "ipfs")}
     assert len({r["model_sha1"] for r in runs.values()}) == 1
     assert len({r["weights_sha1"] for r in runs.values()}) == 1
+    assert len({r["manifest_sha1"] for r in runs.values()}) == 1  # CIDs stay out of the identity
     assert all(r["status"] == "ready" for r in runs.values())
 
 
@@ -90,11 +91,18 @@ def test_ipfs_publish_and_fetch_by_manifest_cid(trained: dict, kubo: Node) -> No
     assert json.loads(served.out) == json.loads(reference.out)
 
 
-def test_ipfs_manifest_records_cids(trained: dict) -> None:
-    model = trained["ipfs"]["run"]["model_sha1"]
-    shown = json.loads(run_stl(["show", model], trained["ipfs"]["data"], env=trained["ipfs"]["env"]).out)
-    assert shown["outputs"]["weights"]["cid"].startswith(("Qm", "b"))
-    assert all("cid" in img for img in shown["inputs"]["images"])
+def test_ipfs_cids_live_in_the_store_not_in_the_manifest(trained: dict) -> None:
+    """Backend-native ids are the store's business: the manifest (an identity) never holds them."""
+    from store import LocalStore
+
+    run = trained["ipfs"]["run"]
+    shown = json.loads(
+        run_stl(["show", run["model_sha1"]], trained["ipfs"]["data"], env=trained["ipfs"]["env"]).out
+    )
+    assert "cid" not in json.dumps(shown)
+    refs = LocalStore(trained["ipfs"]["data"])
+    cid = refs.get_ref(f"ipfs/cid/{run['weights_sha1']}")
+    assert cid is not None and cid.decode().startswith(("Qm", "b"))
 
 
 def test_publish_to_s3_and_serve_elsewhere(trained: dict, s3_endpoint: str) -> None:

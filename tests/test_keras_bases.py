@@ -18,10 +18,9 @@ def _legacy_h5(path: Path) -> Path:
     """A structurally real MobileNetV2 no-top weight file in Keras' legacy HDF5 layout (random weights)."""
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
 
-    from model.runtime import tensorflow
+    from model.bases.quantize import fresh_keras
 
-    tensorflow()
-    import keras
+    keras = fresh_keras()
 
     model = keras.applications.MobileNetV2(
         include_top=False, weights=None, input_shape=(96, 96, 3), pooling="avg"

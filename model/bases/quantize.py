@@ -129,6 +129,16 @@ def to_int8(keras_model: Any, size: int) -> bytes:
         return bytes(converter.convert())
 
 
+def fresh_keras() -> Any:
+    """Keras with its global name counters reset: layer names end up in the int8 file's tensor
+    names, so a second conversion in one process would otherwise give other bytes."""
+    tensorflow()  # before Keras picks its backend
+    import keras
+
+    keras.backend.clear_session()
+    return keras
+
+
 def normalised_input_model(core: Any, to_native: Any = None) -> Any:
     """Wrap ``core`` so it takes (x - 127) / 128 at any spatial size; ``to_native`` maps that
     to the core's own input convention (a Keras layer), if it differs."""
@@ -141,9 +151,7 @@ def normalised_input_model(core: Any, to_native: Any = None) -> Any:
 
 def lite_int8(state_dict: dict[str, np.ndarray], size: int) -> bytes:
     """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
-    tf = tensorflow()  # noqa: F841  (imported before Keras picks a backend)
-    import keras
-
+    keras = fresh_keras()
     from .efficientnet_lite import build_lite0, convert_lite0_state_dict, load_weights
 
     model = build_lite0(include_top=False, image_size=size)
@@ -155,8 +163,7 @@ def lite_int8(state_dict: dict[str, np.ndarray], size: int) -> bytes:
 
 def keras_app_int8(name: str, h5_path: str, size: int) -> bytes:
     """A Keras-applications base (imported .h5 weights) as an int8 feature extractor."""
-    tensorflow()
-    import keras
+    keras = fresh_keras()
 
     if name == "mobilenet-v2":
         # MobileNetV2 expects [-1, 1]: our (p - 127) / 128 is that range to within 0.4%.

@@ -1,0 +1,59 @@
+"""Print the sha1 of every identity-bearing stage for a few PNG and JPEG images, as JSON.
+
+Run natively, under CPU-dispatch settings and under emulated CPUs by
+tests/test_portable_bits.py, whose golden literals these must equal.
+Usage: python tests/portable_probe.py BASE.tflite
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from model.bases.litert import Int8Base  # noqa: E402
+from model.images import decode_image  # noqa: E402
+from model.tensors import dump_tensors  # noqa: E402
+from model.train import Head  # noqa: E402
+
+#: (name, path): PNGs from the example set, JPEG photos committed beside them.
+IMAGES = (
+    ("checks-000.png", REPO / "example-data/images/checks/000.png"),
+    ("dots.png", REPO / "example-data/infer/dots.png"),
+    ("rocket.jpg", REPO / "tests/data/rocket.jpg"),
+    ("coffee-progressive.jpg", REPO / "tests/data/coffee-progressive.jpg"),
+)
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def probe(base: bytes, size: int = 224) -> dict[str, str]:
+    extractor = Int8Base(base)
+    out: dict[str, str] = {}
+    pixels = []
+    for name, path in IMAGES:
+        p = decode_image(path.read_bytes(), size, 10**8, name)
+        pixels.append(p)
+        out[f"tensor:{name}"] = sha1(dump_tensors({"image": p}))
+    feats = extractor.features(np.stack(pixels))
+    for (name, _), f in zip(IMAGES, feats, strict=True):
+        out[f"features:{name}"] = sha1(dump_tensors({"features": f}))
+    # A fixed head over these features: standardise, logits, exact softmax.
+    rng = np.random.Generator(np.random.PCG64(3))
+    head = Head(
+        rng.standard_normal((feats.shape[1], 3)), rng.standard_normal(3), feats[0], feats[1] * 0 + 0.5, 0
+    )
+    out["probabilities"] = sha1(head.probabilities(feats).tobytes())
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe(Path(sys.argv[1]).read_bytes()), sort_keys=True))
