@@ -28,12 +28,13 @@ demo: $(VENV)/.installed
 	echo "== labelling example-data/infer/*.png with model $$model" >&2; \
 	$(BIN)/stl infer --model $$model example-data/infer/checks.png example-data/infer/dots.png example-data/infer/stripes.png
 
-# Headless Chromium for the browser test (Debian/Ubuntu, as root); skipped quietly elsewhere.
+# Headless Chromium for the browser test and qemu-user for the emulated-CPU tests
+# (Debian/Ubuntu, as root); elsewhere a note says what to install.
 system-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v qemu-x86_64 >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "note: install chromium and chromium-driver for the browser test" >&2; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user >/dev/null; \
+	  else echo "note: install chromium, chromium-driver and qemu-user for the browser and emulated-CPU tests" >&2; fi; \
 	fi
 
 test: $(VENV)/.installed-dev system-deps
