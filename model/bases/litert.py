@@ -13,34 +13,18 @@ rather than run partly by other kernels.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import BaseModelError
+from .quiet import silenced
 
 #: Recorded in manifests and feature-cache keys: which numeric path made the features.
 RUNTIME = "litert-xnnpack-int8"
 #: The input quantisation every base is converted to: value = (q + 1) / 128 = (pixel - 127) / 128.
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0 / 128.0, -1
 THREADS = 2
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class Int8Base:
@@ -51,7 +35,7 @@ class Int8Base:
 
         self.name = name
         try:
-            with quiet_stderr():  # LiteRT announces its XNNPACK delegate on stderr, between progress bars
+            with silenced(2):  # LiteRT announces its XNNPACK delegate on stderr, between progress bars
                 self._interpreter = Interpreter(model_content=model, num_threads=THREADS)
         except ValueError as e:
             raise BaseModelError(f"{name} is not a LiteRT model: {e}") from None
@@ -69,7 +53,8 @@ class Int8Base:
 
     def _resize(self, size: int) -> None:
         self._interpreter.resize_tensor_input(self._in, [1, size, size, 3], strict=False)
-        self._interpreter.allocate_tensors()
+        with silenced(2):  # XNNPACK announces itself when the graph is (re)delegated
+            self._interpreter.allocate_tensors()
         self._check_fully_delegated()
         self._size = size
 

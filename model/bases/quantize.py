@@ -18,9 +18,7 @@ machine whose conversion differs is told to import the published file instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 
 from ..errors import BaseModelError
 from ..images import decode_image
+from .quiet import silenced
 
 #: skimage/data files used for calibration; colour photos of natural scenes and objects.
 CALIBRATION_FILES = (
@@ -49,32 +48,11 @@ INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 
 
-@contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Hide what TensorFlow prints while converting (C++ logs, Keras' export listing on stdout),
-    which no setting silences and which would corrupt the CLI's JSON on stdout."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-
-
 def tensorflow() -> Any:
     """Import TensorFlow quietly for a conversion, or say how to get it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with quiet_native_output():
+        with silenced(1, 2):
             import tensorflow as tf
     except ImportError:
         raise BaseModelError(
@@ -119,7 +97,7 @@ def to_int8(keras_model: Any, size: int) -> bytes:
         for pixels in images:
             yield [normalise(pixels)[None]]
 
-    with quiet_native_output():
+    with silenced(1, 2):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
