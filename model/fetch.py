@@ -14,22 +14,28 @@ so that every hop is checked again.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
-import requests
+import requests.certs
+import urllib3
+from urllib3.response import HTTPResponse
 
 from store import ObjectStore, StoreError
 from store.hashing import is_sha1, sha1_bytes
 
 from .errors import ChecksumMismatch, FetchError, FetchRefused
+from .urls import HttpTarget, embedded_ipv4, is_public, parse_http_url
 
 MAX_REDIRECTS = 5
-_SESSION_HEADERS = {"User-Agent": "static-transfer-learning/0.1"}
+_REQUEST_HEADERS = {"User-Agent": "static-transfer-learning/0.1", "Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
     path = Path(urlparse(source).path if source.startswith("file://") else source)
     if not policy.allow_paths:
         raise FetchRefused(f"local paths are not allowed: {source}")
+    if "\0" in str(path):
+        raise FetchRefused(f"path contains a NUL byte: {source!r}")
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError) as e:
@@ -127,39 +135,40 @@ def is_below(path: Path, root: str) -> bool:
     return path == resolved_root or resolved_root in path.parents
 
 
+def resolve_target(target: HttpTarget, policy: FetchPolicy) -> str:
+    """The one IP address to connect to for ``target``, checked against ``policy``.
+
+    Every address the name resolves to must be allowed (a name that maps to both
+    a public and a private address is refused), and the connection then goes to
+    the first of them: checked once, used once.
+    """
+    literal = target.ip_literal()
+    if literal is not None:
+        addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise FetchError(f"cannot resolve host {target.host!r} in {target.url}: {reason}") from None
+        addrs = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+        if not addrs:
+            raise FetchError(f"host {target.host!r} in {target.url} has no address")
+    if not policy.allow_private:
+        for addr in addrs:
+            if is_public(addr) or _host_allowed(target.host, target.port, addr, policy.allow_hosts):
+                continue
+            inner = embedded_ipv4(addr)
+            wraps = f" (wraps {inner})" if inner is not None else ""
+            raise FetchRefused(
+                f"refusing to fetch {target.url}: {target.host} resolves to non-public address {addr}{wraps}"
+            )
+    return str(addrs[0])
+
+
 def check_url_allowed(url: str, policy: FetchPolicy) -> None:
-    """Raise FetchRefused if ``url``'s host resolves to an address the policy forbids."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https"):
-        raise FetchRefused(f"only http(s) URLs are allowed: {url}")
-    host = parsed.hostname
-    if not host:
-        raise FetchRefused(f"URL has no host: {url}")
-    if policy.allow_private:
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as e:
-        raise FetchError(f"cannot resolve host {host!r} in {url}: {e.strerror}") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
-        if _is_public(addr) or _host_allowed(host, port, addr, policy.allow_hosts):
-            continue
-        raise FetchRefused(f"refusing to fetch {url}: {host} resolves to non-public address {addr}")
-
-
-def _is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return not (
-        addr.is_loopback
-        or addr.is_private
-        or addr.is_link_local
-        or addr.is_multicast
-        or addr.is_reserved
-        or addr.is_unspecified
-    )
+    """Raise FetchRefused if ``url`` is malformed or names an address the policy forbids."""
+    resolve_target(parse_http_url(url), policy)
 
 
 def _host_allowed(host: str, port: int, addr: ipaddress._BaseAddress, allowed: tuple[str, ...]) -> bool:
@@ -177,45 +186,106 @@ def _host_allowed(host: str, port: int, addr: ipaddress._BaseAddress, allowed: t
 
 
 def _from_url(url: str, policy: FetchPolicy) -> bytes:
-    with requests.Session() as session:
-        session.headers.update(_SESSION_HEADERS)
-        for _hop in range(MAX_REDIRECTS + 1):
-            check_url_allowed(url, policy)
-            try:
-                resp = session.get(url, timeout=policy.timeout, stream=True, allow_redirects=False)
-            except requests.Timeout:
-                raise FetchError(f"timed out after {policy.timeout:g}s fetching {url}") from None
-            except requests.RequestException as e:
-                raise FetchError(f"cannot reach {url}: {_reason(e)}") from None
-            with resp:
-                if resp.is_redirect:
-                    url = urljoin(url, resp.headers["Location"])
-                    continue
-                if resp.status_code >= 400:
-                    raise FetchError(f"HTTP {resp.status_code} fetching {url}")
-                return _read_limited(resp, url, policy)
+    """GET ``url`` under ``policy``: every hop parsed, checked and pinned; one deadline for all of it."""
+    deadline = time.monotonic() + policy.timeout
+    for _hop in range(MAX_REDIRECTS + 1):
+        target = parse_http_url(url)
+        address = resolve_target(target, policy)
+        with _open(target, address, deadline, policy) as resp:
+            location = resp.get_redirect_location()
+            if location:
+                url = urljoin(url, location)
+                continue
+            if resp.status >= 400:
+                raise FetchError(f"HTTP {resp.status} fetching {url}")
+            return _read_limited(resp, url, policy, deadline)
     raise FetchError(f"too many redirects fetching {url}")
 
 
-def _read_limited(resp: requests.Response, url: str, policy: FetchPolicy) -> bytes:
-    declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+def _remaining(deadline: float, url: str, policy: FetchPolicy) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(f"timed out after {policy.timeout:g}s fetching {url}")
+    return left
+
+
+@contextlib.contextmanager
+def _open(target: HttpTarget, address: str, deadline: float, policy: FetchPolicy) -> Iterator[HTTPResponse]:
+    """Send the request to ``address`` itself, naming ``target.host`` in Host and TLS (SNI, certificate)."""
+    left = _remaining(deadline, target.url, policy)
+    timeout = urllib3.Timeout(connect=left, read=left)
+    pool: urllib3.HTTPConnectionPool
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(
+            address,
+            target.port,
+            timeout=timeout,
+            retries=False,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=requests.certs.where(),
+            server_hostname=target.host,
+            assert_hostname=target.host,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+    headers = {**_REQUEST_HEADERS, "Host": target.host_header}
+    try:
+        resp = pool.urlopen(
+            "GET",
+            target.target,
+            headers=headers,
+            redirect=False,
+            preload_content=False,
+            assert_same_host=False,
+        )
+    except (
+        urllib3.exceptions.NewConnectionError
+    ) as e:  # a TimeoutError subclass, but "refused" is not a timeout
+        raise FetchError(f"cannot reach {target.url}: {_reason(e)}") from None
+    except urllib3.exceptions.TimeoutError:
+        raise FetchError(f"timed out after {policy.timeout:g}s fetching {target.url}") from None
+    except urllib3.exceptions.HTTPError as e:
+        raise FetchError(f"cannot reach {target.url}: {_reason(e)}") from None
+    try:
+        yield resp
+    finally:
+        resp.release_conn()
+        pool.close()
+
+
+def _read_limited(resp: HTTPResponse, url: str, policy: FetchPolicy, deadline: float) -> bytes:
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > policy.max_bytes:
         raise FetchError(f"{url} is {declared} bytes, over the limit of {policy.max_bytes}")
     chunks: list[bytes] = []
     total = 0
     try:
-        for chunk in resp.iter_content(64 * 1024):
+        while True:
+            # One socket read at a time, each bounded by what is left of the
+            # deadline: a server trickling a byte a second cannot hold us longer.
+            _set_read_timeout(resp, _remaining(deadline, url, policy))
+            chunk = resp.read1(64 * 1024)
+            if not chunk:
+                break
             total += len(chunk)
             if total > policy.max_bytes:
                 raise FetchError(f"{url} is over the limit of {policy.max_bytes} bytes")
             chunks.append(chunk)
-    except requests.RequestException as e:
+    except urllib3.exceptions.TimeoutError:
+        raise FetchError(f"timed out after {policy.timeout:g}s fetching {url}") from None
+    except urllib3.exceptions.HTTPError as e:
         raise FetchError(f"connection failed while reading {url}: {_reason(e)}") from None
     return b"".join(chunks)
 
 
+def _set_read_timeout(resp: HTTPResponse, seconds: float) -> None:
+    sock = getattr(resp.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
 def _reason(e: Exception) -> str:
-    # requests nests the useful part (e.g. "Connection refused") deep inside.
+    # urllib3 nests the useful part (e.g. "Connection refused") deep inside.
     text = str(e)
     for marker in ("Connection refused", "Name or service not known", "No route to host", "timed out"):
         if marker in text:
