@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 from typing import Any
@@ -64,6 +65,7 @@ class _TensorRef:
     def materialize(self) -> np.ndarray:
         base = self.storage.array
         assert base is not None
+        self.check_bounds(len(base))
         if not self.size:
             return base[self.offset : self.offset + 1].reshape(()).copy()
         item = base.itemsize
@@ -72,11 +74,37 @@ class _TensorRef:
         )
         return np.ascontiguousarray(view)
 
+    def check_bounds(self, numel: int) -> None:
+        """Refuse a view that would read outside its storage (as_strided trusts its arguments)."""
+        size, stride, offset = self.size, self.stride, self.offset
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (*size, *stride, offset))
+        if not ints or len(size) != len(stride) or len(size) > 8:
+            raise BaseModelError("corrupt torch checkpoint: a tensor has a malformed shape or stride")
+        if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+            raise BaseModelError("corrupt torch checkpoint: a tensor has a negative offset, size or stride")
+        if math.prod(size) > numel:
+            # A dense state dict never has more elements than its storage; this would only allocate.
+            raise BaseModelError(
+                f"corrupt torch checkpoint: a tensor of shape {size} over a storage of {numel}"
+            )
+        if any(n == 0 for n in size):
+            if offset > numel:
+                raise BaseModelError("corrupt torch checkpoint: a tensor starts past the end of its storage")
+            return
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= numel:
+            raise BaseModelError(
+                f"corrupt torch checkpoint: a tensor of shape {size} reaches element {last} "
+                f"of a storage of {numel}"
+            )
+
 
 def _rebuild_tensor_v2(storage: _Storage, offset: int, size: tuple, stride: tuple, *_rest: Any) -> _TensorRef:
     if not isinstance(storage, _Storage):
         raise UnsafePickle("tensor rebuilt from something that is not a storage")
-    return _TensorRef(storage, int(offset), size, stride)
+    if not isinstance(size, tuple) or not isinstance(stride, tuple) or not isinstance(offset, int):
+        raise UnsafePickle("tensor rebuilt with a malformed offset, size or stride")
+    return _TensorRef(storage, offset, size, stride)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
