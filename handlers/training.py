@@ -12,10 +12,11 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
-from model import jobs
+from model import jobs, publications
 from model.csvfile import parse_csv
 from model.errors import InvalidRequest
 from model.pipeline import prepare_recipe, train_model
@@ -35,12 +36,19 @@ PUBLIC_FIELDS = (
     "weights_sha1",
     "labels",
     "validation_accuracy",
+    "error_kind",
+    "attempt",
     "published",
 )
 
 
 def public_status(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in PUBLIC_FIELDS if k in record}
+    out = {k: record[k] for k in PUBLIC_FIELDS if k in record}
+    if record.get("status") != "error" and record.get("attempt", 1) == 1:
+        out.pop("attempt", None)  # a first attempt that has not failed: nothing to say
+    if "retry_at" in record:
+        out["retry_after"] = max(0, round(record["retry_at"] - time.time()))
+    return out
 
 
 def _owner() -> str:
@@ -67,42 +75,62 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
 
 
 def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
+    publish_to = (body.get("model") or {}).get("uri") or None
+    if publish_to:
+        # Before anything is fetched: a refused target makes no connection at all.
+        check_model_uri(publish_to, service.model_uri_allow)
     csv = body["csv"]
     csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
     recipe = prepare_recipe(
         service.store, service.settings, body.get("metadata", {}), csv_source, csv_sha1, service.policy
     )
     jobs.record_recipe(service.store, recipe, csv_source)
-    publish_to = (body.get("model") or {}).get("uri") or None
     if publish_to:
-        check_model_uri(publish_to, service.settings.import_root)
+        # Stored with the job, so that whichever worker finishes the training honours it.
+        publications.request(service.store, recipe.sha1, publish_to)
     owner = _owner()
     record = jobs.submit(
         service.store,
         recipe.sha1,
         owner,
         service.settings.lease_ttl,
-        start=lambda: _start(service, recipe, csv_source, owner, publish_to),
+        start=lambda: _start(service, recipe, csv_source, owner),
     )
     if record["status"] == "new" and record.get("owner") != owner:
         # Someone else's "new": for this caller the job is already under way.
         record = {**record, "status": "in_progress"}
-    return public_status(record)
-
-
-def _train_and_publish(
-    service: Service, recipe: Recipe, csv_source: str | None, publish_to: str | None
-) -> dict:
-    fields = train_model(service.store, recipe, csv_source, service.settings, service.policy)
+    out = public_status(record)
     if publish_to:
-        fields["published"] = publish_model(service.store, recipe.sha1, publish_to, service.settings.data_dir)
-    return fields
+        publication = publications.read(service.store, recipe.sha1, publish_to)
+        if record["status"] == "ready" and publications.due(publication):
+            _start_publish(service, recipe.sha1, publish_to)
+            publication = {**(publication or {}), "uri": publish_to, "status": "in_progress"}
+        out["published"] = publications.public(publication or {"uri": publish_to, "status": "pending"})
+    return out
 
 
-def _start(
-    service: Service, recipe: Recipe, csv_source: str | None, owner: str, publish_to: str | None
-) -> None:
+def _publisher(service: Service, model_sha1: str) -> publications.Publisher:
+    return lambda uri: publish_model(service.store, model_sha1, uri, service.settings.data_dir)
+
+
+def _start_publish(service: Service, model_sha1: str, uri: str) -> None:
+    def run() -> None:
+        publications.run(
+            service.store,
+            model_sha1,
+            uri,
+            _owner(),
+            service.settings.lease_ttl,
+            _publisher(service, model_sha1),
+            service.settings.retry_backoff,
+        )
+
+    threading.Thread(target=run, name=f"publish-{model_sha1[:8]}", daemon=True).start()
+
+
+def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
     log.info("training started model=%s owner=%s pid=%d", recipe.sha1, owner, os.getpid())
+    settings = service.settings
 
     def run() -> None:
         try:
@@ -110,10 +138,20 @@ def _start(
                 service.store,
                 recipe.sha1,
                 owner,
-                service.settings.lease_ttl,
-                lambda: _train_and_publish(service, recipe, csv_source, publish_to),
+                settings.lease_ttl,
+                lambda: train_model(service.store, recipe, csv_source, settings, service.policy),
+                settings.retry_backoff,
             )
             log.info("training finished model=%s status=%s", recipe.sha1, record["status"])
+            if record["status"] == "ready":
+                publications.run_due(
+                    service.store,
+                    recipe.sha1,
+                    owner,
+                    settings.lease_ttl,
+                    _publisher(service, recipe.sha1),
+                    settings.retry_backoff,
+                )
         except Exception:
             # run_with_lease has already recorded the error status; keep the traceback.
             log.exception("training crashed model=%s", recipe.sha1)

@@ -10,6 +10,9 @@ from __future__ import annotations
 class PipelineError(Exception):
     """Base class: anything that fails a job with a message for the user."""
 
+    #: True when the world caused it (network, HTTP status): the same request may succeed later.
+    transient = False
+
 
 class InvalidRequest(PipelineError):
     """A request (API body, CLI flags) is malformed or out of range."""
@@ -28,9 +31,17 @@ class DataError(PipelineError):
 class FetchError(DataError):
     """A URL or path could not be fetched (unreachable, HTTP error, too large)."""
 
+    transient = True
+
 
 class FetchRefused(FetchError):
     """A URL or path is not allowed by the fetch policy (SSRF guard, import root)."""
+
+    transient = False
+
+
+class InvalidUrl(FetchRefused):
+    """A URL is malformed or ambiguous (bad port, backslash, userinfo): refused, never interpreted."""
 
 
 class CsvError(DataError):

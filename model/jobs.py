@@ -3,7 +3,8 @@
 Per model (``model_sha1`` = recipe hash) the store holds refs:
 
 * ``models/<sha1>/recipe``   the recipe's canonical JSON (what to build);
-* ``models/<sha1>/status``   JSON: status new|in_progress|ready|error, message, artifacts;
+* ``models/<sha1>/status``   JSON: status new|in_progress|ready|error, message, artifacts,
+                             attempt, and for errors their kind and when a retry is allowed;
 * ``models/<sha1>/lease``    who is training it, until when (see ``store.lease``).
 
 Nothing lives in a worker's memory: a request that lands on another worker reads
@@ -11,6 +12,12 @@ the same refs, and a worker killed mid-training simply stops renewing its lease,
 so the next request after expiry takes the job over. Artifacts become visible
 only when complete (the store writes atomically and the ``ready`` status is
 written last).
+
+Errors come in two kinds. A *permanent* one is caused by the data (a sha1
+mismatch, not an image, one label only): the same inputs give the same failure,
+so the status stays. A *transient* one is caused by the world (a network or HTTP
+error, a full disk, an unreachable or corrupt store): the same request, sent
+again after a back-off that doubles with each attempt, runs the job again.
 """
 
 from __future__ import annotations
@@ -24,10 +31,43 @@ from typing import Any
 
 from store import ObjectStore, StoreError, lease
 
-from .errors import PipelineError
+from .errors import ModelNotFound, PipelineError
+from .manifest import load_manifest
 from .recipe import Recipe
 
 STATUSES = ("new", "in_progress", "ready", "error")
+#: Back-off before the first retry of a transient error; doubled per attempt, at most MAX_BACKOFF.
+DEFAULT_BACKOFF = 5.0
+MAX_BACKOFF = 600.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` came from the world rather than the request's data (see the module doc)."""
+    if isinstance(error, PipelineError):
+        return bool(getattr(error, "transient", False))
+    return True  # store failures, OSError (disk full), bugs: the data did not cause them
+
+
+def retry_delay(attempt: int, backoff: float) -> float:
+    return min(backoff * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+
+
+def manifest_intact(store: ObjectStore, model_sha1: str) -> bool:
+    """Whether the model's manifest is in the store and hashes to its name."""
+    try:
+        load_manifest(store, model_sha1)
+        return True
+    except (ModelNotFound, StoreError):
+        return False
+
+
+def retry_due(record: dict[str, Any], now: float | None = None) -> bool:
+    """Whether an ``error`` status may be retried now."""
+    return (
+        record.get("status") == "error"
+        and record.get("error_kind") == "transient"
+        and (time.time() if now is None else now) >= record.get("retry_at", 0)
+    )
 
 
 def status_ref(model_sha1: str) -> str:
@@ -104,25 +144,67 @@ class _Heartbeat:
 Trainer = Callable[[], dict[str, Any]]
 
 
-def run_with_lease(store: ObjectStore, model_sha1: str, owner: str, ttl: float, train: Trainer) -> dict:
+def error_message(error: BaseException) -> str:
+    """The one line a client sees; store errors name the kind of failure, never the store's location."""
+    if isinstance(error, PipelineError):
+        return str(error)
+    if isinstance(error, StoreError):
+        return f"store error ({type(error).__name__}); see the server log"
+    if isinstance(error, OSError):
+        return f"storage error: {error.strerror or type(error).__name__}"
+    return f"internal error ({type(error).__name__}); see the server log"
+
+
+def run_with_lease(
+    store: ObjectStore,
+    model_sha1: str,
+    owner: str,
+    ttl: float,
+    train: Trainer,
+    backoff: float = DEFAULT_BACKOFF,
+) -> dict:
     """Run ``train`` (returning the ready-status fields) while holding the job's lease.
 
-    The caller must already hold the lease. Errors the user can act on become an
-    ``error`` status with their one-line message; anything else is recorded the
-    same way and re-raised so it is not hidden.
+    The caller must already hold the lease. A failure becomes an ``error`` status
+    with its one-line message, its kind and when it may be retried; failures that
+    are not the user's (store, disk, bugs) are re-raised as well so that their
+    traceback reaches the log.
     """
+    attempt = int((read_status(store, model_sha1) or {}).get("attempt", 1))
     try:
         with _Heartbeat(store, lease_ref(model_sha1), owner, ttl):
-            write_status(store, model_sha1, "in_progress", owner=owner)
+            write_status(store, model_sha1, "in_progress", owner=owner, attempt=attempt)
             fields = train()
-            return write_status(store, model_sha1, "ready", **fields)
-    except (PipelineError, StoreError) as e:
-        return write_status(store, model_sha1, "error", message=str(e))
+            return write_status(store, model_sha1, "ready", attempt=attempt, **fields)
     except Exception as e:
-        write_status(store, model_sha1, "error", message=f"internal error: {type(e).__name__}: {e}")
-        raise
+        transient = is_transient(e)
+        record = write_status(
+            store,
+            model_sha1,
+            "error",
+            message=error_message(e),
+            error_kind="transient" if transient else "permanent",
+            attempt=attempt,
+            **({"retry_at": time.time() + retry_delay(attempt, backoff)} if transient else {}),
+        )
+        if not isinstance(e, PipelineError):
+            raise
+        return record
     finally:
         lease.release(store, lease_ref(model_sha1), owner)
+
+
+def clear_failed(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
+    """Forget a failed job so the next request starts afresh; the status it had, or None.
+
+    Only an ``error`` status is cleared: a ready model is content, not state, and
+    a running job belongs to its lease holder.
+    """
+    current = read_status(store, model_sha1)
+    if current is None or current["status"] != "error":
+        return current
+    store.delete_ref(status_ref(model_sha1))
+    return {**current, "status": "cleared"}
 
 
 def submit(
@@ -140,14 +222,21 @@ def submit(
     must be unique per attempt: a lease is re-entrant for its owner.
     """
     current = read_status(store, model_sha1)
-    if current is not None and current["status"] in ("ready", "error"):
+    if current is not None and current["status"] == "ready":
+        if manifest_intact(store, model_sha1):
+            return current
+        # Reported ready, but the manifest is gone or corrupt: build it again (puts repair objects).
+        current = {**current, "status": "error", "error_kind": "transient", "retry_at": 0}
+    if current is not None and current["status"] == "error" and not retry_due(current):
         return current
+    failed = current is not None and current["status"] == "error"
+    attempt = int(current.get("attempt", 1)) + 1 if failed and current is not None else 1
     holder = lease.holder(store, lease_ref(model_sha1))
     if holder is not None and not holder.expired():
         # "new" is the winner's answer alone; everyone else sees the job in progress.
         return {**(current or {"model_sha1": model_sha1}), "status": "in_progress"}
     if not lease.acquire(store, lease_ref(model_sha1), owner, ttl):
         return {"model_sha1": model_sha1, "status": "in_progress"}
-    record = write_status(store, model_sha1, "new", owner=owner)
+    record = write_status(store, model_sha1, "new", owner=owner, attempt=attempt)
     start()
     return record

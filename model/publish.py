@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from store import HashMismatch, ObjectStore, open_store
 
 from .bases.registry import base_ref
-from .errors import ModelNotFound
+from .errors import FetchRefused, InvalidRequest, ModelNotFound
+from .fetch import is_below
 from .manifest import holds_model, manifest_ref, manifest_sha1
 from .recipe import Recipe
 
@@ -76,29 +79,58 @@ def copy_model(
     return msha1
 
 
-REMOTE_SCHEMES = ("s3", "gs", "ipfs")
+#: The 2019 project's ``ipfs://<CID>/<name>``: content under a CID, which names no node to publish to.
+_CID_HOST = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,}")
 
 
-def check_model_uri(uri: str, import_root: str) -> None:
-    """Refuse a model.uri the service must not use: a local path outside ``import_root``.
+def _uri_parts(uri: str) -> tuple[str, str, str]:
+    """(scheme, host, path) with local paths resolved, so that '..' cannot step out of an allowed prefix."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "local", "file"):
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return "local", "", str(Path(path).resolve())
+    return scheme, parts.netloc.lower(), parts.path
 
-    A user-supplied URI makes the server read or write there, so local paths get
-    the same rule as local fetches; remote stores are reached with the server's
-    own credentials and need no such fence.
+
+def uri_allowed(uri: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``uri`` is one of the ``allowed`` URI prefixes or below one (by path segments)."""
+    scheme, host, path = _uri_parts(uri)
+    for entry in allowed:
+        e_scheme, e_host, e_path = _uri_parts(entry)
+        if (scheme, host) != (e_scheme, e_host):
+            continue
+        if scheme == "local":
+            if is_below(Path(path), e_path):
+                return True
+        elif e_path.strip("/") == "" or path == e_path or path.startswith(e_path.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def check_model_uri(uri: str, allowed: tuple[str, ...]) -> None:
+    """Refuse a client's model.uri unless the operator allowed it (MODEL_URI_ALLOW, the server's own store).
+
+    A model.uri makes the server connect somewhere with its own credentials
+    (an IPFS node's RPC port, an S3 bucket, a directory): a client may only
+    choose among the targets the operator configured. Checked before any
+    connection is made, for publishing and for fetching alike.
     """
-    from pathlib import Path
-
-    from .errors import FetchRefused, InvalidRequest
-    from .fetch import is_below
-
-    parsed = urlparse(uri)
-    if parsed.scheme in REMOTE_SCHEMES:
-        return
-    if parsed.scheme not in ("", "local", "file"):
+    if "\0" in uri or any(ord(c) < 32 for c in uri):
+        raise InvalidRequest("model.uri contains a control character")
+    parts = urlsplit(uri)
+    if parts.scheme not in ("", "local", "file", *REMOTE_SCHEMES):
         raise InvalidRequest(f"model.uri must be a path, local://, s3://, gs:// or ipfs:// URI, got {uri!r}")
-    path = Path(uri.split("://", 1)[1] if "://" in uri else uri).resolve()
-    if not import_root or not is_below(path, import_root):
-        raise FetchRefused(f"model.uri {uri} is outside the import root (IMPORT_ROOT)")
+    if parts.scheme == "ipfs" and _CID_HOST.fullmatch(parts.netloc):
+        raise InvalidRequest(
+            f"model.uri {uri} is the 2019 form ipfs://<CID>/<name>, which names content, not a node: "
+            "publish with ipfs:// and fetch with the ipfs:///<CID> that publishing returns"
+        )
+    if not uri_allowed(uri, allowed):
+        raise FetchRefused(f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)")
+
+
+REMOTE_SCHEMES = ("s3", "gs", "ipfs")
 
 
 def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) -> dict[str, Any]:
