@@ -10,21 +10,23 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import time
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request, send_file
 
-from model import jobs
+from model import jobs, publications
 from model.config import Settings
 from model.errors import ModelNotFound
 from model.manifest import load_manifest
-from store.errors import BackendUnavailable, StoreError
+from store.errors import BackendUnavailable, HashMismatch, StoreError
 from store.hashing import is_sha1
 
 from . import errors, swagger
 from .auth import check_token
 from .bodies import json_body
-from .errors import InvalidInput
+from .errors import Conflict, InvalidInput
 from .inference import infer
 from .openapi import query_parameters
 from .service import Service
@@ -61,7 +63,8 @@ def post_infer() -> Response:
 
 def list_models() -> Response:
     raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() fails) and "٣" (read as 3).
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {raw!r}")
     records = jobs.list_models(service().store)[: int(raw)]
     return jsonify(models=[public_status(r) for r in records])
@@ -72,11 +75,14 @@ def get_model(model_sha1: str) -> Response:
     path_sha1(model_sha1, "model_sha1")
     status = jobs.read_status(store, model_sha1)
     found = jobs.read_recipe(store, model_sha1)
+    corrupt = False
     try:
-        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)
+        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)  # verified by hash
     except ModelNotFound:
         manifest = None
-    if status is None and found is None and manifest is None:
+    except HashMismatch:
+        manifest, corrupt = None, True
+    if status is None and found is None and manifest is None and not corrupt:
         raise ModelNotFound(model_sha1)
     recipe = found[0].to_dict() if found else (manifest or {}).get("recipe")
     body: dict[str, Any] = {
@@ -86,9 +92,23 @@ def get_model(model_sha1: str) -> Response:
         "recipe": recipe,
         "manifest": manifest,
     }
+    if corrupt:
+        body["status"] = "error"
+        body["message"] = "the stored manifest does not match its hash; POST /train again to rebuild it"
     if status is not None:
         body["job"] = public_status(status)
+    body["publications"] = [publications.public(r) for r in publications.all_for(store, model_sha1)]
     return jsonify(body)
+
+
+def delete_model(model_sha1: str) -> Response:
+    path_sha1(model_sha1, "model_sha1")
+    current = jobs.clear_failed(service().store, model_sha1)
+    if current is None:
+        raise ModelNotFound(model_sha1)
+    if current["status"] != "cleared":
+        raise Conflict(f"model {model_sha1} is {current['status']}; only a failed job can be cleared")
+    return jsonify({**public_status({**current, "status": "error"}), "cleared": True})
 
 
 def get_object(sha1: str) -> Response:
@@ -110,6 +130,19 @@ def healthz() -> Response:
     except (StoreError, OSError) as e:
         raise BackendUnavailable(f"store unreachable: {e}") from None
     return jsonify(status="ok", pid=os.getpid())
+
+
+def readyz() -> Response:
+    """Ready to take jobs: the store answers reads and takes writes (a read-only disk is not ready)."""
+    store = service().store
+    try:
+        store.get_ref("healthz")
+        store.set_ref(f"health/{socket.gethostname()}-{os.getpid()}", str(time.time()).encode())
+    except (StoreError, OSError) as e:
+        if isinstance(e, BackendUnavailable):
+            raise
+        raise BackendUnavailable(f"store not usable: {type(e).__name__}") from None
+    return jsonify(status="ready", pid=os.getpid())
 
 
 def _use_gunicorn_logging() -> None:
@@ -136,8 +169,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/infer", view_func=post_infer, methods=["POST"])
     app.add_url_rule("/models", view_func=list_models, methods=["GET"])
     app.add_url_rule("/models/<model_sha1>", view_func=get_model, methods=["GET"])
+    app.add_url_rule("/models/<model_sha1>", view_func=delete_model, methods=["DELETE"])
     app.add_url_rule("/objects/<sha1>", view_func=get_object, methods=["GET"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.add_url_rule("/readyz", view_func=readyz, methods=["GET"])
     app.register_blueprint(swagger.blueprint)
     errors.register(app)
 

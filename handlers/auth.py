@@ -12,8 +12,8 @@ from flask import Request
 
 from .errors import Unauthorized
 
-#: Paths open without a token: liveness probes and the documentation.
-PUBLIC_PREFIXES = ("/healthz", "/api/")
+#: Paths open without a token: liveness and readiness probes, and the documentation.
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/api/")
 
 
 def check_token(request: Request, token: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Request
 
-from .errors import InvalidInput, UnsupportedContentType
+from .errors import InvalidInput, UnsupportedContentType, UploadTooLarge
 from .openapi import validate
 
 
@@ -20,13 +20,34 @@ def content_type(request: Request) -> str:
     return (request.mimetype or "").lower()
 
 
+def read_body(request: Request) -> bytes:
+    """The whole body, refusing one over MAX_CONTENT_LENGTH, chunked bodies included.
+
+    With a Content-Length, Werkzeug refuses an oversized body itself. A chunked
+    body has none, and Werkzeug then hands over nothing (or a cut stream), so it
+    is read here, one byte past the limit at most.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=True)
+    stream = request.environ["wsgi.input"]
+    parts, size = [], 0
+    while size <= limit:
+        part = stream.read(min(65536, limit + 1 - size))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+    raise UploadTooLarge("request body is larger than the limit (MAX_DOWNLOAD_BYTES)")
+
+
 def json_body(request: Request, schema_name: str) -> dict[str, Any]:
     """The body as a dict that matches ``schema_name``, or InvalidInput/UnsupportedContentType."""
     if content_type(request) != "application/json":
         raise UnsupportedContentType(
             f"expected Content-Type application/json, got {request.mimetype or 'none'}"
         )
-    raw = request.get_data(cache=True)
+    raw = read_body(request)
     if not raw.strip():
         raise InvalidInput("request body is empty; expected a JSON object")
     try:

@@ -18,6 +18,7 @@ from model.errors import (
     DataError,
     FetchRefused,
     InvalidRequest,
+    InvalidUrl,
     ModelNotFound,
     PipelineError,
 )
@@ -29,6 +30,7 @@ from store.errors import (
     ObjectNotFound,
     ObjectTooLarge,
     StoreError,
+    StoreUnwritable,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ class UploadTooLarge(ApiError):
     pass
 
 
+class Conflict(ApiError):
+    """The request is valid but the resource's state forbids it (clearing a ready model)."""
+
+
 #: Looked up along the exception's MRO, so the most specific entry wins
 #: (FetchRefused before DataError, ModelNotFound before PipelineError).
 STATUS: dict[type[BaseException], int] = {
@@ -61,10 +67,12 @@ STATUS: dict[type[BaseException], int] = {
     InvalidRequest: 400,
     InvalidHash: 400,
     InvalidRefName: 400,
+    InvalidUrl: 400,
     Unauthorized: 401,
     FetchRefused: 403,
     ModelNotFound: 404,
     ObjectNotFound: 404,
+    Conflict: 409,
     UploadTooLarge: 413,
     ObjectTooLarge: 413,
     UnsupportedContentType: 415,
@@ -110,6 +118,10 @@ def handle(error: Exception) -> Response:
     if status is None:
         log.exception("unhandled error")
         return error_response(500, f"internal error ({type(error).__name__}); see the server log")
+    if isinstance(error, StoreUnwritable):
+        # Names the failure, not the path: the operator must act, the client should retry later.
+        log.error("%s: %s", type(error).__name__, error)
+        return error_response(status, f"store unavailable: {error}")
     if status >= 500:
         # The store's messages name its location; that is for the log, not the client.
         log.error("%s: %s", type(error).__name__, error)

@@ -29,12 +29,14 @@ def check_model(service: Service, model_sha1: str, uri: str | None = None) -> No
         return
     if not uri:
         raise ModelNotFound(model_sha1)
-    check_model_uri(uri, service.settings.import_root)
+    check_model_uri(uri, service.model_uri_allow)
     ensure_model(service.store, model_sha1, uri)  # verified by hash; a mismatch is an error
 
 
 def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:
-    url, sha1 = ref.get("url"), ref.get("sha1")
+    if "url" in ref and "uri" in ref:
+        raise InvalidInput(f"{name} has both url and uri (uri is the 2019 spelling of url); give one")
+    url, sha1 = ref.get("url") or ref.get("uri"), ref.get("sha1")
     if url:
         return service.fetch(url, sha1)
     if sha1:
@@ -64,16 +66,29 @@ def _read_upload(upload: FileStorage, name: str, limit: int) -> bytes:
     return data
 
 
+def _files(request: Request, name: str) -> list[FileStorage]:
+    # A file input left empty arrives as a part with no file name and no bytes.
+    return [f for f in request.files.getlist(name) if f.filename or _nonempty(f)]
+
+
+def _nonempty(upload: FileStorage) -> bool:
+    first = upload.stream.read(1)
+    upload.stream.seek(0)
+    return bool(first)
+
+
 def infer_upload(service: Service, request: Request) -> Probabilities | list[Probabilities]:
     model_sha1 = request.form.get("model_sha1", "")
     if not model_sha1:
         raise InvalidInput("missing field: model_sha1")
     if not is_sha1(model_sha1):
         raise InvalidInput(f"model_sha1 must be a sha1 (40 lowercase hex digits), got {model_sha1!r}")
-    unknown = sorted(set(request.form) - {"model_sha1"}) + sorted(set(request.files) - {"image", "images"})
+    # Forms (Swagger UI's among them) send an input left empty as an empty field: that is "not given".
+    given_text = {k for k, v in request.form.items(multi=True) if v != ""}
+    unknown = sorted(given_text - {"model_sha1"}) + sorted(set(request.files) - {"image", "images"})
     if unknown:
         raise InvalidInput("unknown field: " + ", ".join(unknown))
-    single, many = request.files.getlist("image"), request.files.getlist("images")
+    single, many = (_files(request, "image"), _files(request, "images"))
     if len(single) > 1:
         raise InvalidInput("image takes one file; send several as images")
     if bool(single) == bool(many):

@@ -79,7 +79,9 @@ def describe(error: ValidationError) -> str:
         wanted = error.validator_value
         article = "an" if wanted in ("integer", "object", "array") else "a"
         return f"{field} must be {article} {wanted}, got {_json_type(value)}"
-    if kind == "pattern" and error.validator_value == SHA1_PATTERN:
+    if (kind == "pattern" and error.validator_value == SHA1_PATTERN) or (
+        kind == "maxLength" and error.schema.get("pattern") == SHA1_PATTERN
+    ):
         return f"{field} must be a sha1 (40 lowercase hex digits), got {value!r}"
     if kind in ("minimum", "maximum"):
         op = ">=" if kind == "minimum" else "<="

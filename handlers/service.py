@@ -73,6 +73,11 @@ class Service:
         store = open_store(settings.store_uri or None, settings.data_dir)
         return Service(settings, store, service_policy(settings))
 
+    @property
+    def model_uri_allow(self) -> tuple[str, ...]:
+        """Where a client's model.uri may point: the operator's list and this server's own store."""
+        return (*self.settings.model_uri_allow, self.settings.store_uri or self.settings.data_dir)
+
     def predictor(self) -> Predictor:
         # Imported here: model.infer pulls in numpy and, on first use, TensorFlow,
         # which a worker that only serves /healthz or polls should not pay for.

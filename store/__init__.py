@@ -12,6 +12,7 @@ from .errors import (
     ObjectNotFound,
     ObjectTooLarge,
     StoreError,
+    StoreUnwritable,
 )
 from .hashing import is_sha1, sha1_bytes, sha256_bytes
 from .local import LocalStore
@@ -27,6 +28,7 @@ __all__ = [
     "ObjectStore",
     "ObjectTooLarge",
     "StoreError",
+    "StoreUnwritable",
     "is_sha1",
     "open_store",
     "sha1_bytes",

@@ -26,13 +26,13 @@ from typing import BinaryIO
 from .errors import HashMismatch, InvalidRefName, StoreError
 from .hashing import CHUNK_SIZE, check_sha1, sha1_bytes
 
-_REF_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_REF_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")  # fullmatch: no trailing newline
 
 
 def check_ref_name(name: str) -> str:
     """Refs are slash-separated names of safe segments; no '..', no empty parts."""
     parts = name.split("/") if isinstance(name, str) else []
-    if not parts or not all(_REF_SEGMENT.match(p) and ".." not in p for p in parts):
+    if not parts or not all(_REF_SEGMENT.fullmatch(p) and ".." not in p for p in parts):
         raise InvalidRefName(str(name))
     return name
 

@@ -42,6 +42,10 @@ class BackendUnavailable(StoreError):
     """The backend could not be reached; nothing was written."""
 
 
+class StoreUnwritable(BackendUnavailable):
+    """The backend refuses writes (read-only, full, no permission); the message names no location."""
+
+
 class ObjectTooLarge(StoreError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"object larger than the limit of {limit} bytes")

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from .errors import InvalidHash
 
-SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA1_RE = re.compile(r"[0-9a-f]{40}")  # used with fullmatch: "$" would accept a trailing newline
 CHUNK_SIZE = 1 << 20
 
 
@@ -28,7 +28,7 @@ def sha1_stream(stream: BinaryIO) -> str:
 
 
 def is_sha1(value: object) -> bool:
-    return isinstance(value, str) and bool(SHA1_RE.match(value))
+    return isinstance(value, str) and SHA1_RE.fullmatch(value) is not None
 
 
 def check_sha1(value: str) -> str:

@@ -14,7 +14,9 @@ race harmlessly: both renames install identical bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import hashlib
 import os
 import tempfile
@@ -23,8 +25,26 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .base import ObjectStore, check_ref_name, copy_verified
-from .errors import HashMismatch, ObjectNotFound
+from .errors import HashMismatch, ObjectNotFound, StoreUnwritable
 from .hashing import CHUNK_SIZE, check_sha1, sha1_stream
+
+#: What the filesystem says when it will not take a write; anything else is a bug or a race.
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def _writes(method):  # type: ignore[no-untyped-def]
+    """Turn "cannot write here" into StoreUnwritable, which names the reason but not the path."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            if e.errno in _UNWRITABLE:
+                raise StoreUnwritable(f"the local store is not writable ({os.strerror(e.errno)})") from e
+            raise
+
+    return wrapper
 
 
 class LocalStore(ObjectStore):
@@ -42,17 +62,28 @@ class LocalStore(ObjectStore):
         check_sha1(sha1)
         return self._objects / sha1[:2] / sha1[2:]
 
+    @_writes
     def put(self, data: bytes) -> str:
         sha1 = hashlib.sha1(data).hexdigest()
         path = self.object_path(sha1)
-        if not path.exists():
+        if not self._intact(path, sha1):
+            # Absent, or present but corrupt: the right bytes repair it.
             self._install(path, data)
         return sha1
+
+    @staticmethod
+    def _intact(path: Path, sha1: str) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return sha1_stream(f) == sha1
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
         with open(path, "rb") as src:
             return self.put_stream(src)
 
+    @_writes
     def put_stream(self, src: BinaryIO) -> str:
         """Store a stream without holding it in memory; the name is known only at the end."""
         fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="obj-")
@@ -163,6 +194,7 @@ class LocalStore(ObjectStore):
             os.fsync(out.fileno())
         return tmp
 
+    @_writes
     def set_ref(self, name: str, value: bytes) -> None:
         path = self._ref_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +202,7 @@ class LocalStore(ObjectStore):
         with self._ref_lock(name):
             os.replace(tmp, path)
 
+    @_writes
     def create_ref(self, name: str, value: bytes) -> bool:
         path = self._ref_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +216,7 @@ class LocalStore(ObjectStore):
         finally:
             os.unlink(tmp)
 
+    @_writes
     def replace_ref(self, name: str, expected: bytes, value: bytes) -> bool:
         path = self._ref_path(name)
         tmp = self._write_ref_tmp(value)
@@ -197,6 +231,7 @@ class LocalStore(ObjectStore):
             if tmp:
                 os.unlink(tmp)
 
+    @_writes
     def delete_ref(self, name: str) -> None:
         with self._ref_lock(name), contextlib.suppress(FileNotFoundError):
             self._ref_path(name).unlink()
