@@ -53,7 +53,7 @@ EXPOSE 8080
 
 # /healthz answers 200 when the store is reachable; slim images have no curl, so Python it is.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=8)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('API_PORT') or os.environ.get('PORT') or '8080'), timeout=8)"]
 
 # gunicorn serving handlers.wsgi:app on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers (handlers/serve.py).
 # Any other command runs instead, e.g. `docker run --rm IMAGE stl base list`.

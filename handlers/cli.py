@@ -65,7 +65,7 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from model import jobs
-    from model.pipeline import prepare_recipe
+    from model.pipeline import prepare_recipe, train_model
 
     store, settings, policy = _context(args)
     recipe = prepare_recipe(store, settings, _hyperparameters(args), args.csv, args.csv_sha1, policy)
@@ -86,9 +86,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 model_sha1,
                 owner,
                 settings.lease_ttl,
-                lambda: _train_and_publish(store, recipe, args, settings, policy),
+                lambda: train_model(store, recipe, args.csv, settings, policy, _tqdm_progress),
+                settings.retry_backoff,
             )
     assert status is not None
+    published = (
+        _publish(store, model_sha1, args.publish, owner, settings) if status["status"] == "ready" else None
+    )
     _emit(
         {
             "model_sha1": model_sha1,
@@ -97,27 +101,47 @@ def cmd_train(args: argparse.Namespace) -> int:
             "base_sha1": recipe.base_sha1,
             **{
                 k: status[k]
-                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "published", "message")
+                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "message", "error_kind")
                 if k in status
             },
+            **({"published": published} if published else {}),
         }
     )
     if status["status"] == "error":
         print(f"stl: error: {status['message']}", file=sys.stderr)
         return EXIT_ERROR
+    if published and published["status"] != "ready":
+        print(
+            f"stl: error: trained, but publishing to {args.publish} failed: {published.get('message')}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return 0
 
 
-def _train_and_publish(
-    store: ObjectStore, recipe: Any, args: argparse.Namespace, settings: Settings, policy: FetchPolicy
-) -> dict:
-    from model.pipeline import train_model
+def _publish(
+    store: ObjectStore, model_sha1: str, uri: str | None, owner: str, settings: Settings
+) -> dict[str, Any] | None:
+    """Publish a trained model to ``uri`` now (the operator asked: no allow list, no back-off wait)."""
+    from model import publications
     from model.publish import publish_model
 
-    fields = train_model(store, recipe, args.csv, settings, policy, _tqdm_progress)
-    if args.publish:
-        fields["published"] = publish_model(store, recipe.sha1, args.publish, settings.data_dir)
-    return fields
+    if not uri:
+        return None
+    publications.request(store, model_sha1, uri)
+    record = publications.run(
+        store,
+        model_sha1,
+        uri,
+        owner,
+        settings.lease_ttl,
+        lambda target: publish_model(store, model_sha1, target, settings.data_dir),
+        retry_now=True,
+    )
+    record = record or publications.read(store, model_sha1, uri) or {"uri": uri, "status": "pending"}
+    if record["status"] == "ready":
+        return {k: v for k, v in record.items() if k in ("uri", "manifest_sha1", "model_uri", "status")}
+    return publications.public(record)
 
 
 def store_lease(store: ObjectStore, model_sha1: str, owner: str, ttl: float) -> bool:
@@ -203,13 +227,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.gunicorn_args) or 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def sha1_arg(value: str) -> str:
+    """argparse type for a model or object hash: a bad one is a usage error (exit 2), not a failed lookup."""
+    from store.hashing import is_sha1
+
+    if not is_sha1(value):
+        raise argparse.ArgumentTypeError(f"must be a sha1 (40 lowercase hex digits), got {value!r}")
+    return value
+
+
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    settings = settings or Settings()
     p = argparse.ArgumentParser(prog="stl", description="Reproducible, content-addressed transfer learning.")
     p.add_argument("--store", help="store URI or path (default: STORE_URI, then DATA_DIR, then ./data)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a CSV of <image_url>,<label>,<sha1> rows")
-    t.add_argument("csv", help="CSV path or URL (image paths inside are relative to it)")
+    t.add_argument(
+        "csv",
+        nargs=None if not settings.default_csv_url else "?",
+        default=settings.default_csv_url or None,
+        help="CSV path or URL (image paths inside are relative to it; default DEFAULT_INPUT_CSV_URL)",
+    )
     t.add_argument("--csv-sha1", help="expected sha1 of the CSV (fetch is verified against it)")
     t.add_argument("--seed", type=int, help="random seed (RANDOM_SEED, default 1234)")
     t.add_argument("--epochs", type=int, help="head training epochs (EPOCHS)")
@@ -222,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--train-percentage", type=int, help="share of each label used for training (TRAIN_PERCENTAGE)"
     )
-    t.add_argument("--data-limit", type=int, help="at most this many images per label, 0 = all (DATA_LIMIT)")
+    t.add_argument(
+        "--data-limit",
+        type=int,
+        help="at most this many images per label; 0 = all, -1 = balance labels to the smallest (DATA_LIMIT)",
+    )
     t.add_argument(
         "--l2", type=float, help="head L2 penalty; negative = choose by cross-validation (HEAD_L2)"
     )
@@ -240,21 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("infer", help="label images with a trained model")
-    i.add_argument("--model", required=True, help="model sha1")
+    i.add_argument("--model", required=True, type=sha1_arg, help="model sha1")
     i.add_argument(
         "--model-uri", metavar="URI", help="store to fetch the model from (by hash) if it is not local"
     )
-    i.add_argument("images", nargs="+", help="image paths, URLs or sha1:<hex> store references")
+    i.add_argument(
+        "images",
+        nargs="+" if not settings.default_test_image_url else "*",
+        default=[settings.default_test_image_url] if settings.default_test_image_url else None,
+        help="image paths, URLs or sha1:<hex> store references (default DEFAULT_TEST_IMG_URL)",
+    )
     i.set_defaults(func=cmd_infer)
 
     v = sub.add_parser(
         "verify", help="rebuild a model from its stored inputs in a fresh process and compare bytes"
     )
-    v.add_argument("model", help="model sha1")
+    v.add_argument("model", type=sha1_arg, help="model sha1")
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("show", help="print a model's manifest (or its status while training)")
-    s.add_argument("model", help="model sha1")
+    s.add_argument("model", type=sha1_arg, help="model sha1")
     s.set_defaults(func=cmd_show)
 
     b = sub.add_parser("base", help="manage base networks")
@@ -269,18 +317,32 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_base)
 
     c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
-    c.add_argument("sha1")
+    c.add_argument("sha1", type=sha1_arg)
     c.set_defaults(func=cmd_cat)
 
-    sv = sub.add_parser("serve", help="run the HTTP API under gunicorn")
-    sv.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help="extra gunicorn arguments")
-    sv.set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "serve",
+        help="run the HTTP API under gunicorn; every further argument is a gunicorn option (e.g. --bind)",
+        add_help=False,
+    ).set_defaults(func=cmd_serve)
 
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:
+        print(f"stl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser(settings)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":
+        # gunicorn's options pass through as given ("--" before them is optional).
+        args.gunicorn_args = extra[1:] if extra[:1] == ["--"] else extra
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         return args.func(args)
     except InvalidRequest as e:

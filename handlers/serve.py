@@ -3,7 +3,8 @@
 Defaults, each overridable by the arguments (later options win) or by
 ``GUNICORN_CMD_ARGS``:
 
-* bind ``0.0.0.0:$PORT`` (8080), ``$WEB_CONCURRENCY`` workers (2), ``$THREADS`` threads each (4):
+* bind ``$API_HOST:$API_PORT`` (the 2019 names; ``PORT`` is an alias of ``API_PORT``),
+  by default ``0.0.0.0:8080``, ``$WEB_CONCURRENCY`` workers (2), ``$THREADS`` threads each (4):
   threads keep a worker answering polls while its training thread computes;
 * ``--timeout 120``: a gthread worker's heartbeat comes from its main loop, but the
   first inference builds the base network and can hold a request for a while;
@@ -39,7 +40,9 @@ def gunicorn_argv(argv: Sequence[str], env: dict[str, str] | None = None) -> lis
     defaults = []
     # --bind appends to a list, so a default would add a second address rather than yield.
     if not _given(argv, "-b", "--bind"):
-        defaults += ["--bind", f"0.0.0.0:{env.get('PORT') or 8080}"]
+        host = env.get("API_HOST") or "0.0.0.0"
+        port = env.get("API_PORT") or env.get("PORT") or "8080"
+        defaults += ["--bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if not _given(argv, "--control-socket") and _has_setting("control_socket_disable"):
         defaults += ["--no-control-socket"]
     defaults += [
@@ -59,6 +62,13 @@ def serve(argv: Sequence[str] = ()) -> int:
     """Run gunicorn in this process until it is stopped; returns its exit status."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
+    from model.config import Settings
+
+    try:
+        Settings.from_env()  # refuse bad settings here, with their message, not in every worker
+    except ValueError as e:
+        print(f"stl serve: error: {e}", file=sys.stderr)
+        return 2
     sys.argv = ["stl serve", *gunicorn_argv(argv)]
     try:
         WSGIApplication("%(prog)s [OPTIONS]").run()

@@ -32,6 +32,55 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def _train_percentage(default: int) -> int:
+    """TRAIN_PERCENTAGE as a percentage (80) or, the 2019 form, a fraction (0.8)."""
+    raw = os.environ.get("TRAIN_PERCENTAGE", "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if 0 < value < 1:
+        value *= 100
+    if not (1 <= value <= 99) or abs(value - round(value)) > 1e-9:
+        raise ValueError(
+            f"TRAIN_PERCENTAGE must be a whole percentage from 1 to 99 or a fraction such as 0.8, got {raw!r}"
+        )
+    return round(value)
+
+
+#: ``data_limit`` as recipes, request bodies and CLI flags write it.
+NO_LIMIT = 0
+BALANCED = -1  # every label down to the smallest label's count
+
+
+def _data_limit() -> int:
+    """DATA_LIMIT in its 2019 meaning: 0 balances the labels; unset, "none" or -1 means no limit."""
+    raw = os.environ.get("DATA_LIMIT", "").strip().lower()
+    if raw in ("", "none", "-1"):
+        return NO_LIMIT
+    if raw == "0":
+        return BALANCED
+    if raw.isascii() and raw.isdigit():
+        return int(raw)
+    raise ValueError(f"DATA_LIMIT must be 0 (balance labels), a positive count, or none, got {raw!r}")
+
+
+def _refuse_unsupported() -> None:
+    """2019 settings with no meaning here: refused loudly rather than ignored."""
+    if os.environ.get("DEFAULT_MODEL_FILENAME"):
+        raise ValueError(
+            "DEFAULT_MODEL_FILENAME is not supported: a model is named by its hash (model_sha1), "
+            "not a file name; unset it"
+        )
+    if os.environ.get("TENSORBOARD_LOGS_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ValueError(
+            "TENSORBOARD_LOGS_ENABLED is not supported: TensorFlow is not used for training; "
+            "the head's per-epoch loss is in the run record (stl show); unset it"
+        )
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
 
@@ -51,7 +100,7 @@ class Settings:
     batch_size: int = 32
     learning_rate: float = 0.01
     train_percentage: int = 80
-    data_limit: int = 0  # images per label, 0: no limit
+    data_limit: int = NO_LIMIT  # images per label; NO_LIMIT (0) or BALANCED (-1)
     l2: float = 0.001  # head L2 penalty; < 0: chosen by cross-validation on the training split
     flip: bool = False  # average features of the image and its mirror
     # Limits.
@@ -63,10 +112,18 @@ class Settings:
     import_root: str = ""
     api_token: str = ""
     lease_ttl: float = 30.0
+    retry_backoff: float = 5.0  # seconds before a transient job error may retry; doubles per attempt
+    #: URI prefixes a client may name as model.uri (the server's own store is always allowed).
+    model_uri_allow: tuple[str, ...] = field(default_factory=tuple)
     model_cache_size: int = 8
+    # CLI defaults (the 2019 names).
+    default_csv_url: str = ""
+    default_test_image_url: str = ""
 
     @staticmethod
     def from_env() -> Settings:
+        """Read every setting once; a value that cannot be honoured is a ValueError naming it."""
+        _refuse_unsupported()
         d = Settings()
         return Settings(
             data_dir=os.environ.get("DATA_DIR") or d.data_dir,
@@ -80,8 +137,8 @@ class Settings:
             epochs=_int("EPOCHS", d.epochs),
             batch_size=_int("BATCH_SIZE", d.batch_size),
             learning_rate=_float("LEARNING_RATE", d.learning_rate),
-            train_percentage=_int("TRAIN_PERCENTAGE", d.train_percentage),
-            data_limit=_int("DATA_LIMIT", d.data_limit),
+            train_percentage=_train_percentage(d.train_percentage),
+            data_limit=_data_limit(),
             l2=_float("HEAD_L2", d.l2),
             flip=os.environ.get("FLIP_AUGMENT", "0").lower() in ("1", "true", "yes"),
             max_csv_rows=_int("MAX_CSV_ROWS", d.max_csv_rows),
@@ -91,5 +148,9 @@ class Settings:
             import_root=os.environ.get("IMPORT_ROOT", ""),
             api_token=os.environ.get("API_TOKEN", ""),
             lease_ttl=_float("LEASE_TTL", d.lease_ttl),
+            retry_backoff=_float("RETRY_BACKOFF", d.retry_backoff),
+            model_uri_allow=_list("MODEL_URI_ALLOW"),
             model_cache_size=_int("MODEL_CACHE_SIZE", d.model_cache_size),
+            default_csv_url=os.environ.get("DEFAULT_INPUT_CSV_URL", ""),
+            default_test_image_url=os.environ.get("DEFAULT_TEST_IMG_URL", ""),
         )

@@ -76,7 +76,7 @@ HYPERPARAMETERS: dict[str, tuple[type, float, float]] = {
     "image_size": (int, 32, 1024),
     "learning_rate": (float, 1e-6, 10.0),
     "train_percentage": (int, 1, 99),
-    "data_limit": (int, 0, 1_000_000),
+    "data_limit": (int, -1, 1_000_000),  # -1: balance labels, 0: no limit
     "l2": (float, -1.0, 100.0),
 }
 OTHER_FIELDS = {"base": str, "flip": bool}

@@ -21,10 +21,16 @@ def _rank(seed: int, row: Row) -> str:
 def split_rows(
     rows: list[Row], seed: int, train_percentage: int, data_limit: int
 ) -> tuple[list[Row], list[Row]]:
-    """Return (train, validation); every label gets at least one image on each side."""
+    """Return (train, validation); every label gets at least one image on each side.
+
+    ``data_limit``: at most that many images per label; 0 no limit; -1 every
+    label down to the smallest label's count (the 2019 ``DATA_LIMIT=0``).
+    """
     by_label: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_label[row.label].append(row)
+    if data_limit < 0:
+        data_limit = min(len(v) for v in by_label.values())
     train: list[Row] = []
     val: list[Row] = []
     for label in sorted(by_label):
