@@ -7,7 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stl_testing import FileServer, serve_directory
+from stl_testing import FileServer, loopback_only, serve_directory
+
+# tests/netns/ make the service fetch hostile URLs: they run only where no packet can leave
+# the machine, started by tests/test_loopback_namespace.py inside a fresh network namespace.
+collect_ignore = [] if loopback_only() else ["netns"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,7 +23,8 @@ def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from model.bases.registry import ensure_base
     from store import LocalStore
 
-    cache = tmp_path_factory.mktemp("base-cache")
+    shared = os.environ.get("STL_TESTS_BASE_CACHE")  # the outer session's, inside the namespace run
+    cache = Path(shared) if shared else tmp_path_factory.mktemp("base-cache")
     saved = os.environ.get("STL_BASE_CACHE")
     os.environ["STL_BASE_CACHE"] = str(cache)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -32,6 +32,11 @@ class FileServer:
     url: str
 
 
+def loopback_only() -> bool:
+    """Whether this process's network namespace has no interface but loopback (nothing can leave)."""
+    return [name for _index, name in socket.if_nameindex()] == ["lo"]
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now (for servers that need it up front)."""
     with socket.socket() as s:

@@ -41,10 +41,16 @@ TRAIN_TIMEOUT = 240.0
 
 
 class _SiteHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files, plus ``/redirect?to=URL`` to test that every redirect hop is checked."""
+    """Static files, ``/redirect?to=URL`` (every hop is checked), ``/slow/...`` (0.5 s a file), ``/trickle``."""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/slow/"):
+            time.sleep(0.5)
+            self.path = self.path[len("/slow") :]
         parsed = urlparse(self.path)
+        if parsed.path == "/trickle":
+            self._trickle()
+            return
         if parsed.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", parse_qs(parsed.query)["to"][0])
@@ -52,6 +58,19 @@ class _SiteHandler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             return
         super().do_GET()
+
+    def _trickle(self) -> None:
+        # Headers, then a byte every 0.2 s: each read is quick, the whole download is not.
+        self.send_response(200)
+        self.send_header("Content-Length", "300")
+        self.end_headers()
+        for _ in range(300):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -118,6 +137,10 @@ class Api:
     def get(self, path: str, **kw: Any) -> requests.Response:
         kw["headers"] = self.headers(kw.get("headers"))
         return requests.get(self.url + path, timeout=60, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        kw["headers"] = self.headers(kw.get("headers"))
+        return requests.delete(self.url + path, timeout=60, **kw)
 
     def post(self, path: str, **kw: Any) -> requests.Response:
         kw["headers"] = self.headers(kw.get("headers"))

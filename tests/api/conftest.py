@@ -19,7 +19,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Api]:
     """The service as deployed for trusted local data: only the file server's host:port is exempt."""
     tmp = tmp_path_factory.mktemp("api")
-    env = {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}", "IMPORT_ROOT": str(site.root)}
+    env = {
+        "FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}",
+        "IMPORT_ROOT": str(site.root),
+        "MODEL_URI_ALLOW": str(site.root),
+        "RETRY_BACKOFF": "1",
+    }
     with run_api(tmp, env) as server:
         yield server
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_testing import Api
+from api_testing import Api, Site
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -95,3 +95,45 @@ def test_swagger_ui_runs_a_request(browser: object, api: Api) -> None:
     # Nothing on the page tried to reach the internet (it would show as a failed load).
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
     assert not errors, errors
+
+
+def test_swagger_ui_labels_an_uploaded_image(
+    browser: object, api: Api, site: Site, trained_model: str
+) -> None:
+    # "Try it out" on /infer as multipart, a file in `image`, the `images` array left empty
+    # (Swagger UI sends it as an empty field, which the API used to refuse as unknown).
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 30)
+    driver.get(api.url + "/api/doc")  # type: ignore[attr-defined]
+    op = "#operations-models-infer"
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"{op} .opblock-summary"))).click()
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"{op} .try-out__btn"))).click()
+    content_type = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"{op} .opblock-section-request-body select"))
+    )
+    Select(content_type).select_by_value("multipart/form-data")
+    model_field = wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, f"{op} .opblock-section-request-body input[type=text]")
+        )
+    )
+    model_field.clear()
+    model_field.send_keys(trained_model)
+    files = driver.find_elements(By.CSS_SELECTOR, f"{op} .opblock-section-request-body input[type=file]")  # type: ignore[attr-defined]
+    files[0].send_keys(str(site.root / "infer" / "dots.png"))
+    driver.find_element(By.CSS_SELECTOR, f"{op} .execute").click()  # type: ignore[attr-defined]
+    body = wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, f"{op} .live-responses-table .response-col_description pre")
+        )
+    )
+    status = driver.find_element(
+        By.CSS_SELECTOR, f"{op} .live-responses-table .response .response-col_status"
+    )  # type: ignore[attr-defined]
+    assert status.text.strip() == "200", body.text
+    probabilities = json.loads(body.text)
+    assert max(probabilities, key=probabilities.get) == "dots"

@@ -57,7 +57,7 @@ def test_unknown_image_sha1(api: Api, trained_model: str) -> None:
 
 def test_image_needs_url_or_sha1(api: Api, trained_model: str) -> None:
     r = api.post("/infer", json={"model": {"sha1": trained_model}, "image": {}})
-    assert error_of(r, 400) == "image needs at least one of: url, sha1"
+    assert error_of(r, 400) == "image needs at least one of: url, uri, sha1"
 
 
 def test_not_an_image_url(api: Api, site: Site, trained_model: str) -> None:

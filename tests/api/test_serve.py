@@ -37,3 +37,11 @@ def test_given_bind_replaces_the_default() -> None:
 def test_arguments_come_after_defaults() -> None:
     argv = gunicorn_argv(["--workers", "3"], env={})
     assert option(argv, "--workers") == ["2", "3"]  # argparse keeps the last
+
+
+def test_the_2019_host_and_port_settings() -> None:
+    assert option(gunicorn_argv([], env={"API_HOST": "127.0.0.1", "API_PORT": "8701"}), "--bind") == [
+        "127.0.0.1:8701"
+    ]
+    assert option(gunicorn_argv([], env={"API_PORT": "8701", "PORT": "9000"}), "--bind") == ["0.0.0.0:8701"]
+    assert option(gunicorn_argv([], env={"API_HOST": "::1", "PORT": "9000"}), "--bind") == ["[::1]:9000"]

@@ -109,11 +109,13 @@ def test_concurrent_identical_requests_start_one_training(api: Api, site: Site) 
 def test_killed_worker_job_is_taken_over_after_lease_expiry(api: Api, site: Site) -> None:
     # An image size no other test uses, so no cached features shorten the job before the kill.
     body = train_body(site, random_seed=24, image_size=192)
+    # Images served slowly, so that the job is surely still running when its worker is killed.
+    body["csv"]["url"] = body["csv"]["url"].replace(site.url, site.url + "/slow")
     started = api.post("/train", json=body)
     assert started.json()["status"] == "new"
     model_sha1 = started.json()["model_sha1"]
     victim = int(started.headers["X-Worker-Pid"])
-    time.sleep(1.5)  # into the job: fetching images or extracting features
+    time.sleep(1.0)  # into the job: fetching images
     os.kill(victim, signal.SIGKILL)
     killed_at = time.time()
 
@@ -162,6 +164,9 @@ def test_models_list(api: Api, site: Site, trained_model: str) -> None:
             "weights_sha1",
             "labels",
             "validation_accuracy",
+            "error_kind",
+            "attempt",
+            "retry_after",
             "published",
         }
         for m in models

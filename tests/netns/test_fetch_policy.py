@@ -36,7 +36,7 @@ def csv_request(url: str) -> dict:
 def test_non_public_addresses_refused(api: Api, url: str, address: str) -> None:
     message = error_of(api.post("/train", json=csv_request(url)), 403)
     assert message.startswith(f"refusing to fetch {url}: ")
-    assert message.endswith(f"resolves to non-public address {address}")
+    assert f"resolves to non-public address {address}" in message
 
 
 def test_allow_list_is_per_host_and_port(api: Api, site: Site) -> None:

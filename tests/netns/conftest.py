@@ -1,0 +1,95 @@
+"""Fixtures for the tests that must run with loopback only (see tests/test_loopback_namespace.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+
+from api_testing import TOKEN, Api, Site, poll_until_done, run_api, serve_site, train_body
+from stl_testing import loopback_only
+
+#: What a client may name as model.uri on the `api` server (besides its own store).
+ALLOWED_BUCKET = "s3://allowed-bucket/models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _only_loopback() -> None:
+    assert loopback_only(), "tests/netns must run in a loopback-only network namespace"
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with serve_site(tmp_path_factory.mktemp("site")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Api]:
+    """Trusts the file server's host:port and IMPORT_ROOT; short back-off and download deadline."""
+    env = {
+        "FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}",
+        "IMPORT_ROOT": str(site.root),
+        "MODEL_URI_ALLOW": f"{site.root / 'published'},gs://test,{ALLOWED_BUCKET}",
+        "RETRY_BACKOFF": "1",
+        "HTTP_TIMEOUT": "3",
+    }
+    with run_api(tmp_path_factory.mktemp("api"), env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def strict_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The service with its defaults: no exempt hosts, no import root, no model.uri targets, a token."""
+    with run_api(tmp_path_factory.mktemp("strict"), {}, workers=1, token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def trained_model(api: Api, site: Site) -> str:
+    final = poll_until_done(api, train_body(site))[-1].json()
+    assert final["status"] == "ready", final
+    return final["model_sha1"]
+
+
+@dataclass
+class Trap:
+    """An HTTP server that records every request it gets: it must get none."""
+
+    port: int
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def trap() -> Iterator[Trap]:
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"GET {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Trap(server.server_address[1], seen)
+    finally:
+        with contextlib.suppress(Exception):
+            server.shutdown()
+        server.server_close()

@@ -1,0 +1,114 @@
+"""The CLI's edges: gunicorn options through `stl serve`, usage errors, and the 2019 settings."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from stl_testing import EXAMPLE, FAST, REPO, free_port, run_stl
+
+
+@pytest.mark.parametrize("style", ["plain", "after --", "API_HOST/API_PORT"])
+def test_stl_serve_passes_gunicorn_options(tmp_path: Path, style: str) -> None:
+    port = free_port()
+    args = ["--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    if style == "after --":
+        args = ["--", *args]
+    elif style == "API_HOST/API_PORT":
+        args = ["--workers", "1"]
+        env.update(API_HOST="127.0.0.1", API_PORT=str(port), PORT="1")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "serve", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
+                    break
+            assert time.time() < deadline, "stl serve did not answer on the port it was given"
+            time.sleep(0.3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_a_bad_model_hash_is_a_usage_error(tmp_path: Path) -> None:
+    run = run_stl(["infer", "--model", "../../etc", str(EXAMPLE / "infer" / "dots.png")], tmp_path / "d")
+    assert run.code == 2
+    assert run.err.strip().endswith(
+        "argument --model: must be a sha1 (40 lowercase hex digits), got '../../etc'"
+    )
+    assert run_stl(["show", "a" * 40 + "\n"], tmp_path / "d").code == 2
+
+
+def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:
+    csv = tmp_path / "long.csv"
+    csv.write_text("x" * 140_000 + ",dots," + "0" * 40 + "\n")
+    run = run_stl(["train", str(csv)], tmp_path / "d")
+    assert run.code == 1 and "Traceback" not in run.err
+    assert run.error_line == "stl: error: CSV line 1: a field is longer than 131072 characters"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEFAULT_MODEL_FILENAME": "model.h5"}, "DEFAULT_MODEL_FILENAME is not supported: a model is named"),
+        ({"TENSORBOARD_LOGS_ENABLED": "true"}, "TENSORBOARD_LOGS_ENABLED is not supported"),
+        (
+            {"TRAIN_PERCENTAGE": "0.905"},
+            "TRAIN_PERCENTAGE must be a whole percentage from 1 to 99 or a fraction",
+        ),
+        ({"DATA_LIMIT": "few"}, "DATA_LIMIT must be 0 (balance labels), a positive count, or none"),
+    ],
+)
+def test_settings_that_cannot_be_honoured_stop_at_start(tmp_path: Path, env: dict, message: str) -> None:
+    run = run_stl(["show", "a" * 40], tmp_path / "d", env=env)
+    assert run.code == 2 and run.error_line.startswith(f"stl: error: {message}"), run.err
+    serve = subprocess.run(
+        [sys.executable, "-m", "handlers.cli", "serve", "--bind", f"127.0.0.1:{free_port()}"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode == 2 and serve.stderr.strip().startswith(f"stl: error: {message}")
+
+
+def test_the_2019_settings_are_honoured(tmp_path: Path) -> None:
+    # DEFAULT_INPUT_CSV_URL is the CSV when none is named; TRAIN_PERCENTAGE=0.9 is 90 %;
+    # DATA_LIMIT=0 balances every label down to the smallest one's count.
+    env = {
+        "DEFAULT_INPUT_CSV_URL": str(EXAMPLE / "train.csv"),
+        "TRAIN_PERCENTAGE": "0.9",
+        "DATA_LIMIT": "0",
+        "DEFAULT_TEST_IMG_URL": str(EXAMPLE / "infer" / "dots.png"),
+    }
+    run = run_stl(["train", *FAST], tmp_path / "d", env=env)
+    assert run.code == 0, run.err
+    shown = json.loads(run_stl(["show", run.json["model_sha1"]], tmp_path / "d", env=env).out)
+    assert shown["recipe"]["train_percentage"] == 90
+    assert shown["recipe"]["data_limit"] == -1
+    named = run_stl(
+        ["train", str(EXAMPLE / "train.csv"), *FAST, "--train-percentage", "90", "--data-limit", "-1"],
+        tmp_path / "d",
+    )
+    assert named.json["model_sha1"] == run.json["model_sha1"]
+    labelled = run_stl(["infer", "--model", run.json["model_sha1"]], tmp_path / "d", env=env)
+    assert labelled.code == 0 and json.loads(labelled.out)["image"] == env["DEFAULT_TEST_IMG_URL"]
