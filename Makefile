@@ -28,13 +28,14 @@ demo: $(VENV)/.installed
 	echo "== labelling example-data/infer/*.png with model $$model" >&2; \
 	$(BIN)/stl infer --model $$model example-data/infer/checks.png example-data/infer/dots.png example-data/infer/stripes.png
 
-# Headless Chromium for the browser test and qemu-user for the emulated-CPU tests
-# (Debian/Ubuntu, as root); elsewhere a note says what to install.
+# Headless Chromium for the browser test, qemu-user for the emulated-CPU tests, and unshare + ip
+# for the loopback-only namespace tests (Debian/Ubuntu, as root); elsewhere a note says what to install.
 system-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v qemu-x86_64 >/dev/null; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v qemu-x86_64 >/dev/null \
+	    || ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user >/dev/null; \
-	  else echo "note: install chromium, chromium-driver and qemu-user for the browser and emulated-CPU tests" >&2; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user util-linux iproute2 >/dev/null; \
+	  else echo "note: install chromium, chromium-driver, qemu-user, util-linux and iproute2 for the browser, emulated-CPU and namespace tests" >&2; fi; \
 	fi
 
 test: $(VENV)/.installed-dev system-deps
