@@ -10,7 +10,6 @@ import http.server
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -72,39 +71,11 @@ def test_malformed_urls_are_400(strict_api: Api, url: str, message: str) -> None
     assert error_of(train_csv(strict_api, url, TOKEN), 400).startswith(message)
 
 
-@pytest.fixture
-def trickle() -> Iterator[str]:
-    """A server that sends its headers, then one byte every 0.2 s, for a minute."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "300")
-            self.end_headers()
-            for _ in range(300):
-                try:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                time.sleep(0.2)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow.csv"
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_trickling_server_is_cut_at_the_download_deadline(trickle: str) -> None:
-    # Every read is well inside the timeout; the download as a whole is not.
+def test_a_trickling_server_is_cut_at_the_download_deadline(site: Site) -> None:
+    # /trickle sends a byte every 0.2 s: every read is well inside the timeout, the download is not.
     started = time.monotonic()
     with pytest.raises(FetchError, match=r"^timed out after 2s fetching "):
-        fetch_bytes(trickle, FetchPolicy(timeout=2))
+        fetch_bytes(f"{site.url}/trickle", FetchPolicy(timeout=2))
     assert time.monotonic() - started < 3.5
 
 
