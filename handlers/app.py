@@ -138,9 +138,9 @@ def readyz() -> Response:
     try:
         store.get_ref("healthz")
         store.set_ref(f"health/{socket.gethostname()}-{os.getpid()}", str(time.time()).encode())
+    except BackendUnavailable:
+        raise  # already names the failure (StoreUnwritable: read-only, full)
     except (StoreError, OSError) as e:
-        if isinstance(e, BackendUnavailable):
-            raise
         raise BackendUnavailable(f"store not usable: {type(e).__name__}") from None
     return jsonify(status="ready", pid=os.getpid())
 

@@ -238,9 +238,8 @@ def _open(target: HttpTarget, address: str, deadline: float, policy: FetchPolicy
             preload_content=False,
             assert_same_host=False,
         )
-    except (
-        urllib3.exceptions.NewConnectionError
-    ) as e:  # a TimeoutError subclass, but "refused" is not a timeout
+    except urllib3.exceptions.NewConnectionError as e:
+        # A subclass of urllib3's TimeoutError, but "connection refused" is not a timeout.
         raise FetchError(f"cannot reach {target.url}: {_reason(e)}") from None
     except urllib3.exceptions.TimeoutError:
         raise FetchError(f"timed out after {policy.timeout:g}s fetching {target.url}") from None

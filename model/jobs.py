@@ -61,12 +61,12 @@ def manifest_intact(store: ObjectStore, model_sha1: str) -> bool:
         return False
 
 
-def retry_due(record: dict[str, Any], now: float | None = None) -> bool:
+def retry_due(record: dict[str, Any]) -> bool:
     """Whether an ``error`` status may be retried now."""
     return (
         record.get("status") == "error"
         and record.get("error_kind") == "transient"
-        and (time.time() if now is None else now) >= record.get("retry_at", 0)
+        and time.time() >= record.get("retry_at", 0)
     )
 
 
@@ -144,6 +144,19 @@ class _Heartbeat:
 Trainer = Callable[[], dict[str, Any]]
 
 
+def error_fields(error: BaseException, attempt: int, backoff: float) -> dict[str, Any]:
+    """What an ``error`` record says about ``error``: message, kind, attempt, and when to retry."""
+    transient = is_transient(error)
+    fields: dict[str, Any] = {
+        "message": error_message(error),
+        "error_kind": "transient" if transient else "permanent",
+        "attempt": attempt,
+    }
+    if transient:
+        fields["retry_at"] = time.time() + retry_delay(attempt, backoff)
+    return fields
+
+
 def error_message(error: BaseException) -> str:
     """The one line a client sees; store errors name the kind of failure, never the store's location."""
     if isinstance(error, PipelineError):
@@ -177,16 +190,7 @@ def run_with_lease(
             fields = train()
             return write_status(store, model_sha1, "ready", attempt=attempt, **fields)
     except Exception as e:
-        transient = is_transient(e)
-        record = write_status(
-            store,
-            model_sha1,
-            "error",
-            message=error_message(e),
-            error_kind="transient" if transient else "permanent",
-            attempt=attempt,
-            **({"retry_at": time.time() + retry_delay(attempt, backoff)} if transient else {}),
-        )
+        record = write_status(store, model_sha1, "error", **error_fields(e, attempt, backoff))
         if not isinstance(e, PipelineError):
             raise
         return record
@@ -229,8 +233,9 @@ def submit(
         current = {**current, "status": "error", "error_kind": "transient", "retry_at": 0}
     if current is not None and current["status"] == "error" and not retry_due(current):
         return current
-    failed = current is not None and current["status"] == "error"
-    attempt = int(current.get("attempt", 1)) + 1 if failed and current is not None else 1
+    attempt = (
+        int(current.get("attempt", 1)) + 1 if current is not None and current["status"] == "error" else 1
+    )
     holder = lease.holder(store, lease_ref(model_sha1))
     if holder is not None and not holder.expired():
         # "new" is the winner's answer alone; everyone else sees the job in progress.

@@ -21,7 +21,7 @@ from typing import Any
 from store import ObjectStore, lease
 
 from .errors import PipelineError
-from .jobs import DEFAULT_BACKOFF, error_message, is_transient, retry_delay, retry_due
+from .jobs import DEFAULT_BACKOFF, error_fields, retry_due
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +99,7 @@ def run(
             where = {k: v for k, v in publish(uri).items() if k not in ("uri", "status")}
             return _write(store, model_sha1, uri, "ready", attempt=attempt, **where)
         except Exception as e:
-            transient = is_transient(e)
-            record = _write(
-                store,
-                model_sha1,
-                uri,
-                "error",
-                attempt=attempt,
-                message=error_message(e),
-                error_kind="transient" if transient else "permanent",
-                **({"retry_at": time.time() + retry_delay(attempt, backoff)} if transient else {}),
-            )
+            record = _write(store, model_sha1, uri, "error", **error_fields(e, attempt, backoff))
             if not isinstance(e, PipelineError):
                 log.exception("publishing model %s to %s failed", model_sha1, uri)
             return record

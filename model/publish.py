@@ -79,6 +79,8 @@ def copy_model(
     return msha1
 
 
+REMOTE_SCHEMES = ("s3", "gs", "ipfs")
+
 #: The 2019 project's ``ipfs://<CID>/<name>``: content under a CID, which names no node to publish to.
 _CID_HOST = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,}")
 
@@ -116,7 +118,7 @@ def check_model_uri(uri: str, allowed: tuple[str, ...]) -> None:
     choose among the targets the operator configured. Checked before any
     connection is made, for publishing and for fetching alike.
     """
-    if "\0" in uri or any(ord(c) < 32 for c in uri):
+    if any(ord(c) < 32 for c in uri):  # NUL included
         raise InvalidRequest("model.uri contains a control character")
     parts = urlsplit(uri)
     if parts.scheme not in ("", "local", "file", *REMOTE_SCHEMES):
@@ -128,9 +130,6 @@ def check_model_uri(uri: str, allowed: tuple[str, ...]) -> None:
         )
     if not uri_allowed(uri, allowed):
         raise FetchRefused(f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)")
-
-
-REMOTE_SCHEMES = ("s3", "gs", "ipfs")
 
 
 def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) -> dict[str, Any]:

@@ -66,17 +66,16 @@ class LocalStore(ObjectStore):
     def put(self, data: bytes) -> str:
         sha1 = hashlib.sha1(data).hexdigest()
         path = self.object_path(sha1)
-        if not self._intact(path, sha1):
+        if not self._intact(sha1):
             # Absent, or present but corrupt: the right bytes repair it.
             self._install(path, data)
         return sha1
 
-    @staticmethod
-    def _intact(path: Path, sha1: str) -> bool:
+    def _intact(self, sha1: str) -> bool:
         try:
-            with open(path, "rb") as f:
-                return sha1_stream(f) == sha1
-        except (FileNotFoundError, NotADirectoryError):
+            with self.open(sha1):  # open() verifies the bytes against the name
+                return True
+        except (ObjectNotFound, HashMismatch):
             return False
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
