@@ -1,18 +1,14 @@
-"""Session fixtures: the file server, the service (two ways configured), a trained model."""
+"""This directory's service (`api`: trusted local data); site, strict_api and trained_model are shared."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from api_testing import TOKEN, Api, Site, poll_until_done, run_api, serve_site, train_body
+from api_fixtures import site, strict_api, trained_model
+from api_testing import Api, Site, run_api
 
-
-@pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The example data (and some broken files) on a real HTTP server on 127.0.0.1."""
-    with serve_site(tmp_path_factory.mktemp("site")) as served:
-        yield served
+__all__ = ["api", "site", "strict_api", "trained_model"]
 
 
 @pytest.fixture(scope="session")
@@ -27,19 +23,3 @@ def api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Api]:
     }
     with run_api(tmp, env) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def strict_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """The service with its defaults: no exempt hosts, no import root, and a bearer token."""
-    tmp = tmp_path_factory.mktemp("strict")
-    with run_api(tmp, {}, workers=1, token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def trained_model(api: Api, site: Site) -> str:
-    """The example data set trained once for the session; its model_sha1."""
-    final = poll_until_done(api, train_body(site))[-1].json()
-    assert final["status"] == "ready", final
-    return final["model_sha1"]

@@ -14,8 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from api_testing import TOKEN, Api, Site, poll_until_done, run_api, serve_site, train_body
+from api_fixtures import site, strict_api, trained_model
+from api_testing import Api, Site, run_api
 from stl_testing import loopback_only
+
+__all__ = ["api", "site", "strict_api", "trained_model", "trap"]
 
 #: What a client may name as model.uri on the `api` server (besides its own store).
 ALLOWED_BUCKET = "s3://allowed-bucket/models"
@@ -24,12 +27,6 @@ ALLOWED_BUCKET = "s3://allowed-bucket/models"
 @pytest.fixture(scope="session", autouse=True)
 def _only_loopback() -> None:
     assert loopback_only(), "tests/netns must run in a loopback-only network namespace"
-
-
-@pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with serve_site(tmp_path_factory.mktemp("site")) as served:
-        yield served
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +41,6 @@ def api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Api]:
     }
     with run_api(tmp_path_factory.mktemp("api"), env) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def strict_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """The service with its defaults: no exempt hosts, no import root, no model.uri targets, a token."""
-    with run_api(tmp_path_factory.mktemp("strict"), {}, workers=1, token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def trained_model(api: Api, site: Site) -> str:
-    final = poll_until_done(api, train_body(site))[-1].json()
-    assert final["status"] == "ready", final
-    return final["model_sha1"]
 
 
 @dataclass
