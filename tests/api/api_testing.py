@@ -219,13 +219,18 @@ def train_body(site: Site, csv: str = "train.csv", with_sha1: bool = True, **met
 
 
 def poll_until_done(
-    api: Api, body: dict[str, Any], timeout: float = TRAIN_TIMEOUT
+    api: Api, body: dict[str, Any], timeout: float = TRAIN_TIMEOUT, answered_at: list[float] | None = None
 ) -> list[requests.Response]:
-    """POST the same train request until it is ready or failed; every response, in order."""
+    """POST the same train request until it is ready or failed; every response, in order.
+
+    ``answered_at`` collects the time each response arrived (the server shares this clock).
+    """
     responses = []
     deadline = time.time() + timeout
     while True:
         r = api.post("/train", json=body)
+        if answered_at is not None:
+            answered_at.append(time.time())
         assert r.status_code == 200, r.text
         responses.append(r)
         if r.json()["status"] in ("ready", "error"):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import requests
 from api_testing import LABELS, LEASE_TTL, Api, Site, poll_until_done, train_body
+from PIL import Image
 
-from store import LocalStore
+from model import jobs
+from store import LocalStore, lease
 
 
 def runs_of(api: Api, model_sha1: str) -> list[str]:
@@ -106,10 +111,26 @@ def test_concurrent_identical_requests_start_one_training(api: Api, site: Site) 
     assert len(runs_of(api, model_sha1)) == 1
 
 
+def _unseen_images_csv(site: Site, per_label: int = 16) -> str:
+    """A CSV of new noise images (two labels), so that no store already holds them; its name."""
+    rng = np.random.default_rng(24)
+    (site.root / "unseen").mkdir(exist_ok=True)
+    rows = []
+    for label in ("dots", "stripes"):
+        for i in range(per_label):
+            out = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(out, format="PNG")
+            (site.root / "unseen" / f"{label}{i}.png").write_bytes(out.getvalue())
+            rows.append(f"unseen/{label}{i}.png,{label},{hashlib.sha1(out.getvalue()).hexdigest()}")
+    (site.root / "unseen.csv").write_text("\n".join(rows) + "\n")
+    return "unseen.csv"
+
+
 def test_killed_worker_job_is_taken_over_after_lease_expiry(api: Api, site: Site) -> None:
     # An image size no other test uses, so no cached features shorten the job before the kill.
-    body = train_body(site, random_seed=24, image_size=192)
-    # Images served slowly, so that the job is surely still running when its worker is killed.
+    body = train_body(site, csv=_unseen_images_csv(site), random_seed=24, image_size=192)
+    # Images no other test has stored, served slowly (0.5 s each, 8 at a time): the job is
+    # surely still fetching when its worker is killed.
     body["csv"]["url"] = body["csv"]["url"].replace(site.url, site.url + "/slow")
     started = api.post("/train", json=body)
     assert started.json()["status"] == "new"
@@ -117,14 +138,16 @@ def test_killed_worker_job_is_taken_over_after_lease_expiry(api: Api, site: Site
     victim = int(started.headers["X-Worker-Pid"])
     time.sleep(1.0)  # into the job: fetching images
     os.kill(victim, signal.SIGKILL)
-    killed_at = time.time()
+    dead = lease.holder(LocalStore(api.data_dir), jobs.lease_ref(model_sha1))
+    assert dead is not None and not dead.expired()
 
     # Nothing half-made is visible: no manifest, and the status still says in progress.
     model = api.get(f"/models/{model_sha1}").json()
     assert model["manifest"] is None
     assert model["status"] in ("new", "in_progress")
 
-    responses = poll_until_done(api, body)
+    answered_at: list[float] = []
+    responses = poll_until_done(api, body, answered_at=answered_at)
     statuses = [r.json()["status"] for r in responses]
     assert statuses[-1] == "ready", responses[-1].json()
     restart = statuses.index("new")  # exactly one request took the job over ...
@@ -134,7 +157,10 @@ def test_killed_worker_job_is_taken_over_after_lease_expiry(api: Api, site: Site
     assert int(responses[restart].headers["X-Worker-Pid"]) != victim
     assert starts_of(api, model_sha1) == 2
     assert len(runs_of(api, model_sha1)) == 1  # only the second run finished
-    assert time.time() - killed_at >= LEASE_TTL
+    # The takeover was answered after the dead worker's lease ran out (it expires LEASE_TTL after
+    # its last renewal, which may be up to LEASE_TTL/3 before the kill).
+    assert answered_at[restart] >= dead.expires_at
+    assert dead.expires_at - dead.acquired_at >= LEASE_TTL
     api.wait_for_workers(2)  # gunicorn replaced the dead worker
 
 
