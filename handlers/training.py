@@ -22,6 +22,7 @@ from model.errors import InvalidRequest
 from model.pipeline import prepare_recipe, train_model
 from model.publish import check_model_uri, publish_model
 from model.recipe import Recipe
+from store import StoreError
 
 from .service import Service, resolve_client_source
 
@@ -152,8 +153,11 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                     _publisher(service, recipe.sha1),
                     settings.retry_backoff,
                 )
+        except (StoreError, OSError) as e:
+            # The world failed (store, disk): the status hides the location, the log names it.
+            log.error("training failed model=%s: %s: %s", recipe.sha1, type(e).__name__, e)
         except Exception:
-            # run_with_lease has already recorded the error status; keep the traceback.
+            # A bug: run_with_lease has already recorded the error status; keep the traceback.
             log.exception("training crashed model=%s", recipe.sha1)
 
     threading.Thread(target=run, name=f"train-{recipe.sha1[:8]}", daemon=True).start()

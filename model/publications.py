@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store import ObjectStore, lease
+from store import ObjectStore, StoreError, lease
 
 from .errors import PipelineError
 from .jobs import DEFAULT_BACKOFF, error_fields, retry_due
@@ -100,7 +100,10 @@ def run(
             return _write(store, model_sha1, uri, "ready", attempt=attempt, **where)
         except Exception as e:
             record = _write(store, model_sha1, uri, "error", **error_fields(e, attempt, backoff))
-            if not isinstance(e, PipelineError):
+            if isinstance(e, (StoreError, OSError)):
+                # The status says "store error"; the log names which store and why, in one line.
+                log.error("publishing model %s to %s failed: %s: %s", model_sha1, uri, type(e).__name__, e)
+            elif not isinstance(e, PipelineError):
                 log.exception("publishing model %s to %s failed", model_sha1, uri)
             return record
     finally:

@@ -76,6 +76,9 @@ def test_a_failed_publish_leaves_the_model_ready(api: Api, site: Site) -> None:
     assert [p["status"] for p in described["publications"]] == ["error"]
     infer = {"model": {"sha1": model}, "image": {"url": f"{site.url}/infer/dots.png"}}
     assert api.post("/infer", json=infer).status_code == 200
+    # The world failed, not the code: one log line naming the store, no traceback.
+    assert "publishing model " + model + " to gs://test/1 failed: BackendUnavailable: " in api.log()
+    assert "Traceback" not in api.log()
 
 
 def test_a_second_target_for_the_same_recipe_is_honoured(api: Api, site: Site) -> None:
