@@ -68,18 +68,29 @@ def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DEFAULT_MODEL_FILENAME": "model.h5"}, "DEFAULT_MODEL_FILENAME is not supported: a model is named"),
-        ({"TENSORBOARD_LOGS_ENABLED": "true"}, "TENSORBOARD_LOGS_ENABLED is not supported"),
+        (
+            {"DEFAULT_MODEL_FILENAME": "model.h5"},
+            "DEFAULT_MODEL_FILENAME is not supported: a model is named by its hash (model_sha1), "
+            "not a file name; unset it",
+        ),
+        (
+            {"TENSORBOARD_LOGS_ENABLED": "true"},
+            "TENSORBOARD_LOGS_ENABLED is not supported: TensorFlow is not used for training; "
+            "the head's per-epoch loss is in the run record (stl show); unset it",
+        ),
         (
             {"TRAIN_PERCENTAGE": "0.905"},
-            "TRAIN_PERCENTAGE must be a whole percentage from 1 to 99 or a fraction",
+            "TRAIN_PERCENTAGE must be a whole percentage from 1 to 99 or a fraction such as 0.8, got '0.905'",
         ),
-        ({"DATA_LIMIT": "few"}, "DATA_LIMIT must be 0 (balance labels), a positive count, or none"),
+        (
+            {"DATA_LIMIT": "few"},
+            "DATA_LIMIT must be 0 (balance labels), a positive count, or none, got 'few'",
+        ),
     ],
 )
 def test_settings_that_cannot_be_honoured_stop_at_start(tmp_path: Path, env: dict, message: str) -> None:
     run = run_stl(["show", "a" * 40], tmp_path / "d", env=env)
-    assert run.code == 2 and run.error_line.startswith(f"stl: error: {message}"), run.err
+    assert run.code == 2 and run.error_line == f"stl: error: {message}", run.err
     serve = subprocess.run(
         [sys.executable, "-m", "handlers.cli", "serve", "--bind", f"127.0.0.1:{free_port()}"],
         cwd=REPO,
@@ -88,7 +99,7 @@ def test_settings_that_cannot_be_honoured_stop_at_start(tmp_path: Path, env: dic
         text=True,
         timeout=60,
     )
-    assert serve.returncode == 2 and serve.stderr.strip().startswith(f"stl: error: {message}")
+    assert serve.returncode == 2 and serve.stderr.strip() == f"stl: error: {message}"
 
 
 def test_the_2019_settings_are_honoured(tmp_path: Path) -> None:
