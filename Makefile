@@ -28,17 +28,26 @@ demo: $(VENV)/.installed
 	echo "== labelling example-data/infer/*.png with model $$model" >&2; \
 	$(BIN)/stl infer --model $$model example-data/infer/checks.png example-data/infer/dots.png example-data/infer/stripes.png
 
-# Headless Chromium for the browser test, qemu-user for the emulated-CPU tests, and unshare + ip
-# for the loopback-only namespace tests (Debian/Ubuntu, as root); elsewhere a note says what to install.
+# Headless Chromium for the browser test, qemu-user for the emulated-CPU tests, unshare + ip
+# for the loopback-only namespace tests, and Node.js + npm for the js-ipfs node the store tests
+# run against (Debian/Ubuntu, as root); elsewhere a note says what to install.
 system-deps:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v qemu-x86_64 >/dev/null \
-	    || ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then \
+	    || ! command -v unshare >/dev/null || ! command -v ip >/dev/null || ! command -v npm >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user util-linux iproute2 >/dev/null; \
-	  else echo "note: install chromium, chromium-driver, qemu-user, util-linux and iproute2 for the browser, emulated-CPU and namespace tests" >&2; fi; \
+	    pkgs="chromium chromium-driver qemu-user util-linux iproute2"; \
+	    command -v npm >/dev/null || pkgs="$$pkgs nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null; \
+	  else echo "note: install chromium, chromium-driver, qemu-user, util-linux, iproute2, nodejs and npm for the browser, emulated-CPU, namespace and IPFS tests" >&2; fi; \
 	fi
 
-test: $(VENV)/.installed-dev system-deps
+# js-ipfs, an IPFS node independent of Kubo, exactly as locked (no install scripts: none is needed).
+IPFS_NODE := tests/ipfs-node/node_modules/.installed
+$(IPFS_NODE): tests/ipfs-node/package-lock.json | system-deps
+	npm ci --prefix tests/ipfs-node --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: $(VENV)/.installed-dev system-deps $(IPFS_NODE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -51,4 +60,4 @@ cross-check: $(VENV)/.installed
 	bash bench/cross_check_aarch64.sh
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data tests/ipfs-node/node_modules

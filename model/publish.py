@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse, urlsplit
 
 from store import HashMismatch, ObjectStore, open_store
+from store.registry import LOCAL_SCHEMES, SCHEMES, scheme_of
 
 from .bases.registry import base_ref
 from .errors import FetchRefused, InvalidRequest, ModelNotFound
@@ -79,19 +80,17 @@ def copy_model(
     return msha1
 
 
-REMOTE_SCHEMES = ("s3", "gs", "ipfs")
-
 #: The 2019 project's ``ipfs://<CID>/<name>``: content under a CID, which names no node to publish to.
 _CID_HOST = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,}")
 
 
 def _uri_parts(uri: str) -> tuple[str, str, str]:
     """(scheme, host, path) with local paths resolved, so that '..' cannot step out of an allowed prefix."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme in ("", "local", "file"):
+    scheme = scheme_of(uri)
+    if scheme in LOCAL_SCHEMES:
         path = uri.split("://", 1)[1] if "://" in uri else uri
         return "local", "", str(Path(path).resolve())
+    parts = urlsplit(uri)
     return scheme, parts.netloc.lower(), parts.path
 
 
@@ -120,10 +119,11 @@ def check_model_uri(uri: str, allowed: tuple[str, ...]) -> None:
     """
     if any(ord(c) < 32 for c in uri):  # NUL included
         raise InvalidRequest("model.uri contains a control character")
-    parts = urlsplit(uri)
-    if parts.scheme not in ("", "local", "file", *REMOTE_SCHEMES):
-        raise InvalidRequest(f"model.uri must be a path, local://, s3://, gs:// or ipfs:// URI, got {uri!r}")
-    if parts.scheme == "ipfs" and _CID_HOST.fullmatch(parts.netloc):
+    scheme = scheme_of(uri)
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES if s)
+        raise InvalidRequest(f"model.uri must be a path or a {known} URI, got {uri!r}")
+    if scheme == "ipfs" and _CID_HOST.fullmatch(urlsplit(uri).netloc):
         raise InvalidRequest(
             f"model.uri {uri} is the 2019 form ipfs://<CID>/<name>, which names content, not a node: "
             "publish with ipfs:// and fetch with the ipfs:///<CID> that publishing returns"

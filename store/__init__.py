@@ -1,9 +1,11 @@
-"""A content-addressed object store with pluggable backends.
+"""A content-addressed object store with pluggable transports.
 
 It knows nothing of machine learning: objects are bytes named by their SHA1.
+``cas`` writes content addressing once; ``local``, ``s3``, ``ipfs`` and
+``memory`` are transports under it; ``registry`` maps URI schemes to them.
 """
 
-from .base import ObjectStore
+from .cas import ObjectStore
 from .errors import (
     BackendUnavailable,
     HashMismatch,
@@ -16,7 +18,7 @@ from .errors import (
 )
 from .hashing import is_sha1, sha1_bytes, sha256_bytes
 from .local import LocalStore
-from .uri import open_store
+from .registry import open_store
 
 __all__ = [
     "BackendUnavailable",

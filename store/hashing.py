@@ -1,4 +1,4 @@
-"""SHA1 helpers: the store's only notion of identity."""
+"""SHA1 helpers: the store's only notion of identity, and its one chunked-hash loop."""
 
 from __future__ import annotations
 
@@ -20,11 +20,24 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha1_stream(stream: BinaryIO) -> str:
+def copy_hashing(src: BinaryIO, dst: BinaryIO | None = None) -> tuple[str, int]:
+    """Read ``src`` to its end in chunks, writing each to ``dst`` if given; return (sha1, size).
+
+    Every place that hashes a stream goes through here, so memory stays flat
+    whatever the object's size.
+    """
     digest = hashlib.sha1()
-    for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
+    size = 0
+    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
         digest.update(chunk)
-    return digest.hexdigest()
+        size += len(chunk)
+        if dst is not None:
+            dst.write(chunk)
+    return digest.hexdigest(), size
+
+
+def sha1_stream(stream: BinaryIO) -> str:
+    return copy_hashing(stream)[0]
 
 
 def is_sha1(value: object) -> bool:
@@ -34,7 +47,7 @@ def is_sha1(value: object) -> bool:
 def check_sha1(value: str) -> str:
     """Return ``value`` if it is a lowercase 40-hex sha1, else raise InvalidHash.
 
-    Validating before a hash is turned into a path keeps ``../`` and friends out.
+    Validating before a hash is turned into a key keeps ``../`` and friends out.
     """
     if not is_sha1(value):
         raise InvalidHash(value)

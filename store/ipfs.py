@@ -1,46 +1,41 @@
-"""The IPFS backend: objects in a Kubo node, spoken to over its RPC API.
+"""The IPFS transport: objects in an IPFS node, spoken to over its HTTP RPC API.
 
 ``STORE_URI=ipfs://`` with the node's API address in ``IPFS_ADDRESS`` (a multiaddr
 such as ``/dns/ipfs/tcp/5001/http`` or ``/ip4/127.0.0.1/tcp/5001``, or an http URL;
 ``ipfs://host:port`` also works). Only plain HTTP POSTs to ``/api/v0/*`` are used,
-with ``requests``: the ipfshttpclient package refuses Kubo >= 0.9.
+with ``requests``; Kubo and js-ipfs both speak this API.
 
-Objects are added with every CID-affecting parameter sent explicitly
-(CIDv1, raw leaves, sha2-256, 256 KiB chunks), so the same bytes get the same CID
-from any node whatever its ``Import.*`` defaults, and are pinned so the node's GC
-keeps them. The node answers with the CID, which is recorded next to the sha1 as
-the ref ``ipfs/cid/<sha1>``; ``native_id(sha1)`` returns it. Reads look the CID
-up, ``cat`` it and verify the sha1 before any byte is returned, so a node that
-serves other bytes (a corrupted blockstore, a wrong mapping) raises HashMismatch.
+Values are added with every CID-affecting parameter sent explicitly (CIDv1,
+raw leaves, sha2-256, 256 KiB chunks, base32), so the same bytes get the same
+CID from any node whatever its defaults, and are pinned so the node's GC keeps
+them. IPFS chooses the name (the CID), not us, so the transport keeps an index
+from key to CID on another transport (local disk); ``native_id`` returns it.
 
-IPFS has no mutable names usable as compare-and-swap refs (IPNS is slow and
-single-writer), so refs, including the sha1 -> CID map, live in a local directory
-(``DATA_DIR``, through a LocalStore): objects are shareable with any node by CID,
-but refs are per-machine metadata. Two machines sharing one Kubo node therefore
-do not share leases; use S3 for shared job state.
+IPFS has no mutable names usable for compare-and-swap (IPNS is slow and
+single-writer), so this transport holds objects only: ``open_ipfs`` keeps refs
+in the local directory. Objects are shareable with any node by CID, but refs are
+per-machine metadata; two machines sharing one node do not share leases (use S3
+for shared job state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
-import tempfile
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import requests
 import urllib3
 
-from .base import ObjectStore, copy_verified, spool_verified, verify_bytes
+from .cas import ObjectStore
 from .errors import BackendUnavailable, ObjectNotFound, StoreError
-from .hashing import CHUNK_SIZE, check_sha1
-from .local import LocalStore
+from .hashing import CHUNK_SIZE
+from .local import LocalStore, LocalTransport
+from .transport import Entry, GuardedReader, Transport, check_key, check_prefix
 
 DEFAULT_ADDRESS = "/ip4/127.0.0.1/tcp/5001"
 
@@ -50,11 +45,10 @@ ADD_PARAMS: dict[str, str] = {
     "raw-leaves": "true",
     "hash": "sha2-256",
     "chunker": "size-262144",
+    "cid-base": "base32",
     "pin": "true",
     "progress": "false",
 }
-
-CID_REF_PREFIX = "ipfs/cid"
 
 
 def api_url(address: str) -> str:
@@ -70,38 +64,31 @@ def api_url(address: str) -> str:
     return f"{scheme}://{host}:{parts[3]}"
 
 
-class IpfsStore(ObjectStore):
+class IpfsTransport(Transport):
     def __init__(
         self,
         address: str,
-        refs: LocalStore,
+        index: Transport,
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 120.0,
     ) -> None:
         self.url = api_url(address)
-        self.refs = refs
+        self.index = index
         self.location = f"ipfs node {self.url}"
         self._timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
 
-    @classmethod
-    def from_uri(cls, uri: str, *, refs: LocalStore, **kwargs: Any) -> IpfsStore:
-        """``ipfs://`` (address from ``IPFS_ADDRESS``) or ``ipfs://host:port``."""
-        netloc = urlparse(uri).netloc
-        address = f"http://{netloc}" if netloc else os.environ.get("IPFS_ADDRESS") or DEFAULT_ADDRESS
-        return cls(address, refs, **kwargs)
-
     # -- RPC plumbing ---------------------------------------------------------
     def _call(self, command: str, params: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
-        """POST to ``/api/v0/<command>``; Kubo's RPC API accepts nothing but POST."""
+        """POST to ``/api/v0/<command>``; the RPC API accepts nothing but POST."""
         url = f"{self.url}/api/v0/{command}"
         try:
             resp = self._session.post(url, params=params, timeout=self._timeout, **kwargs)
         except requests.ConnectionError as exc:
             raise BackendUnavailable(
                 f"IPFS node at {self.url} unreachable ({_reason(exc)}); "
-                "is the Kubo daemon running and IPFS_ADDRESS right?"
+                "is the IPFS daemon running and IPFS_ADDRESS right?"
             ) from None
         except requests.Timeout:
             raise BackendUnavailable(f"IPFS node at {self.url} timed out on {command}") from None
@@ -112,32 +99,59 @@ class IpfsStore(ObjectStore):
         return resp
 
     def version(self) -> str:
-        """The node's Kubo version; also a cheap liveness check."""
+        """The node's version; also a cheap liveness check."""
         with self._call("version") as resp:
             return str(resp.json().get("Version", ""))
 
-    # -- objects -----------------------------------------------------------
-    def _cid_ref(self, sha1: str) -> str:
-        return f"{CID_REF_PREFIX}/{check_sha1(sha1)}"
+    def _cat(self, cid: str) -> BinaryIO:
+        resp = self._call("cat", {"arg": cid}, stream=True)
+        resp.raw.decode_content = True
+        errors = (requests.RequestException, urllib3.exceptions.HTTPError)
+        return GuardedReader(resp.raw, errors, self._broke_off)  # type: ignore[return-value]
 
-    def native_id(self, sha1: str) -> str | None:
-        raw = self.refs.get_ref(self._cid_ref(sha1))
-        return raw.decode() if raw is not None else None
+    def _broke_off(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(f"IPFS node at {self.url} broke off a read: {_reason(exc)}")
+
+    # -- the transport -------------------------------------------------------
+    def native_id(self, key: str) -> str | None:
+        entry = self.index.get(check_key(key))
+        return None if entry is None else entry.read().decode()
+
+    def link_native_id(self, key: str, native_id: str) -> None:
+        value = native_id.encode()
+        self.index.put(check_key(key), io.BytesIO(value), len(value))
 
     def get_native(self, native_id: str) -> bytes:
         try:
-            with self._call("cat", {"arg": native_id}, stream=True) as resp:
-                resp.raw.decode_content = True
-                return self._read_all(resp)
+            with self._cat(native_id) as stream:
+                return stream.read()
         except _RpcError as exc:
             raise ObjectNotFound(native_id, f"{self.location} ({exc})") from None
 
-    def link_native_id(self, sha1: str, native_id: str) -> None:
-        self.refs.set_ref(self._cid_ref(sha1), native_id.encode())
+    def get(self, key: str) -> Entry | None:
+        cid = self.native_id(key)
+        if cid is None or not self._pinned(cid):
+            # Recorded here but no longer pinned: the node may have collected it, and a cat
+            # would then wait on the network for blocks nobody has promised to keep.
+            return None
+        try:
+            return Entry(self._cat(cid), cid)
+        except _RpcError:
+            return None
+
+    def put(
+        self, key: str, src: BinaryIO, size: int, *, if_absent: bool = False, if_tag: str | None = None
+    ) -> bool:
+        if if_tag is not None:
+            raise StoreError(f"{self.location} holds immutable objects only: refs live beside it")
+        if if_absent and self.exists(key):
+            return False
+        cid = self._add(src, size)
+        self.link_native_id(key, cid)
+        return True
 
     def _add(self, src: BinaryIO, size: int) -> str:
-        """Add ``size`` bytes from ``src``; return their sha1 after recording the node's CID."""
-        digest = hashlib.sha1()
+        """Add ``size`` bytes from ``src``, streamed as one multipart file; return the node's CID."""
         boundary = uuid.uuid4().hex
         head = (
             f"--{boundary}\r\n"
@@ -145,125 +159,58 @@ class IpfsStore(ObjectStore):
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
-
-        body = _MultipartBody(head, src, tail, len(head) + size + len(tail), digest)
+        body = _MultipartBody([io.BytesIO(head), src, io.BytesIO(tail)], len(head) + size + len(tail))
         # A body with a known length goes out un-chunked, which every HTTP server accepts.
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         with self._call("add", ADD_PARAMS, data=body, headers=headers) as resp:
             lines = [line for line in resp.iter_lines() if line.strip()]
         cid = ""
         for line in lines:  # one JSON object per added file (and per progress report)
-            entry = json.loads(line)
-            cid = entry.get("Hash", cid)
+            cid = json.loads(line).get("Hash", cid)
         if not cid:
             raise StoreError(f"IPFS add on {self.url} returned no CID")
-        sha1 = digest.hexdigest()
-        self.refs.set_ref(self._cid_ref(sha1), cid.encode())
-        return sha1
+        return cid
 
-    def put(self, data: bytes) -> str:
-        return self._add(io.BytesIO(data), len(data))
-
-    def put_file(self, path: str | os.PathLike[str]) -> str:
-        with open(path, "rb") as src:
-            return self._add(src, os.fstat(src.fileno()).st_size)
-
-    def put_stream(self, src: BinaryIO) -> str:
-        # The multipart body needs a length up front: spool once to learn it.
-        with tempfile.TemporaryFile() as spool:
-            for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                spool.write(chunk)
-            size = spool.tell()
-            spool.seek(0)
-            return self._add(spool, size)
-
-    def _cat(self, sha1: str) -> requests.Response:
-        cid = self.native_id(sha1)
-        if cid is None:
-            raise ObjectNotFound(sha1, self.location)
-        try:
-            resp = self._call("cat", {"arg": cid}, stream=True)
-        except _RpcError as exc:
-            raise ObjectNotFound(sha1, f"{self.location} (cid {cid}: {exc})") from None
-        resp.raw.decode_content = True
-        return resp
-
-    def get(self, sha1: str) -> bytes:
-        with self._cat(sha1) as resp:
-            data = self._read_all(resp)
-        return verify_bytes(sha1, data, f"{self.location} (cid {self.native_id(sha1)})")
-
-    def _read_all(self, resp: requests.Response) -> bytes:
-        try:
-            return resp.content
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"IPFS node at {self.url} broke off a read: {_reason(exc)}") from None
-
-    def open(self, sha1: str) -> BinaryIO:
-        with self._cat(sha1) as resp, self._reading():
-            return spool_verified(resp.raw, sha1, f"{self.location} (cid {self.native_id(sha1)})")
-
-    def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
-        with self._cat(sha1) as resp, self._reading():
-            copy_verified(resp.raw, Path(dest), sha1, f"{self.location} (cid {self.native_id(sha1)})")
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        try:
-            yield
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise BackendUnavailable(f"IPFS node at {self.url} broke off a read: {_reason(exc)}") from None
-
-    def has(self, sha1: str) -> bool:
+    def exists(self, key: str) -> bool:
         """Recorded here *and* still pinned on the node."""
-        cid = self.native_id(sha1)
-        if cid is None:
-            return False
+        cid = self.native_id(key)
+        return cid is not None and self._pinned(cid)
+
+    def _pinned(self, cid: str) -> bool:
         try:
             with self._call("pin/ls", {"arg": cid, "type": "recursive"}):
                 return True
         except _RpcError:
             return False
 
-    def pin(self, sha1: str) -> str:
-        """Pin an object whose CID is recorded (e.g. after the node's repo was reset); return the CID."""
-        cid = self.native_id(sha1)
+    def list(self, prefix: str) -> list[str]:
+        return self.index.list(check_prefix(prefix))
+
+    def delete(self, key: str) -> None:
+        cid = self.native_id(key)
+        if cid is not None:
+            with contextlib.suppress(_RpcError):  # not pinned (any more): nothing to release
+                self._call("pin/rm", {"arg": cid}).close()
+            self.index.delete(key)
+
+    def pin(self, key: str) -> str:
+        """Pin a value whose CID is recorded (e.g. after the node's repo was reset); return the CID."""
+        cid = self.native_id(key)
         if cid is None:
-            raise ObjectNotFound(sha1, self.location)
-        with self._call("pin/add", {"arg": cid}):
-            return cid
-
-    # -- refs: local, see the module docstring ------------------------------------
-    def get_ref(self, name: str) -> bytes | None:
-        return self.refs.get_ref(name)
-
-    def set_ref(self, name: str, value: bytes) -> None:
-        self.refs.set_ref(name, value)
-
-    def create_ref(self, name: str, value: bytes) -> bool:
-        return self.refs.create_ref(name, value)
-
-    def replace_ref(self, name: str, expected: bytes, value: bytes) -> bool:
-        return self.refs.replace_ref(name, expected, value)
-
-    def delete_ref(self, name: str) -> None:
-        self.refs.delete_ref(name)
-
-    def list_refs(self, prefix: str) -> list[str]:
-        return self.refs.list_refs(prefix)
+            raise ObjectNotFound(key, self.location)
+        self._call("pin/add", {"arg": cid}).close()
+        return cid
 
     def close(self) -> None:
         self._session.close()
 
 
 class _MultipartBody:
-    """A file-like multipart body that hashes the payload as it is sent (one pass over the data)."""
+    """A file-like body read part after part, so a large object is never held in memory."""
 
-    def __init__(self, head: bytes, src: BinaryIO, tail: bytes, length: int, digest: Any) -> None:
-        self._parts: list[Any] = [io.BytesIO(head), src, io.BytesIO(tail)]
-        self._src = src
+    def __init__(self, parts: list[BinaryIO], length: int) -> None:
+        self._parts = parts
         self._length = length
-        self._digest = digest
 
     def __len__(self) -> int:
         return self._length
@@ -273,8 +220,6 @@ class _MultipartBody:
         while self._parts:
             chunk = self._parts[0].read(size)
             if chunk:
-                if self._parts[0] is self._src:
-                    self._digest.update(chunk)
                 return chunk
             self._parts.pop(0)
         return b""
@@ -285,7 +230,7 @@ class _RpcError(StoreError):
 
 
 def _error_message(resp: requests.Response) -> str:
-    # Kubo reports errors as {"Message": ..., "Code": ..., "Type": "error"}.
+    # Errors come as {"Message": ..., "Code": ..., "Type": "error"}.
     try:
         return str(resp.json().get("Message", "")) or resp.reason
     except ValueError:
@@ -300,4 +245,17 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-__all__ = ["ADD_PARAMS", "IpfsStore", "api_url"]
+def open_ipfs(uri: str, data_dir: str) -> ObjectStore:
+    """``ipfs://`` (address from ``IPFS_ADDRESS``) or ``ipfs://host:port``.
+
+    Objects on the node, with the key -> CID index, the refs and a verified
+    cache in ``data_dir``.
+    """
+    netloc = urlparse(uri).netloc
+    address = f"http://{netloc}" if netloc else os.environ.get("IPFS_ADDRESS") or DEFAULT_ADDRESS
+    local = LocalTransport(data_dir)
+    node = IpfsTransport(address, index=LocalTransport(os.path.join(data_dir, "ipfs-index")))
+    return ObjectStore(node, refs=local, cache=LocalStore(data_dir))
+
+
+__all__ = ["ADD_PARAMS", "IpfsTransport", "api_url", "open_ipfs"]

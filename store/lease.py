@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from .base import ObjectStore
+from .cas import ObjectStore
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""The local-disk backend: the embedded default.
+"""The local-disk transport: the embedded default.
 
 Layout under the root (``DATA_DIR``)::
 
-    objects/ab/cdef0123...   git-style sharding keeps directories small
+    objects/ab/cdef0123...   objects (the content layer's sharded keys)
     refs/<name>              one file per ref
-    tmp/                     staging for atomic writes (same filesystem)
+    tmp/                     staging for atomic writes and ref locks (same filesystem)
 
-Every write goes to ``tmp/``, is fsynced, then renamed into place, so a reader
-sees either nothing or the whole object. Two processes writing the same object
-race harmlessly: both renames install identical bytes.
+Every write is staged in ``tmp/``, fsynced, then renamed (or, for
+create-if-absent, hard-linked) into place, so a reader sees either nothing or
+the whole value. A compare-and-swap takes a per-key ``flock`` so that it is
+atomic across processes; its tag is the value's SHA1, computed only when asked.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import fcntl
 import functools
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import ObjectStore, check_ref_name, copy_verified
-from .errors import HashMismatch, ObjectNotFound, StoreUnwritable
-from .hashing import CHUNK_SIZE, check_sha1, sha1_stream
+from .cas import ObjectStore, object_key
+from .errors import StoreUnwritable
+from .files import staged_copy
+from .transport import Entry, Transport, check_key, check_prefix
 
 #: What the filesystem says when it will not take a write; anything else is a bug or a race.
 _UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
@@ -47,131 +48,30 @@ def _writes(method):  # type: ignore[no-untyped-def]
     return wrapper
 
 
-class LocalStore(ObjectStore):
+def _content_tag(fd: int) -> str:
+    """The SHA1 of an open file's bytes, read with pread so the stream's position is untouched."""
+    digest = hashlib.sha1()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+class LocalTransport(Transport):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = f"local:{self.root}"
-        self._objects = self.root / "objects"
-        self._refs = self.root / "refs"
         self._tmp = self.root / "tmp"
-        for d in (self._objects, self._refs, self._tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
 
-    # -- objects -----------------------------------------------------------
-    def object_path(self, sha1: str) -> Path:
-        check_sha1(sha1)
-        return self._objects / sha1[:2] / sha1[2:]
-
-    @_writes
-    def put(self, data: bytes) -> str:
-        sha1 = hashlib.sha1(data).hexdigest()
-        path = self.object_path(sha1)
-        if not self._intact(sha1):
-            # Absent, or present but corrupt: the right bytes repair it.
-            self._install(path, data)
-        return sha1
-
-    def _intact(self, sha1: str) -> bool:
-        try:
-            with self.open(sha1):  # open() verifies the bytes against the name
-                return True
-        except (ObjectNotFound, HashMismatch):
-            return False
-
-    def put_file(self, path: str | os.PathLike[str]) -> str:
-        with open(path, "rb") as src:
-            return self.put_stream(src)
-
-    @_writes
-    def put_stream(self, src: BinaryIO) -> str:
-        """Store a stream without holding it in memory; the name is known only at the end."""
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="obj-")
-        try:
-            digest = hashlib.sha1()
-            with os.fdopen(fd, "wb") as out:
-                for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha1 = digest.hexdigest()
-            dest = self.object_path(sha1)
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
-            return sha1
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def _install(self, dest: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="obj-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def get(self, sha1: str) -> bytes:
-        path = self.object_path(sha1)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ObjectNotFound(sha1, self.location) from None
-        actual = hashlib.sha1(data).hexdigest()
-        if actual != sha1:
-            raise HashMismatch(sha1, actual, self.location)
-        return data
-
-    def has(self, sha1: str) -> bool:
-        return self.object_path(sha1).is_file()
-
-    def size(self, sha1: str) -> int:
-        try:
-            return self.object_path(sha1).stat().st_size
-        except FileNotFoundError:
-            raise ObjectNotFound(sha1, self.location) from None
-
-    def open(self, sha1: str) -> BinaryIO:
-        # Objects are immutable (only ever replaced by identical bytes), so hashing
-        # the file and then handing out the same open handle is race-free.
-        path = self.object_path(sha1)
-        try:
-            stream = open(path, "rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(sha1, self.location) from None
-        actual = sha1_stream(stream)
-        if actual != sha1:
-            stream.close()
-            raise HashMismatch(sha1, actual, self.location)
-        stream.seek(0)
-        return stream
-
-    def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
-        with self.open(sha1) as src:
-            copy_verified(src, Path(dest), sha1, self.location)
-
-    def iter_object_ids(self) -> Iterator[str]:
-        for shard in sorted(self._objects.iterdir()):
-            for f in sorted(shard.iterdir()):
-                yield shard.name + f.name
-
-    # -- refs --------------------------------------------------------------
-    def _ref_path(self, name: str) -> Path:
-        return self._refs / check_ref_name(name)
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
 
     @contextlib.contextmanager
-    def _ref_lock(self, name: str) -> Iterator[None]:
-        # One lock file per ref serialises compare-and-swap across processes.
-        lock_path = self._tmp / ("lock-" + hashlib.sha1(name.encode()).hexdigest())
+    def _lock(self, key: str) -> Iterator[None]:
+        # One lock file per key serialises compare-and-swap (and plain writes) across processes.
+        lock_path = self._tmp / ("lock-" + hashlib.sha1(key.encode()).hexdigest())
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -179,76 +79,71 @@ class LocalStore(ObjectStore):
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def get_ref(self, name: str) -> bytes | None:
+    def get(self, key: str) -> Entry | None:
         try:
-            return self._ref_path(name).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+            stream = open(self.path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return Entry(stream, lambda: _content_tag(stream.fileno()))
+
+    @_writes
+    def put(
+        self, key: str, src: BinaryIO, size: int, *, if_absent: bool = False, if_tag: str | None = None
+    ) -> bool:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with staged_copy(src, self._tmp) as staged:
+            if if_absent:
+                return staged.link_to(dest)  # link() fails if the name exists: atomic create
+            with self._lock(key):
+                if if_tag is not None and self._tag_now(dest) != if_tag:
+                    return False
+                staged.rename_to(dest)
+        return True
+
+    def _tag_now(self, path: Path) -> str | None:
+        try:
+            with open(path, "rb") as current:
+                return _content_tag(current.fileno())
+        except FileNotFoundError:
             return None
 
-    def _write_ref_tmp(self, value: bytes) -> str:
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="ref-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(value)
-            out.flush()
-            os.fsync(out.fileno())
-        return tmp
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
 
-    @_writes
-    def set_ref(self, name: str, value: bytes) -> None:
-        path = self._ref_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._write_ref_tmp(value)
-        with self._ref_lock(name):
-            os.replace(tmp, path)
-
-    @_writes
-    def create_ref(self, name: str, value: bytes) -> bool:
-        path = self._ref_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._write_ref_tmp(value)
-        try:
-            with self._ref_lock(name):
-                os.link(tmp, path)  # link() fails if the name exists: atomic create
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-
-    @_writes
-    def replace_ref(self, name: str, expected: bytes, value: bytes) -> bool:
-        path = self._ref_path(name)
-        tmp = self._write_ref_tmp(value)
-        try:
-            with self._ref_lock(name):
-                if self.get_ref(name) != expected:
-                    return False
-                os.replace(tmp, path)
-                tmp = ""
-                return True
-        finally:
-            if tmp:
-                os.unlink(tmp)
-
-    @_writes
-    def delete_ref(self, name: str) -> None:
-        with self._ref_lock(name), contextlib.suppress(FileNotFoundError):
-            self._ref_path(name).unlink()
-
-    def list_refs(self, prefix: str) -> list[str]:
-        base = self._ref_path(prefix) if prefix else self._refs
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / check_prefix(prefix) if prefix else self.root
         if not base.is_dir():
             return []
-        names = []
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                names.append(os.path.relpath(os.path.join(dirpath, f), self._refs))
-        return sorted(names)
+        keys = []
+        for dirpath, dirs, files in os.walk(base):
+            if Path(dirpath) == self.root:
+                dirs[:] = [d for d in dirs if d != "tmp"]  # staging is not content
+            keys.extend(os.path.relpath(os.path.join(dirpath, f), self.root) for f in files)
+        return sorted(keys)
+
+    @_writes
+    def delete(self, key: str) -> None:
+        with self._lock(key), contextlib.suppress(FileNotFoundError):
+            self.path(key).unlink()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class LocalStore(ObjectStore):
+    """An ObjectStore on a local directory: the embedded default, and every remote store's cache."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        transport = LocalTransport(root)
+        super().__init__(transport)
+        self.root = transport.root
+
+    def object_path(self, sha1: str) -> Path:
+        """Where an object's bytes live on disk (for tests and tools that look behind the store)."""
+        return self.transport.path(object_key(sha1))  # type: ignore[attr-defined]
+
+
+def open_local(uri: str, data_dir: str) -> ObjectStore:
+    """A bare path, ``local://path`` or ``file://path``."""
+    return LocalStore(uri.split("://", 1)[1] if "://" in uri else uri)
+
+
+__all__ = ["LocalStore", "LocalTransport", "open_local"]

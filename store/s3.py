@@ -1,25 +1,26 @@
-"""The S3 backend: AWS S3, MinIO, or Google Cloud Storage's S3-interoperable API.
+"""The S3 transport: AWS S3, MinIO, or Google Cloud Storage's S3-interoperable API.
 
 ``STORE_URI=s3://bucket/prefix`` (endpoint from ``S3_ENDPOINT_URL``, credentials
 from the usual ``AWS_*`` variables) or ``gs://bucket/prefix`` (the same code
-pointed at https://storage.googleapis.com with HMAC keys). Layout::
-
-    <prefix>/objects/ab/cdef0123...   objects, sharded like the local store
-    <prefix>/refs/<name>              one key per ref
-    <prefix>/tmp/cas-probe-<uuid>     throwaway key used once to test conditional writes
+pointed at https://storage.googleapis.com with HMAC keys). Keys live under the
+prefix, so the content layer's layout is ``<prefix>/objects/ab/cdef…`` and
+``<prefix>/refs/<name>``; ``<prefix>/tmp/cas-probe-<uuid>`` is used once to test
+conditional writes.
 
 Integrity: a PUT is all-or-nothing on S3, and single PUTs carry Content-MD5 so
 that a body truncated or altered in flight is rejected by the server; multipart
-uploads rely on botocore's per-part checksums where the server supports them and
-are checked for size afterwards. Every read is verified against the sha1 before
-a byte is handed out, so a corrupted or tampered remote object raises HashMismatch.
+uploads (above 16 MiB) rely on botocore's per-part checksums where the server
+supports them and are checked for size afterwards. The content layer verifies
+every read against its sha1.
 
-Refs use conditional writes: create-if-absent is ``PUT If-None-Match: *`` and
-compare-and-swap is ``GET`` (bytes + ETag) then ``PUT If-Match: <etag>``; GCS
-spells both as ``x-goog-if-generation-match`` (0, or the generation read). Not
-every S3-compatible server honours them, so the first use probes with a
-throwaway key and logs a warning if a second create-if-absent succeeds: leases
-are then best-effort (a race between two workers can run a job twice).
+Conditional writes: create-if-absent is ``PUT If-None-Match: *`` and
+compare-and-swap is ``PUT If-Match: <etag>``; GCS spells both as
+``x-goog-if-generation-match`` (0, or the generation read). Not every
+S3-compatible server honours them, so the first use probes with a throwaway key
+and logs a warning if a second create-if-absent succeeds: leases are then
+best-effort (a race between two workers can run a job twice). Multipart uploads
+carry no condition: only objects are that large, and racing writers of an
+object write identical bytes.
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
@@ -41,10 +40,12 @@ import boto3
 import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from urllib3.exceptions import HTTPError
 
-from .base import ObjectStore, check_ref_name, copy_verified, spool_verified, verify_bytes
-from .errors import BackendUnavailable, ObjectNotFound, StoreError
-from .hashing import CHUNK_SIZE, check_sha1
+from .cas import ObjectStore
+from .errors import BackendUnavailable, StoreError
+from .local import LocalStore
+from .transport import Entry, GuardedReader, Transport, check_key, check_prefix
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,13 @@ _UNREACHABLE = (
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
-# Multipart above 16 MiB: fewer round trips than the 8 MiB default for model-sized objects.
-_TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
+#: Multipart above 16 MiB: fewer round trips than the 8 MiB default for model-sized objects.
+MULTIPART_THRESHOLD = 16 << 20
+_TRANSFER = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
 
 
-class S3Store(ObjectStore):
-    """Objects and refs in one bucket under one prefix."""
+class S3Transport(Transport):
+    """Keys in one bucket under one prefix."""
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class S3Store(ObjectStore):
                 self.probe_conditional_writes()
 
     @classmethod
-    def from_uri(cls, uri: str, **kwargs: Any) -> S3Store:
+    def from_uri(cls, uri: str, **kwargs: Any) -> S3Transport:
         """``s3://bucket/prefix`` or ``gs://bucket/prefix``, configured from the environment."""
         parsed = urlparse(uri)
         if parsed.scheme not in ("s3", "gs") or not parsed.netloc:
@@ -137,15 +139,8 @@ class S3Store(ObjectStore):
         return cls(parsed.netloc, parsed.path, **kwargs)
 
     # -- keys and errors ---------------------------------------------------
-    def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
-    def _object_key(self, sha1: str) -> str:
-        check_sha1(sha1)
-        return self._key("objects", sha1[:2], sha1[2:])
-
-    def _ref_key(self, name: str) -> str:
-        return self._key("refs", check_ref_name(name))
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -153,10 +148,7 @@ class S3Store(ObjectStore):
         try:
             yield
         except _UNREACHABLE as exc:
-            raise BackendUnavailable(
-                f"S3 endpoint {self.endpoint} unreachable while trying to {action} "
-                f"({type(exc).__name__}); is the server running and S3_ENDPOINT_URL right?"
-            ) from None
+            raise self._unreachable(action, exc) from None
         except bce.NoCredentialsError:
             raise BackendUnavailable(
                 f"no credentials for {self.location}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -171,125 +163,76 @@ class S3Store(ObjectStore):
                 ) from None
             raise
 
-    # -- objects -----------------------------------------------------------
-    def put(self, data: bytes) -> str:
-        sha1 = hashlib.sha1(data).hexdigest()
-        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        with self._errors("store an object"):
-            self.client.put_object(Bucket=self.bucket, Key=self._object_key(sha1), Body=data, ContentMD5=md5)
-        return sha1
+    def _unreachable(self, action: str, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"S3 endpoint {self.endpoint} unreachable while trying to {action} "
+            f"({type(exc).__name__}); is the server running and S3_ENDPOINT_URL right?"
+        )
 
-    def put_file(self, path: str | os.PathLike[str]) -> str:
-        size = os.path.getsize(path)
-        with open(path, "rb") as src:
-            sha1 = _sha1_of(src)
-            src.seek(0)
-            self._upload(src, sha1, size)
-        return sha1
-
-    def put_stream(self, src: BinaryIO) -> str:
-        """Store a stream without holding it in memory: spool it to learn its name, then upload."""
-        with tempfile.TemporaryFile() as spool:
-            digest = hashlib.sha1()
-            for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-                digest.update(chunk)
-                spool.write(chunk)
-            size = spool.tell()
-            spool.seek(0)
-            sha1 = digest.hexdigest()
-            self._upload(spool, sha1, size)
-        return sha1
-
-    def _upload(self, src: BinaryIO, sha1: str, size: int) -> None:
-        key = self._object_key(sha1)
-        if self._remote_size(key) == size:
-            return  # already there; a wrong-sized leftover is overwritten below
-        with self._errors("upload an object"):
-            self.client.upload_fileobj(src, self.bucket, key, Config=_TRANSFER)
-        if self._remote_size(key) != size:
-            raise StoreError(f"upload of {sha1} to {self.location} did not store {size} bytes")
-
-    def _remote_size(self, key: str) -> int | None:
-        with self._errors("look up an object"):
+    # -- the transport -----------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        with self._errors("read"):
             try:
-                return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(check_key(key)))
             except bce.ClientError as exc:
                 if _code(exc) in _MISSING_CODES:
                     return None
                 raise
-
-    def _get_body(self, sha1: str) -> Any:
-        with self._errors("read an object"):
-            try:
-                return self.client.get_object(Bucket=self.bucket, Key=self._object_key(sha1))["Body"]
-            except bce.ClientError as exc:
-                if _code(exc) in _MISSING_CODES:
-                    raise ObjectNotFound(sha1, self.location) from None
-                raise
-
-    def get(self, sha1: str) -> bytes:
-        body = self._get_body(sha1)
-        with self._errors("read an object"), contextlib.closing(body):
-            data = body.read()
-        return verify_bytes(sha1, data, self.location)
-
-    def has(self, sha1: str) -> bool:
-        return self._remote_size(self._object_key(sha1)) is not None
-
-    def open(self, sha1: str) -> BinaryIO:
-        # Spool to an anonymous temp file while hashing: nothing is readable until verified.
-        body = self._get_body(sha1)
-        with self._errors("read an object"), contextlib.closing(body):
-            return spool_verified(body, sha1, self.location)
-
-    def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
-        body = self._get_body(sha1)
-        with self._errors("read an object"), contextlib.closing(body):
-            copy_verified(body, Path(dest), sha1, self.location)
-
-    # -- refs --------------------------------------------------------------
-    def _get_ref_with_tag(self, name: str) -> tuple[bytes, str] | None:
-        """The ref's bytes and the tag a conditional PUT must match (ETag, or GCS generation)."""
-        with self._errors("read a ref"):
-            try:
-                resp = self.client.get_object(Bucket=self.bucket, Key=self._ref_key(name))
-            except bce.ClientError as exc:
-                if _code(exc) in _MISSING_CODES:
-                    return None
-                raise
-            with contextlib.closing(resp["Body"]) as body:
-                data = body.read()
         headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         tag = headers.get("x-goog-generation", "") if self.gcs else resp.get("ETag", "")
-        return data, tag
+        body = GuardedReader(resp["Body"], (*_UNREACHABLE, HTTPError), lambda e: self._unreachable("read", e))
+        return Entry(body, tag)  # type: ignore[arg-type]
 
-    def get_ref(self, name: str) -> bytes | None:
-        found = self._get_ref_with_tag(name)
-        return None if found is None else found[0]
+    def put(
+        self, key: str, src: BinaryIO, size: int, *, if_absent: bool = False, if_tag: str | None = None
+    ) -> bool:
+        full = self._key(check_key(key))
+        conditional = if_absent or if_tag is not None
+        if conditional and not self._cas_ok():
+            # Best effort on a server that ignores conditions: check, then write (racy).
+            found = self.get(key)
+            current = None if found is None else found.tag
+            if found is not None:
+                found.close()
+            if (if_absent and found is not None) or (if_tag is not None and current != if_tag):
+                return False
+            if_absent, if_tag = False, None
+        if size > MULTIPART_THRESHOLD:
+            if if_tag is not None:
+                raise StoreError(
+                    f"{self.location}: no compare-and-swap on values over {MULTIPART_THRESHOLD} bytes"
+                )
+            if if_absent and self.exists(key):
+                return False
+            with self._errors("upload"):
+                self.client.upload_fileobj(src, self.bucket, full, Config=_TRANSFER)
+            if self._size(full) != size:
+                raise StoreError(f"upload of {key} to {self.location} did not store {size} bytes")
+            return True
+        return self._put_small(full, src.read(), if_absent=if_absent, if_match=if_tag)
 
-    def set_ref(self, name: str, value: bytes) -> None:
-        self._put_ref(self._ref_key(name), value)
-
-    def _put_ref(self, key: str, value: bytes, *, if_none_match: bool = False, if_match: str = "") -> bool:
-        """PUT a small value, optionally conditional; False if the server refused the condition."""
+    def _put_small(
+        self, full_key: str, value: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> bool:
+        """One PUT with Content-MD5, optionally conditional; False if the server refused the condition."""
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
-            "Key": key,
+            "Key": full_key,
             "Body": value,
             "ContentMD5": base64.b64encode(hashlib.md5(value).digest()).decode(),
         }
         if self.gcs:
-            self._gcs_precondition.value = "0" if if_none_match else (if_match or None)
-        elif if_none_match:
+            self._gcs_precondition.value = "0" if if_absent else if_match
+        elif if_absent:
             kwargs["IfNoneMatch"] = "*"
-        elif if_match:
+        elif if_match is not None:
             kwargs["IfMatch"] = if_match
         try:
-            with self._errors("write a ref"):
+            with self._errors("write"):
                 self.client.put_object(**kwargs)
             return True
         except bce.ClientError as exc:
-            if (if_none_match or if_match) and _code(exc) in _PRECONDITION_CODES:
+            if (if_absent or if_match is not None) and _code(exc) in _PRECONDITION_CODES:
                 return False
             raise
         finally:
@@ -300,36 +243,32 @@ class S3Store(ObjectStore):
         if value is not None:
             request.headers["x-goog-if-generation-match"] = value
 
-    def create_ref(self, name: str, value: bytes) -> bool:
-        key = self._ref_key(name)
-        if not self._cas_ok():
-            if self.get_ref(name) is not None:  # best effort: racy without server support
-                return False
-            return self._put_ref(key, value)
-        return self._put_ref(key, value, if_none_match=True)
+    def _size(self, full_key: str) -> int | None:
+        with self._errors("look up"):
+            try:
+                return int(self.client.head_object(Bucket=self.bucket, Key=full_key)["ContentLength"])
+            except bce.ClientError as exc:
+                if _code(exc) in _MISSING_CODES:
+                    return None
+                raise
 
-    def replace_ref(self, name: str, expected: bytes, value: bytes) -> bool:
-        found = self._get_ref_with_tag(name)
-        if found is None or found[0] != expected:
-            return False
-        if not self._cas_ok():
-            return self._put_ref(self._ref_key(name), value)
-        return self._put_ref(self._ref_key(name), value, if_match=found[1])
+    def exists(self, key: str) -> bool:
+        return self._size(self._key(check_key(key))) is not None
 
-    def delete_ref(self, name: str) -> None:
-        with self._errors("delete a ref"):
-            self.client.delete_object(Bucket=self.bucket, Key=self._ref_key(name))
-
-    def list_refs(self, prefix: str) -> list[str]:
-        base = self._key("refs") + "/"
-        start = base + (check_ref_name(prefix) + "/" if prefix else "")
-        names: list[str] = []
-        with self._errors("list refs"):
+    def list(self, prefix: str) -> list[str]:
+        base = self._key("") if self.prefix else ""
+        start = base + check_prefix(prefix)
+        keys: list[str] = []
+        with self._errors("list"):
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=start
             ):
-                names.extend(item["Key"][len(base) :] for item in page.get("Contents", []))
-        return sorted(names)
+                keys.extend(item["Key"][len(base) :] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(check_key(key)))
 
     # -- conditional-write probe --------------------------------------------
     def _cas_ok(self) -> bool:
@@ -340,12 +279,12 @@ class S3Store(ObjectStore):
     def probe_conditional_writes(self) -> bool:
         """Check, with a throwaway key, that the server refuses a second create-if-absent
         and a stale compare-and-swap; warn once if it does not."""
-        key = self._key("tmp", f"cas-probe-{uuid.uuid4().hex}")
+        key = self._key(f"tmp/cas-probe-{uuid.uuid4().hex}")
         try:
-            first = self._put_ref(key, b"1", if_none_match=True)
-            second = self._put_ref(key, b"2", if_none_match=True)
+            first = self._put_small(key, b"1", if_absent=True)
+            second = self._put_small(key, b"2", if_absent=True)
             stale = "0" if self.gcs else '"00000000000000000000000000000000"'
-            swapped = self._put_ref(key, b"3", if_match=stale)
+            swapped = self._put_small(key, b"3", if_match=stale)
             honoured = first and not second and not swapped
         except bce.ClientError as exc:
             # e.g. 501 NotImplemented from servers that reject the header outright
@@ -369,15 +308,9 @@ def _code(exc: bce.ClientError) -> str:
     return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
-def _sha1_of(src: BinaryIO) -> str:
-    digest = hashlib.sha1()
-    for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
+def open_s3(uri: str, data_dir: str) -> ObjectStore:
+    """``s3://`` and ``gs://``: the bucket, with a verified local cache in ``data_dir``."""
+    return ObjectStore(S3Transport.from_uri(uri), cache=LocalStore(data_dir))
 
 
-def open_s3(uri: str, **kwargs: Any) -> S3Store:
-    return S3Store.from_uri(uri, **kwargs)
-
-
-__all__ = ["GCS_ENDPOINT", "S3Store", "open_s3"]
+__all__ = ["GCS_ENDPOINT", "MULTIPART_THRESHOLD", "S3Transport", "open_s3"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stl_testing import FileServer, loopback_only, serve_directory
+from stl_testing import FAKE_AWS, FileServer, loopback_only, moto_s3_server, serve_directory
 
 # tests/netns/ make the service fetch hostile URLs: they run only where no packet can leave
 # the machine, started by tests/test_loopback_namespace.py inside a fresh network namespace.
@@ -43,3 +44,43 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     root.mkdir()
     with serve_directory(root) as server:
         yield server
+
+
+#: Buckets the S3 tests use, one per concern, all on one moto server.
+S3_BUCKETS = ("stl-contract", "stl-test", "stl-e2e")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session, with moto's fake credentials in the environment
+    (which `stl` subprocesses and spawned workers inherit); never real ones, never AWS."""
+    with moto_s3_server(*S3_BUCKETS) as url, pytest.MonkeyPatch.context() as mp:
+        for var, value in FAKE_AWS.items():
+            mp.setenv(var, value)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            mp.delenv(var, raising=False)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One js-ipfs node for the session (tests/ipfs_node.py)."""
+    from ipfs_node import start_ipfs_node
+
+    node = start_ipfs_node(tmp_path_factory.mktemp("js-ipfs"))
+    yield node
+    node.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skip is a failure: a missing tool or server must not pass for a green run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if os.environ.get("CI") and skipped and exitstatus == 0:
+        reasons = sorted(
+            {str(r.longrepr[-1]) if isinstance(r.longrepr, tuple) else str(r.longrepr) for r in skipped}
+        )
+        print(
+            f"\nCI: {len(skipped)} skipped, which CI counts as failed: " + "; ".join(reasons), file=sys.stderr
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example-data"
@@ -117,17 +118,37 @@ FAKE_AWS = {
 }
 
 
+class _OneRequestAtATime:
+    """moto checks a write's condition (If-None-Match, If-Match) and then writes without a lock;
+    S3 does both atomically. Serving one request at a time gives moto that atomicity, so
+    compare-and-swap races between processes can be tested against it honestly."""
+
+    def __init__(self, app: object) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: object) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))  # type: ignore[operator]
+
+
 @contextlib.contextmanager
 def moto_s3_server(*buckets: str) -> Iterator[str]:
     """moto's S3 server (a real HTTP endpoint) on a free loopback port, with ``buckets`` made; yields its URL."""
     import boto3
-    from moto import server as moto_server
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+        url = f"http://127.0.0.1:{server.server_address[1]}"
         client = boto3.client(
             "s3",
             endpoint_url=url,
@@ -139,4 +160,15 @@ def moto_s3_server(*buckets: str) -> Iterator[str]:
             client.create_bucket(Bucket=bucket)
         yield url
     finally:
-        server.stop()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def missing_tool(message: str) -> NoReturn:
+    """A tool a test needs is absent: a failure in CI (which must run everything), a skip elsewhere."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must run this test)", pytrace=False)
+    pytest.skip(message)

@@ -1,45 +1,36 @@
 """The same recipe gives the same model on every backend, and models travel between them by hash.
 
-Real servers, started here: moto's S3 server (driven through boto3 as MinIO
-would be) and an embedded Kubo behind its RPC front.
+Real servers, started for the session (tests/conftest.py): moto's S3 server
+(driven through boto3 as MinIO would be) and a js-ipfs node.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from stl_testing import EXAMPLE, FAKE_AWS, FAST, moto_s3_server, run_stl, small_dataset
-from test_store_ipfs import Node, start_node
+from stl_testing import EXAMPLE, FAKE_AWS, FAST, run_stl, small_dataset
 
 BUCKET = "stl-e2e"
 S3_ENV = FAKE_AWS
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_s3_server(BUCKET) as url:
-        yield url
+def s3_endpoint(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
-def kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    node = start_node(tmp_path_factory.mktemp("kubo-e2e"))
-    yield node
-    node.stop()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, kubo: Node) -> dict:
+def trained(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, ipfs_node: Any) -> dict:
     """Train the same CSV into three stores: local, S3, IPFS."""
     tmp = tmp_path_factory.mktemp("e2e")
     csv = small_dataset(tmp / "set")
     envs = {
         "local": {},
         "s3": {**S3_ENV, "STORE_URI": f"s3://{BUCKET}/store", "S3_ENDPOINT_URL": s3_endpoint},
-        "ipfs": {"STORE_URI": "ipfs://", "IPFS_ADDRESS": kubo.multiaddr},
+        "ipfs": {"STORE_URI": "ipfs://", "IPFS_ADDRESS": ipfs_node.multiaddr},
     }
     out = {}
     for name, env in envs.items():
@@ -71,11 +62,11 @@ def test_infer_on_each_backend_from_a_fresh_cache(trained: dict, backend: str) -
     assert json.loads(run.out) == json.loads(reference.out)
 
 
-def test_ipfs_publish_and_fetch_by_manifest_cid(trained: dict, kubo: Node) -> None:
+def test_ipfs_publish_and_fetch_by_manifest_cid(trained: dict, ipfs_node: Any) -> None:
     """IPFS refs are per node, so a second machine names the model by its manifest's CID."""
     model = trained["local"]["run"]["model_sha1"]
     csv = trained["tmp"] / "set" / "train.csv"
-    env = {"IPFS_ADDRESS": kubo.multiaddr}
+    env = {"IPFS_ADDRESS": ipfs_node.multiaddr}
     run = run_stl(
         ["train", str(csv), *FAST, "--force", "--publish", "ipfs://"], trained["local"]["data"], env=env
     )
@@ -93,16 +84,16 @@ def test_ipfs_publish_and_fetch_by_manifest_cid(trained: dict, kubo: Node) -> No
 
 def test_ipfs_cids_live_in_the_store_not_in_the_manifest(trained: dict) -> None:
     """Backend-native ids are the store's business: the manifest (an identity) never holds them."""
-    from store import LocalStore
+    from store import open_store
 
     run = trained["ipfs"]["run"]
     shown = json.loads(
         run_stl(["show", run["model_sha1"]], trained["ipfs"]["data"], env=trained["ipfs"]["env"]).out
     )
     assert "cid" not in json.dumps(shown)
-    refs = LocalStore(trained["ipfs"]["data"])
-    cid = refs.get_ref(f"ipfs/cid/{run['weights_sha1']}")
-    assert cid is not None and cid.decode().startswith(("Qm", "b"))
+    store = open_store("ipfs://", str(trained["ipfs"]["data"]))
+    cid = store.native_id(run["weights_sha1"])
+    assert cid is not None and cid.startswith(("bafkrei", "bafybei"))  # CIDv1, base32
 
 
 def test_publish_to_s3_and_serve_elsewhere(trained: dict, s3_endpoint: str) -> None:

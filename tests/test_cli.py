@@ -20,7 +20,7 @@ def _assert_nothing_half_written(data_dir: Path, model_sha1: str) -> None:
     store = LocalStore(data_dir)
     assert store.get_ref(manifest_ref(model_sha1)) is None, "a failed run must not publish a manifest"
     assert not list((data_dir / "tmp").glob("obj-*")), "staging files left behind"
-    for sha1 in store.iter_object_ids():
+    for sha1 in store.list_objects():
         store.get(sha1)  # every visible object is whole: it verifies
 
 

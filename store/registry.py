@@ -1,0 +1,58 @@
+"""The one table of store URI schemes: ``open_store``, model.uri and publishing all read it.
+
+Each scheme names the function that opens it, as ``module:function``, imported
+only when asked for, so that the local default never pays for (or needs) boto3.
+A new backend is a transport module with an ``open_*`` function plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from .cas import ObjectStore
+from .errors import StoreError
+
+#: scheme -> "module:function" taking (uri, data_dir) and returning an ObjectStore.
+SCHEMES: dict[str, str] = {
+    "": "store.local:open_local",
+    "local": "store.local:open_local",
+    "file": "store.local:open_local",
+    "s3": "store.s3:open_s3",
+    "gs": "store.s3:open_s3",
+    "ipfs": "store.ipfs:open_ipfs",
+    "memory": "store.memory:open_memory",
+}
+
+#: Schemes whose stores are directories on this machine (their paths are resolved, not hosts).
+LOCAL_SCHEMES = frozenset({"", "local", "file"})
+
+
+def scheme_of(uri: str) -> str:
+    """The scheme of a store URI, "" for a bare path."""
+    return urlsplit(uri).scheme.lower()
+
+
+def opener(scheme: str) -> Callable[[str, str], ObjectStore]:
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in SCHEMES if s)
+        raise StoreError(f"unsupported store URI scheme {scheme!r}: use a path or one of {known}")
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+def open_store(uri: str | None = None, data_dir: str | None = None) -> ObjectStore:
+    """Open the store named by ``uri`` (default: ``STORE_URI``, then ``DATA_DIR``).
+
+    ``data_dir`` holds what a remote store keeps on this machine: its verified
+    cache, and for IPFS its refs and CID index.
+    """
+    data_dir = data_dir or os.environ.get("DATA_DIR") or "./data"
+    uri = uri or os.environ.get("STORE_URI") or data_dir
+    return opener(scheme_of(uri))(uri, data_dir)
+
+
+__all__ = ["LOCAL_SCHEMES", "SCHEMES", "open_store", "opener", "scheme_of"]
