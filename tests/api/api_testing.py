@@ -240,3 +240,12 @@ def poll_until_done(
         if time.time() > deadline:
             raise TimeoutError(f"training not done after {timeout}s: {r.json()}\n{api.log()[-3000:]}")
         time.sleep(0.5)
+
+
+def error_of(r: Any, status: int) -> str:
+    """The one-line error of a JSON error answer, after checking its status and shape."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"error"}
+    return body["error"]

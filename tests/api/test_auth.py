@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from api_testing import TOKEN, Api
-from test_bad_input import error_of
+from api_testing import TOKEN, Api, error_of
 
 PROTECTED = [
     ("POST", "/train"),

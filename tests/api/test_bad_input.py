@@ -5,17 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_testing import Api, Site, train_body
+from api_testing import Api, Site, error_of, train_body
 
 SHA1 = "a" * 40
-
-
-def error_of(r: Any, status: int) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["Content-Type"] == "application/json"
-    body = r.json()
-    assert set(body) == {"error"}
-    return body["error"]
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from api_testing import LABELS, MAX_DOWNLOAD_BYTES, Api, Site
-from test_bad_input import error_of
+from api_testing import LABELS, MAX_DOWNLOAD_BYTES, Api, Site, error_of
 
 
 def top(probabilities: dict[str, float]) -> str:

@@ -6,9 +6,8 @@ import hashlib
 import re
 
 import yaml
-from api_testing import Api, Site
+from api_testing import Api, Site, error_of
 from openapi_spec_validator import validate as validate_spec
-from test_bad_input import error_of
 
 from model.recipe import HYPERPARAMETERS
 from store import LocalStore

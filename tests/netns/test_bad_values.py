@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from api_testing import MAX_DOWNLOAD_BYTES, Api, Site, run_api
-from test_bad_input import error_of
+from api_testing import MAX_DOWNLOAD_BYTES, Api, Site, error_of, run_api
 
 
 def test_nul_byte_in_a_path(api: Api, site: Site) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from api_testing import Api, Site, train_body
-from test_bad_input import error_of
+from api_testing import Api, Site, error_of, train_body
 
 METADATA_URL = "http://169.254.169.254/latest/meta-data/"
 

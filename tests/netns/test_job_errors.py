@@ -7,9 +7,8 @@ import io
 import time
 
 import requests
-from api_testing import Api, Site, poll_until_done, train_body
+from api_testing import Api, Site, error_of, poll_until_done, train_body
 from PIL import Image
-from test_bad_input import error_of
 
 from model.manifest import manifest_sha1
 from store import LocalStore

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from api_testing import TOKEN, Api, Site, poll_until_done, train_body
+from api_testing import TOKEN, Api, Site, error_of, poll_until_done, train_body
 from conftest import ALLOWED_BUCKET, Trap
-from test_bad_input import error_of
 
 from model.manifest import manifest_ref
 from store import LocalStore

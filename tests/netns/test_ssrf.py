@@ -13,9 +13,8 @@ import time
 from urllib.parse import quote, urlsplit
 
 import pytest
-from api_testing import TOKEN, Api, Site
+from api_testing import TOKEN, Api, Site, error_of
 from conftest import Trap
-from test_bad_input import error_of
 
 from model.errors import FetchError, FetchRefused
 from model.fetch import FetchPolicy, fetch_bytes
