@@ -59,6 +59,8 @@ def _content_tag(fd: int) -> str:
 
 
 class LocalTransport(Transport):
+    verify_before_put = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = f"local:{self.root}"
@@ -70,8 +72,9 @@ class LocalTransport(Transport):
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        # One lock file per key serialises compare-and-swap (and plain writes) across processes.
-        lock_path = self._tmp / ("lock-" + hashlib.sha1(key.encode()).hexdigest())
+        # A lock serialises compare-and-swap (and plain writes) across processes. Keys share 256
+        # striped lock files, so that a store of a million objects does not hold a million locks.
+        lock_path = self._tmp / ("lock-" + hashlib.sha1(key.encode()).hexdigest()[:2])
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

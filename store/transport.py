@@ -107,6 +107,11 @@ class Transport(ABC):
     #: Where the bytes are, for messages ("local:/data", "s3://bucket/prefix at http://…").
     location: str = "transport"
 
+    #: Whether the content layer should read an object back before putting it again. On disk,
+    #: hashing a held object is cheaper than an fsynced rewrite; on a server a blind PUT of the
+    #: right bytes costs no more than the GET that would check, and repairs just the same.
+    verify_before_put: bool = False
+
     @abstractmethod
     def get(self, key: str) -> Entry | None: ...
 

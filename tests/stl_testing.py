@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import json
+import logging
 import os
 import shutil
 import socket
@@ -143,6 +144,7 @@ def moto_s3_server(*buckets: str) -> Iterator[str]:
     )
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
