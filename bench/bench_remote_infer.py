@@ -1,7 +1,7 @@
 """Time to serve a first inference for a model this machine does not hold, fetched by hash.
 
 A model is trained once into a local store and published to each remote (S3 via
-moto's server, IPFS via the embedded Kubo front, and a plain directory). Then,
+moto's server, IPFS via a js-ipfs node, and a plain directory). Then,
 for each, a fresh store and a fresh Predictor serve one image: the fetch
 (manifest, head and base weights, all verified) plus building the base network
 and the first forward pass, side by side with the same first inference for a
@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from ipfs_node import start_ipfs_node  # noqa: E402
 from stl_testing import EXAMPLE, FAKE_AWS, moto_s3_server, run_stl, small_dataset  # noqa: E402
-from test_store_ipfs import start_node  # noqa: E402
 
 CHILD = """
 import sys, time, json
@@ -67,7 +67,7 @@ def main() -> int:
     os.environ.update(FAKE_AWS)
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(moto_s3_server("bench"))
-        node = start_node(tmp / "kubo")
+        node = start_ipfs_node(tmp / "ipfs")
         stack.callback(node.stop)
         env = {**FAKE_AWS, "S3_ENDPOINT_URL": endpoint, "IPFS_ADDRESS": node.multiaddr}
         csv = small_dataset(tmp / "set")
@@ -77,7 +77,7 @@ def main() -> int:
         uris = {
             "directory": str(tmp / "published"),
             "s3 (moto server)": "s3://bench/published",
-            "ipfs (Kubo 0.22 via front)": "ipfs://",
+            "ipfs (js-ipfs)": "ipfs://",
         }
         published = {}
         for name, uri in uris.items():

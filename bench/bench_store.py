@@ -1,164 +1,139 @@
-"""Put/get latency and throughput of the store backends, side by side in one run.
+"""Put/get latency of the store, before and after the content layer was written once over transports.
 
-Backends: local disk, S3 (moto in server mode, a subprocess on 127.0.0.1, through
-boto3 over HTTP), IPFS (an offline embedded Kubo behind tests/kubo_front.py, over
-its RPC API). Each is measured on the bare backend, not behind the tiered cache, so
-remote reads really go to the server. Small objects use put()/get(); large ones
-the streaming put_file()/get_to_file() paths. Every object is fresh random bytes,
-so no backend is flattered by deduplication. Every read is sha1-verified, as in use.
+Both versions run side by side in one run against the same servers: local disk,
+S3 (moto's server on 127.0.0.1, through boto3 over HTTP) and IPFS (a js-ipfs node
+on 127.0.0.1, over its RPC API), each opened with ``open_store`` as the service
+opens it. Remote reads go through a second store with an empty cache (another
+machine), so they really reach the server; every read verifies sha1. Small
+objects use put()/get(); large ones put_file()/get_to_file(). Every object is
+fresh random bytes. Versions alternate per backend so that drift on a shared
+machine hits both alike.
 
-Run: ``.venv/bin/python bench/bench_store.py`` -> bench/results-store.md
+Run: ``.venv/bin/python bench/bench_store.py [BASELINE_COMMIT]`` -> bench/results-store.md
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
-import select
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from store import LocalStore, ObjectStore  # noqa: E402
+SIZES = [("10 KB", 10_000, 150), ("20 MB", 20_000_000, 6)]  # (label, bytes, iterations)
+BASELINE = "7e6e7d4"  # the last commit before the transport layer
 
-SIZES = [("10 KB", 10_000, 200), ("20 MB", 20_000_000, 8)]  # (label, bytes, iterations)
-BUCKET = "bench"
+CHILD = r"""
+import json, os, shutil, sys, time
+from pathlib import Path
+from store import open_store
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_s3(tmp: Path) -> Iterator[ObjectStore]:
-    import boto3
-
-    from store.s3 import S3Store
-
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
-    )
-    port = _free_port()
-    log = open(tmp / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield S3Store(BUCKET, "bench", endpoint_url=url)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def kubo_ipfs(tmp: Path) -> Iterator[ObjectStore]:
-    from store.ipfs import IpfsStore
-
-    log = open(tmp / "kubo.log", "wb")
-    front = ROOT / "tests" / "kubo_front.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(front), str(tmp / "kubo")], stdout=subprocess.PIPE, stderr=log
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        line = proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"Kubo front did not start; see {tmp / 'kubo.log'}")
-        yield IpfsStore(f"/ip4/127.0.0.1/tcp/{line.split()[1]}", LocalStore(tmp / "ipfs-refs"))
-    finally:
-        proc.kill()  # the Go runtime inside ignores SIGTERM
-        proc.wait()
-
-
-@contextlib.contextmanager
-def local(tmp: Path) -> Iterator[ObjectStore]:
-    yield LocalStore(tmp / "local")
-
-
-def _time(fn: Callable[[], object]) -> float:
+uri, tmp, size, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+writer = open_store(uri or str(tmp / "local"), str(tmp / "a"))
+large = size > 1_000_000
+src, dest = tmp / "src.bin", tmp / "dest.bin"
+puts, gets, names = [], [], []
+for _ in range(n):
+    data = os.urandom(size)
+    if large:
+        src.write_bytes(data)
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    names.append(writer.put_file(src) if large else writer.put(data))
+    puts.append(time.perf_counter() - start)
+if uri.startswith("ipfs"):
+    # The sha1 -> CID index is this machine's: the reader gets a copy of it, but not the cached objects.
+    shutil.copytree(tmp / "a", tmp / "b", ignore=lambda d, names: ["objects"] if d == str(tmp / "a") else [])
+reader = open_store(uri or str(tmp / "local"), str(tmp / "b"))  # another machine: an empty cache
+for sha1 in names:
+    start = time.perf_counter()
+    reader.get_to_file(sha1, dest) if large else reader.get(sha1)
+    gets.append(time.perf_counter() - start)
+start = time.perf_counter()
+again = [writer.put(writer.get(s)) for s in names[:20]] if not large else []
+held = (time.perf_counter() - start) / max(1, len(again))
+print(json.dumps({"put": puts, "get": gets, "put_held": held}))
+"""
 
 
-def measure(store: ObjectStore, size: int, n: int, tmp: Path) -> dict[str, list[float]]:
-    puts: list[float] = []
-    gets: list[float] = []
-    names: list[str] = []
-    large = size > 1_000_000
-    src, dest = tmp / "src.bin", tmp / "dest.bin"
-    for _ in range(n):
-        data = os.urandom(size)
-        if large:
-            src.write_bytes(data)
-            puts.append(_time(lambda: names.append(store.put_file(src))))
-        else:
-            puts.append(_time(lambda d=data: names.append(store.put(d))))  # type: ignore[misc]
-    for sha1 in names:
-        if large:
-            gets.append(_time(lambda s=sha1: store.get_to_file(s, dest)))  # type: ignore[misc]
-        else:
-            gets.append(_time(lambda s=sha1: store.get(s)))  # type: ignore[misc]
-    return {"put": puts, "get": gets}
+def run_child(tree: Path, uri: str, size: int, n: int, env: dict[str, str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, uri, tmp, str(size), str(n)],
+            cwd=tree,
+            env={**os.environ, **env, "PYTHONPATH": str(tree)},
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+def baseline_tree(commit: str) -> Path:
+    tree = ROOT / "bench" / ".work" / f"store-{commit}"
+    if not tree.exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True)
+    return tree
 
 
 def main() -> None:
-    backends = [("local", local), ("s3 (moto server)", moto_s3), ("ipfs (Kubo 0.22 via front)", kubo_ipfs)]
+    from ipfs_node import start_ipfs_node
+    from stl_testing import FAKE_AWS, moto_s3_server
+
+    commit = sys.argv[1] if len(sys.argv) > 1 else BASELINE
+    trees = {"before": baseline_tree(commit), "after": ROOT}
     rows: list[str] = []
     started = time.monotonic()
-    for name, factory in backends:
-        with tempfile.TemporaryDirectory(prefix="bench-store-") as tmpdir:
-            tmp = Path(tmpdir)
-            with factory(tmp) as store:
-                for label, size, n in SIZES:
-                    results = measure(store, size, n, tmp)
-                    for op, times in results.items():
-                        mbps = size * len(times) / sum(times) / 1e6
-                        rows.append(
-                            f"| {name} | {label} | {op} | {len(times)} | {statistics.median(times) * 1e3:.2f} "
-                            f"| {_pct(times, 0.95) * 1e3:.2f} | {mbps:.1f} |"
-                        )
-                        print(rows[-1], flush=True)
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-ipfs-") as ipfs_root:
+        endpoint = stack.enter_context(moto_s3_server("bench"))
+        node = start_ipfs_node(Path(ipfs_root))
+        stack.callback(node.stop)
+        env = {**FAKE_AWS, "S3_ENDPOINT_URL": endpoint}
+        backends = [
+            ("local", ""),
+            ("s3 (moto)", "s3://bench/p"),
+            ("ipfs (js-ipfs)", f"ipfs://{node.url[7:]}"),
+        ]
+        for name, uri in backends:
+            for label, size, n in SIZES:
+                results = {version: run_child(tree, uri, size, n, env) for version, tree in trees.items()}
+                for op in ("put", "get"):
+                    before, after = (statistics.median(results[v][op]) for v in ("before", "after"))
+                    rows.append(
+                        f"| {name} | {label} | {op} | {n} | {before * 1e3:.2f} | {after * 1e3:.2f} "
+                        f"| {after / before:.2f}x |"
+                    )
+                    print(rows[-1], flush=True)
+                if size < 1_000_000:
+                    before, after = (results[v]["put_held"] for v in ("before", "after"))
+                    rows.append(
+                        f"| {name} | {label} | put of a held object | 20 | {before * 1e3:.2f} | {after * 1e3:.2f} "
+                        f"| {after / before:.2f}x |"
+                    )
+                    print(rows[-1], flush=True)
     elapsed = time.monotonic() - started
     header = [
-        "# Store backend benchmark",
+        "# Store benchmark: before and after the transport layer",
         "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {elapsed:.0f} s in all. Servers on 127.0.0.1, "
-        "so this measures client and server overhead, not network.",
-        "Small objects: put()/get(); large: put_file()/get_to_file(). Reads verify sha1. "
-        "moto is an in-memory emulator and the IPFS front copies through temp files, "
-        "so the remote rows are lower bounds, not predictions for AWS or a Kubo daemon.",
+        f"Python {platform.python_version()}; {elapsed:.0f} s in all. Before = commit {commit}, after = this tree, "
+        "side by side against the same servers on 127.0.0.1 (client and server overhead, not network).",
+        "Medians. Stores are opened with open_store, as the service does; gets go through a second store with "
+        "an empty cache, so remote gets reach the server and fill the cache. 'put of a held object' is "
+        "get + put of an object the store already has (mean of 20). moto is an in-memory emulator: the "
+        "remote rows compare the two versions, they do not predict AWS or a production IPFS node.",
         "",
-        "| backend | size | op | n | median ms | p95 ms | MB/s |",
+        "| backend | size | op | n | before ms | after ms | after/before |",
         "|---|---|---|---|---|---|---|",
     ]
     out = ROOT / "bench" / "results-store.md"
