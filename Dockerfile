@@ -29,9 +29,10 @@ WORKDIR /app
 # every source edit. Training and inference need requirements.txt alone; TensorFlow
 # (requirements-convert.txt) is here only for the one-off int8 conversion below, and leaving it
 # out of a runtime stage is the multi-stage build's job (container issue).
+# Both are locks generated from pyproject.toml with every version and sha256 hash pinned.
 COPY requirements.txt requirements-convert.txt ./
-RUN pip install --no-cache-dir -r requirements.txt \
-    && pip install --no-cache-dir -r requirements-convert.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt \
+    && pip install --no-cache-dir --require-hashes -r requirements-convert.txt
 
 # The project itself, without touching the pinned dependencies above.
 COPY pyproject.toml README.md ./

@@ -4,21 +4,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= ./data
 
-.PHONY: demo test lint bench cross-check system-deps clean
+.PHONY: demo test lint lock bench cross-check system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # The demo converts the default base to int8 on first use, so it installs the converter too.
+# Every dependency comes from a lock with sha256 hashes (`make lock` makes them from pyproject.toml).
 $(VENV)/.installed: $(BIN)/python requirements.txt requirements-convert.txt pyproject.toml
-	$(BIN)/pip install --quiet -r requirements-convert.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-convert.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
+
+# The locks, compiled from pyproject.toml (+ requirements-dev.in) for Linux and macOS on any CPU
+# (--universal), Python 3.11. Versions already pinned stay unless an input asks otherwise.
+LOCK := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock" pyproject.toml
+lock: $(VENV)/.installed-dev
+	$(LOCK) --extra serve --extra s3 -o requirements.txt
+	$(LOCK) --extra serve --extra s3 --extra convert -o requirements-convert.txt
+	$(LOCK) requirements-dev.in --extra serve --extra s3 --extra convert -o requirements-dev.txt
 
 # Train on the bundled example images, label the held-out ones, print the hashes.
 demo: $(VENV)/.installed
