@@ -39,16 +39,18 @@ demo: $(VENV)/.installed
 	$(BIN)/stl infer --model $$model example-data/infer/checks.png example-data/infer/dots.png example-data/infer/stripes.png
 
 # Headless Chromium for the browser test, qemu-user for the emulated-CPU tests, unshare + ip
-# for the loopback-only namespace tests, and Node.js + npm for the js-ipfs node the store tests
-# run against (Debian/Ubuntu, as root); elsewhere a note says what to install.
+# for the loopback-only namespace tests, Node.js + npm for the js-ipfs node the store tests run
+# against, and Debian's Docker engine + debootstrap for the container tests (Debian/Ubuntu, as
+# root); elsewhere a note says what to install.
 system-deps:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v qemu-x86_64 >/dev/null \
-	    || ! command -v unshare >/dev/null || ! command -v ip >/dev/null || ! command -v npm >/dev/null; then \
+	    || ! command -v unshare >/dev/null || ! command -v ip >/dev/null || ! command -v npm >/dev/null \
+	    || ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    pkgs="chromium chromium-driver qemu-user util-linux iproute2"; \
+	    pkgs="chromium chromium-driver qemu-user util-linux iproute2 docker.io debootstrap"; \
 	    command -v npm >/dev/null || pkgs="$$pkgs nodejs npm"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null; \
-	  else echo "note: install chromium, chromium-driver, qemu-user, util-linux, iproute2, nodejs and npm for the browser, emulated-CPU, namespace and IPFS tests" >&2; fi; \
+	  else echo "note: install chromium, chromium-driver, qemu-user, util-linux, iproute2, nodejs, npm, docker.io and debootstrap for the browser, emulated-CPU, namespace, IPFS and container tests" >&2; fi; \
 	fi
 
 # js-ipfs, an IPFS node independent of Kubo, at the versions and integrity hashes of the lock file.

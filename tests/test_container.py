@@ -1,0 +1,131 @@
+"""The project's own Dockerfile, built and run on a real Docker engine (tests/container_harness.py).
+
+The container trains example-data/train.json to the same model hash as the CLI on the host
+(and as `make demo`), labels an image, runs as uid 10001 and logs no traceback. Its timings
+(start to /readyz, first /infer) are measured by bench/bench_container.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from container_harness import Docker, build_project, docker_engine
+from stl_testing import EXAMPLE, free_port, run_stl
+
+TAG = "static-transfer-learning:ci"
+#: The model example-data/train.json (seed 1234) gives everywhere: make demo's, the CLI's, the container's.
+GOLDEN_MODEL = "1f3008dc2745e75b81171bf0ce873d86ce96d2fd"
+MAX_IMAGE_BYTES = 700_000_000
+
+
+@dataclass
+class Container:
+    name: str
+    url: str
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    with docker_engine() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def image(docker: Docker) -> str:
+    build_project(docker, TAG)
+    return TAG
+
+
+@pytest.fixture(scope="module")
+def container(docker: Docker, image: str) -> Iterator[Container]:
+    """The image as a user runs it: example-data mounted read-only under IMPORT_ROOT, host network."""
+    port = free_port()
+    name = f"stl-ci-{uuid.uuid4().hex[:8]}"
+    docker.run(
+        "run", "-d", "--network", "host", "--name", name, "-e", f"PORT={port}", "-e", "IMPORT_ROOT=/srv",
+        "-v", f"{EXAMPLE}:/srv/example-data:ro", image,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            state = docker.run("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
+            assert state == "running", docker.run("logs", name).stderr[-3000:]
+            assert time.monotonic() < deadline, "the container was not ready within 60 s"
+            time.sleep(0.2)
+        yield Container(name, url)
+    finally:
+        docker.run("rm", "-f", name, check=False)
+
+
+def test_image_is_small_and_carries_no_tensorflow(docker: Docker, image: str) -> None:
+    size = int(docker.run("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    assert size <= MAX_IMAGE_BYTES, f"image is {size / 1e6:.0f} MB"
+    probe = docker.run(
+        "run", "--rm", "--network", "none", image, "python", "-c", "import tensorflow", check=False
+    )
+    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
+
+
+def test_base_network_is_pinned_in_the_image(docker: Docker, image: str) -> None:
+    """Converted at build time into the image's store: a container needs no network and no TensorFlow."""
+    listed = docker.run("run", "--rm", "--network", "none", image, "stl", "base", "list")
+    bases = {entry["base"]: entry for entry in map(json.loads, listed.stdout.splitlines())}
+    lite0 = bases["efficientnet-lite0"]
+    assert lite0["in_store"] and lite0["pinned"], lite0
+    assert lite0["weights_sha1"] == "f7cc4ef30e82c333a019380c3544deb14b772b9b"
+
+
+def test_healthz_and_the_unprivileged_user(docker: Docker, container: Container) -> None:
+    assert requests.get(f"{container.url}/healthz", timeout=10).status_code == 200
+    assert docker.run("exec", container.name, "id", "-u").stdout.strip() == "10001"
+
+
+@pytest.fixture(scope="module")
+def trained(container: Container) -> dict:
+    body = json.loads((EXAMPLE / "train.json").read_text())
+    deadline = time.monotonic() + 300
+    while True:
+        r = requests.post(f"{container.url}/train", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        status = r.json()
+        if status["status"] in ("ready", "error"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+
+
+def test_trains_to_the_hash_the_cli_gives_on_the_host(trained: dict, tmp_path: Path) -> None:
+    assert trained["status"] == "ready", trained
+    assert trained["model_sha1"] == GOLDEN_MODEL
+    host = run_stl(["train", str(EXAMPLE / "train.csv"), "--seed", "1234"], tmp_path / "data")
+    assert host.code == 0, host.err[-2000:]
+    assert host.json["model_sha1"] == trained["model_sha1"]
+    assert host.json["weights_sha1"] == trained["weights_sha1"]
+
+
+def test_labels_an_image(container: Container, trained: dict) -> None:
+    body = {"model": {"sha1": trained["model_sha1"]}, "image": {"url": "example-data/infer/dots.png"}}
+    r = requests.post(f"{container.url}/infer", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    probabilities = r.json()
+    assert max(probabilities, key=probabilities.get) == "dots"
+
+
+def test_logs_carry_no_traceback(docker: Docker, container: Container, trained: dict) -> None:
+    logs = docker.run("logs", container.name)
+    text = logs.stdout + logs.stderr
+    assert "Traceback" not in text, text[-3000:]
+    assert "POST /train" in text  # the log is the container's real one, not empty
