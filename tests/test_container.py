@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from container_harness import Docker, build_project, docker_engine
+from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, Docker, build_project, docker_engine
 from stl_testing import EXAMPLE, free_port, run_stl
 
-TAG = "static-transfer-learning:ci"
-#: The model example-data/train.json (seed 1234) gives everywhere: make demo's, the CLI's, the container's.
-GOLDEN_MODEL = "1f3008dc2745e75b81171bf0ce873d86ce96d2fd"
+TAG = PROJECT_IMAGE
 MAX_IMAGE_BYTES = 700_000_000
 
 
