@@ -139,3 +139,22 @@ def build_project(docker: Docker, tag: str) -> None:
     """The project's own Dockerfile, built on the stand-in base."""
     base = python_base(docker)
     docker.run("build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "-t", tag, str(REPO))
+
+
+def train_example(url: str, timeout: float = 300) -> dict:
+    """POST example-data/train.json to ``url`` until the job is ready or failed; the last status."""
+    import json
+
+    import requests
+    from stl_testing import EXAMPLE
+
+    body = json.loads((EXAMPLE / "train.json").read_text())
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.post(f"{url}/train", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        status = r.json()
+        if status["status"] in ("ready", "error"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, Docker, build_project, docker_engine
+from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, Docker, build_project, docker_engine, train_example
 from stl_testing import EXAMPLE, free_port, run_stl
 
 TAG = PROJECT_IMAGE
@@ -93,16 +93,7 @@ def test_healthz_and_the_unprivileged_user(docker: Docker, container: Container)
 
 @pytest.fixture(scope="module")
 def trained(container: Container) -> dict:
-    body = json.loads((EXAMPLE / "train.json").read_text())
-    deadline = time.monotonic() + 300
-    while True:
-        r = requests.post(f"{container.url}/train", json=body, timeout=30)
-        assert r.status_code == 200, r.text
-        status = r.json()
-        if status["status"] in ("ready", "error"):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.5)
+    return train_example(container.url)
 
 
 def test_trains_to_the_hash_the_cli_gives_on_the_host(trained: dict, tmp_path: Path) -> None:
