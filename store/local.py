@@ -8,8 +8,11 @@ Layout under the root (``DATA_DIR``)::
 
 Every write is staged in ``tmp/``, fsynced, then renamed (or, for
 create-if-absent, hard-linked) into place, so a reader sees either nothing or
-the whole value. A compare-and-swap takes a per-key ``flock`` so that it is
-atomic across processes; its tag is the value's SHA1, computed only when asked.
+the whole value. A compare-and-swap (and a delete) takes an ``flock`` so that
+its check and its rename are one step across processes; its tag is the value's
+SHA1, computed only when asked. Plain puts take no lock: a rename is atomic on
+its own, and the store never mixes plain puts and compare-and-swap on one key
+(leases are only ever created and swapped; objects and statuses only put).
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ class LocalTransport(Transport):
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        # A lock serialises compare-and-swap (and plain writes) across processes. Keys share 256
-        # striped lock files, so that a store of a million objects does not hold a million locks.
+        # Serialises compare-and-swap and delete across processes. Keys share 256 striped lock
+        # files, so that the lock files stay few however many keys there are.
         lock_path = self._tmp / ("lock-" + hashlib.sha1(key.encode()).hexdigest()[:2])
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -98,8 +101,11 @@ class LocalTransport(Transport):
         with staged_copy(src, self._tmp) as staged:
             if if_absent:
                 return staged.link_to(dest)  # link() fails if the name exists: atomic create
+            if if_tag is None:
+                staged.rename_to(dest)
+                return True
             with self._lock(key):
-                if if_tag is not None and self._tag_now(dest) != if_tag:
+                if self._tag_now(dest) != if_tag:
                     return False
                 staged.rename_to(dest)
         return True
