@@ -91,8 +91,8 @@ def main() -> int:
         "# First inference for a model fetched from a remote by hash",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores; servers on 127.0.0.1. "
-        "Each row is a fresh process and a fresh store: fetch = manifest + head + base weights (19 MB), all verified; "
-        "first predict = importing TensorFlow, building EfficientNet-Lite0 from the stored weights, one forward pass. "
+        "Each row is a fresh process and a fresh store: fetch = manifest + head + the int8 base (4 MB), all verified; "
+        "first predict = loading the int8 base into LiteRT and the head, one forward pass (no TensorFlow). "
         "The model: example-data subset, 224 px.",
         "",
         "| model | fetch s | first predict s | fetch + predict s | vs held locally | process wall s |",
