@@ -155,7 +155,10 @@ class ObjectStore:
         entry = self.transport.get(object_key(sha1))
         if entry is None:
             raise ObjectNotFound(sha1, self.location)
-        return verified_stream(entry.stream, sha1, self._where(sha1))
+        try:
+            return verified_stream(entry.stream, sha1, self.location)
+        except HashMismatch as e:  # name the backend's own id only when it is needed
+            raise HashMismatch(sha1, e.actual, self._where(sha1)) from None
 
     def open(self, sha1: str) -> BinaryIO:
         """A readable stream of the object, whose hash was verified before it is returned."""
@@ -165,8 +168,8 @@ class ObjectStore:
             return self.cache.open(sha1)
         except (ObjectNotFound, HashMismatch):
             pass  # a miss, or a cached copy that rotted: fill it afresh from the remote
-        with self._open_here(sha1) as src:
-            self.cache.put_stream(src, expect=sha1)
+        with self._open_here(sha1) as src:  # verified (and seekable) before a byte reaches the cache
+            self.cache._publish(sha1, src, os.fstat(src.fileno()).st_size)
         return self.cache.open(sha1)
 
     def get(self, sha1: str) -> bytes:

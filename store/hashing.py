@@ -36,10 +36,6 @@ def copy_hashing(src: BinaryIO, dst: BinaryIO | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def sha1_stream(stream: BinaryIO) -> str:
-    return copy_hashing(stream)[0]
-
-
 def is_sha1(value: object) -> bool:
     return isinstance(value, str) and SHA1_RE.fullmatch(value) is not None
 

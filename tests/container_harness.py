@@ -12,6 +12,7 @@ kept under ``STL_CI_CACHE`` (default /var/cache/stl-ci), so later runs reuse the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stl_testing import REPO, missing_tool
+import requests
+from stl_testing import EXAMPLE, REPO, missing_tool
 
 CACHE = Path(os.environ.get("STL_CI_CACHE", "/var/cache/stl-ci"))
 #: The project's image as the container and compose tests build it.
@@ -143,11 +145,6 @@ def build_project(docker: Docker, tag: str) -> None:
 
 def train_example(url: str, timeout: float = 300) -> dict:
     """POST example-data/train.json to ``url`` until the job is ready or failed; the last status."""
-    import json
-
-    import requests
-    from stl_testing import EXAMPLE
-
     body = json.loads((EXAMPLE / "train.json").read_text())
     deadline = time.monotonic() + timeout
     while True:

@@ -9,6 +9,7 @@ test_store_contract.py.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,15 +70,9 @@ def test_multi_chunk_object_links_raw_leaves_of_256_kib(store: ObjectStore, ipfs
         timeout=10,
     )
     assert refs.status_code == 200, refs.text
-    links = [line["Ref"] for line in map(_json, refs.text.splitlines()) if line.get("Ref")]
+    links = [json.loads(line)["Ref"] for line in refs.text.splitlines() if line.strip()]
     chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
     assert links == [cid_sha256_hash(chunk) for chunk in chunks]
-
-
-def _json(line: str) -> dict:
-    import json
-
-    return json.loads(line) if line.strip() else {}
 
 
 def test_a_wrong_cid_mapping_is_detected(store: ObjectStore, tmp_path: Path) -> None:
