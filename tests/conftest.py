@@ -51,14 +51,21 @@ S3_BUCKETS = ("stl-contract", "stl-test", "stl-e2e")
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto S3 server for the session, with moto's fake credentials in the environment
-    (which `stl` subprocesses and spawned workers inherit); never real ones, never AWS."""
-    with moto_s3_server(*S3_BUCKETS) as url, pytest.MonkeyPatch.context() as mp:
+def fake_aws() -> Iterator[None]:
+    """moto's fake credentials in the environment (which `stl` subprocesses and spawned workers
+    inherit), so that boto3 never looks further for real ones; never real ones, never AWS."""
+    with pytest.MonkeyPatch.context() as mp:
         for var, value in FAKE_AWS.items():
             mp.setenv(var, value)
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             mp.delenv(var, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(fake_aws: None) -> Iterator[str]:
+    """One moto S3 server for the session, with fake credentials in the environment."""
+    with moto_s3_server(*S3_BUCKETS) as url:
         yield url
 
 

@@ -209,7 +209,7 @@ def test_lease_expiry_renewal_and_release(store: ObjectStore) -> None:
 
 # -- a server that is gone ------------------------------------------------------------
 @pytest.mark.parametrize("kind", REMOTE)
-def test_down_endpoint_is_one_clear_line_and_loses_nothing(kind: str, tmp_path: Path) -> None:
+def test_down_endpoint_is_one_clear_line_and_loses_nothing(kind: str, tmp_path: Path, fake_aws: None) -> None:
     port = free_port()  # nothing listens here
     spec = make_backend(kind, tmp_path).down(port)
     store = spec.open()
