@@ -88,16 +88,17 @@ def start_ipfs_node(root: Path) -> IpfsNode:
     deadline = time.monotonic() + 90  # a hung start must not hang the suite
     seen = b""
     while time.monotonic() < deadline and proc.poll() is None:
+        # os.read, not readline: a buffered reader may hold lines that select() no longer sees.
         ready, _, _ = select.select([proc.stdout], [], [], 1)
         if not ready:
             continue
-        line = proc.stdout.readline()
-        seen += line
-        found = _LISTENING.search(line.decode(errors="replace"))
+        seen += os.read(proc.stdout.fileno(), 65536)
+        found = _LISTENING.search(seen.decode(errors="replace"))
         if found:
             # Keep draining stdout into the log, so that a chatty node never blocks on a full pipe.
             threading.Thread(target=shutil.copyfileobj, args=(proc.stdout, log), daemon=True).start()
             return IpfsNode(proc, f"http://127.0.0.1:{found.group(1)}", repo)
     proc.kill()
     proc.wait()
-    raise AssertionError(f"js-ipfs did not start: {seen.decode(errors='replace')[-1500:]}")
+    stderr = (root / "daemon.log").read_text(errors="replace")[-1500:]
+    raise AssertionError(f"js-ipfs did not start: {seen.decode(errors='replace')[-1500:]}\n{stderr}")
