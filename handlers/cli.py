@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from model.bases.quiet import silence_native_output
 from model.config import Settings
 from model.errors import InvalidRequest, PipelineError
 from model.fetch import FetchPolicy
@@ -343,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         args.gunicorn_args = extra[1:] if extra[:1] == ["--"] else extra
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
+    if args.command != "serve":
+        # One user at a terminal: native libraries' chatter would break the JSON and the
+        # progress bars. Never in the server, whose forked workers would inherit it.
+        silence_native_output()
     try:
         return args.func(args)
     except InvalidRequest as e:

@@ -3,6 +3,13 @@
 TensorFlow's converter and LiteRT's delegate announce themselves from C++,
 past Python's sys.stdout/sys.stderr and past any logging setting; in the CLI
 that text would corrupt the JSON on stdout or break the progress bars.
+
+Pointing a descriptor at /dev/null is process-wide, so it is off unless the
+entry point turns it on: the CLI does; a web worker does not, since there it
+would swallow every other thread's log lines for the duration (a delegate
+line in the server log is harmless). Nested and concurrent uses share one
+redirection, counted per descriptor: a second thread must never save
+/dev/null as "the original" and restore it last, leaving the process mute.
 """
 
 from __future__ import annotations
@@ -10,24 +17,51 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
+
+_lock = threading.Lock()
+_enabled = False
+_depth: dict[int, int] = {}
+_saved: dict[int, int] = {}
+
+
+def silence_native_output(enabled: bool = True) -> None:
+    """Let :func:`silenced` redirect descriptors in this process (for single-user entry points)."""
+    global _enabled
+    _enabled = enabled
+
+
+def _enter(fds: tuple[int, ...]) -> None:
+    with _lock:
+        for fd in fds:
+            if _depth.get(fd, 0) == 0:
+                (sys.stdout if fd == 1 else sys.stderr).flush()
+                _saved[fd] = os.dup(fd)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            _depth[fd] = _depth.get(fd, 0) + 1
+
+
+def _leave(fds: tuple[int, ...]) -> None:
+    with _lock:
+        for fd in fds:
+            _depth[fd] -= 1
+            if _depth[fd] == 0:
+                (sys.stdout if fd == 1 else sys.stderr).flush()
+                os.dup2(_saved[fd], fd)
+                os.close(_saved.pop(fd))
 
 
 @contextlib.contextmanager
 def silenced(*fds: int) -> Iterator[None]:
-    """Point ``fds`` (1: stdout, 2: stderr) at /dev/null for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(fd) for fd in fds]
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    """Point ``fds`` (1: stdout, 2: stderr) at /dev/null for the duration, if enabled."""
+    if not _enabled:
+        yield
+        return
+    _enter(fds)
     try:
-        for fd in fds:
-            os.dup2(devnull, fd)
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, copy in zip(fds, saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
+        _leave(fds)
