@@ -1,13 +1,16 @@
-"""EfficientNet-Lite0 in Keras, with weights converted from the PyTorch package.
+"""EfficientNet-Lite0/1/2 in Keras, with weights converted from the PyTorch packages.
 
 Lite variants drop squeeze-and-excitation, use ReLU6 and keep stem and head
-fixed, which makes them quick on CPU. The PyTorch port we load (lukemelas-style
+fixed, which makes them quick on CPU. Lite1 and Lite2 scale Lite0's stages by a
+width multiplier (channels, rounded to multiples of 8) and a depth multiplier
+(blocks per stage, rounded up); the first and last stages keep one block. The PyTorch port we load (lukemelas-style
 names, ``_blocks.N._expand_conv`` …) pads like TensorFlow's "same", so Keras'
 ``padding="same"`` reproduces it exactly; its batch norms use epsilon 1e-3.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,20 +38,54 @@ INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 
 
-def _blocks() -> list[tuple[int, int, int, int, int]]:
-    """One (kernel, stride, expand, in, out) per block, 16 for Lite0."""
+def round_filters(filters: int, width: float) -> int:
+    """Channels scaled by ``width``, to a multiple of 8, never more than 10% below the product."""
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def blocks(width: float = 1.0, depth: float = 1.0) -> list[tuple[int, int, int, int, int]]:
+    """One (kernel, stride, expand, in, out) per block: 16 for Lite0, 21 for Lite1 and Lite2."""
     out = []
-    for kernel, stride, expand, fin, fout, repeats in LITE0_STAGES:
+    last = len(LITE0_STAGES) - 1
+    for stage, (kernel, stride, expand, fin, fout, repeats) in enumerate(LITE0_STAGES):
+        fin, fout = round_filters(fin, width), round_filters(fout, width)
+        if 0 < stage < last:
+            repeats = math.ceil(depth * repeats)
         for i in range(repeats):
             out.append((kernel, stride if i == 0 else 1, expand, fin if i == 0 else fout, fout))
     return out
 
 
-def build_lite0(include_top: bool, image_size: int = NATIVE_SIZE) -> keras.Model:
+def stage_end(stage: int, depth: float = 1.0) -> int:
+    """Index of the last block of stage ``stage`` (1-based, as in LITE0_STAGES)."""
+    return len([s for s in _stage_of_blocks(depth) if s <= stage]) - 1
+
+
+def _stage_of_blocks(depth: float) -> list[int]:
+    """The (1-based) stage of each block."""
+    out: list[int] = []
+    last = len(LITE0_STAGES) - 1
+    for stage, (*_, repeats) in enumerate(LITE0_STAGES):
+        out += [stage + 1] * (math.ceil(depth * repeats) if 0 < stage < last else repeats)
+    return out
+
+
+def build_lite(
+    include_top: bool,
+    image_size: int = NATIVE_SIZE,
+    width: float = 1.0,
+    depth: float = 1.0,
+    name: str = "efficientnet_lite0",
+    tap_stage: int = 0,
+) -> keras.Model:
     """The network: ``include_top`` gives 1000 ImageNet logits, else pooled 1280-d features.
 
-    It takes uint8-range RGB (float32, 0..255) and normalises inside the graph, so
-    callers never need to know the base's input convention.
+    With ``tap_stage``, the pooled output of that stage's last block is appended to
+    the features (multi-layer features: the head's, then an earlier, less
+    ImageNet-specific layer's). It takes uint8-range RGB (float32, 0..255) and
+    normalises inside the graph, so callers never need to know the base's input convention.
     """
     import keras
     from keras import layers
@@ -61,7 +98,9 @@ def build_lite0(include_top: bool, image_size: int = NATIVE_SIZE) -> keras.Model
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalize")(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = relu6(bn("stem_bn")(x))
-    for i, (kernel, stride, expand, fin, fout) in enumerate(_blocks()):
+    tap = stage_end(tap_stage, depth) if tap_stage else -1
+    tapped = None
+    for i, (kernel, stride, expand, fin, fout) in enumerate(blocks(width, depth)):
         shortcut = x
         p = f"block{i}_"
         if expand != 1:
@@ -75,12 +114,17 @@ def build_lite0(include_top: bool, image_size: int = NATIVE_SIZE) -> keras.Model
         x = bn(p + "project_bn")(x)
         if stride == 1 and fin == fout:
             x = layers.Add(name=p + "add")([x, shortcut])
+        if i == tap:
+            tapped = x
     x = layers.Conv2D(FEATURE_DIM, 1, padding="same", use_bias=False, name="head_conv")(x)
     x = relu6(bn("head_bn")(x))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if tapped is not None and not include_top:
+        pooled = layers.GlobalAveragePooling2D(name="tap_pool")(tapped)
+        x = layers.Concatenate(name="multi_layer")([x, pooled])
     if include_top:
         x = layers.Dense(1000, name="classifier")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=name)
 
 
 def _bn(sd: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
@@ -96,7 +140,9 @@ def _conv(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (out,in,kh,kw) -> (kh,kw,in,out)
 
 
-def convert_lite0_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def convert_lite_state_dict(
+    sd: dict[str, np.ndarray], width: float = 1.0, depth: float = 1.0
+) -> dict[str, np.ndarray]:
     """Map the PyTorch state dict to Keras layer weights, named ``<layer>/<index>``.
 
     The mapping is pure numpy (transposes), so the converted bytes, and so the
@@ -111,7 +157,7 @@ def convert_lite0_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     try:
         put("stem_conv", [_conv(sd["_conv_stem.weight"])])
         put("stem_bn", _bn(sd, "_bn0"))
-        for i, (_k, _s, expand, _fin, _fout) in enumerate(_blocks()):
+        for i, (_k, _s, expand, _fin, _fout) in enumerate(blocks(width, depth)):
             t, p = f"_blocks.{i}.", f"block{i}_"
             if expand != 1:
                 put(p + "expand_conv", [_conv(sd[t + "_expand_conv.weight"])])
@@ -125,12 +171,19 @@ def convert_lite0_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]
         put("head_bn", _bn(sd, "_bn1"))
         put("classifier", [sd["_fc.weight"].T, sd["_fc.bias"]])
     except KeyError as e:
-        raise BaseModelError(f"EfficientNet-Lite0 checkpoint lacks tensor {e.args[0]}") from None
+        raise BaseModelError(f"EfficientNet-Lite checkpoint lacks tensor {e.args[0]}") from None
+    extra = {k.split(".")[1] for k in sd if k.startswith("_blocks.")} - {
+        str(i) for i in range(len(blocks(width, depth)))
+    }
+    if extra:
+        raise BaseModelError(
+            f"EfficientNet-Lite checkpoint has more blocks than width {width}, depth {depth}"
+        )
     return out
 
 
 def load_weights(model: keras.Model, weights: dict[str, np.ndarray]) -> None:
-    """Set every layer's weights from ``convert_lite0_state_dict`` output, checking shapes."""
+    """Set every layer's weights from ``convert_lite_state_dict`` output, checking shapes."""
     for layer in model.layers:
         current = layer.get_weights()
         if not current:

@@ -127,13 +127,21 @@ def normalised_input_model(core: Any, to_native: Any = None) -> Any:
     return keras.Model(inputs, core(x))
 
 
-def lite_int8(state_dict: dict[str, np.ndarray], size: int) -> bytes:
+def lite_int8(
+    state_dict: dict[str, np.ndarray],
+    size: int,
+    width: float = 1.0,
+    depth: float = 1.0,
+    name: str = "lite0",
+    tap_stage: int = 0,
+) -> bytes:
     """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
     keras = fresh_keras()
-    from .efficientnet_lite import build_lite0, convert_lite0_state_dict, load_weights
+    from .efficientnet_lite import build_lite, convert_lite_state_dict, load_weights
 
-    model = build_lite0(include_top=False, image_size=size)
-    load_weights(model, convert_lite0_state_dict(state_dict))
+    # The Keras name ends up in the file's tensor names, so it is part of the pinned bytes.
+    model = build_lite(False, size, width, depth, name=f"efficientnet_{name}", tap_stage=tap_stage)
+    load_weights(model, convert_lite_state_dict(state_dict, width, depth))
     # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
     core = keras.Model(model.get_layer("normalize").output, model.output)
     return to_int8(normalised_input_model(core), size)

