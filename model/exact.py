@@ -10,7 +10,7 @@ reduction and a polynomial. Same inputs, same bits, x86-64 of any generation
 or aarch64 — the property is tested against golden hashes, natively and under
 emulated CPUs.
 
-Nothing here calls ``np.sum``, ``np.dot``, ``@``, ``np.exp``, ``np.mean`` or ``**``.
+Nothing here calls ``np.sum``, ``np.dot``, ``@``, ``np.exp``, ``np.log``, ``np.mean`` or ``**``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ import numpy as np
 LN2_HI = 0.6931471803691238
 LN2_LO = 1.9082149292705877e-10
 LOG2E = 1.4426950408889634
+_SQRT_HALF = 0.7071067811865476
 #: Below this exp underflows to 0 in float64; above EXP_MAX it overflows.
 EXP_MIN = -745.0
 EXP_MAX = 709.0
 #: 1/k! for k = 0..13, each the correctly rounded double (computed once from exact integers).
 _INV_FACTORIALS = tuple(1.0 / float(np.prod(np.arange(1, k + 1), dtype=np.int64)) for k in range(14))
+
+
+#: Elements in one block of products in ``matmul``: bounds its temporary to 32 MiB.
+_BLOCK = 1 << 22
 
 
 def tree_sum(a: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -47,13 +52,17 @@ def tree_sum(a: np.ndarray, axis: int = 0) -> np.ndarray:
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(n, d) x (d, k) -> (n, k), each dot product summed by ``tree_sum`` over d.
 
-    One label column at a time, so the largest temporary is (n, d), never (n, d, k).
+    The products are laid out (d, k, n), so every level of the tree adds two
+    contiguous halves with long inner loops; rows go in blocks to bound the temporary.
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
-    out = np.empty((a.shape[0], b.shape[1]), np.float64)
-    for j in range(b.shape[1]):
-        out[:, j] = tree_sum(np.multiply(a, b[:, j]), axis=1)
+    n, d = a.shape
+    out = np.empty((n, b.shape[1]), np.float64)
+    rows = max(1, _BLOCK // max(1, d * b.shape[1]))
+    for start in range(0, n, rows):
+        at = np.ascontiguousarray(a[start : start + rows].T)  # (d, rows)
+        out[start : start + rows] = tree_sum(np.multiply(at[:, None, :], b[:, :, None]), axis=0).T
     return out
 
 
@@ -61,10 +70,18 @@ def matmul_tn(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     """a.T @ g for (n, d) and (n, k) -> (d, k), summed by ``tree_sum`` over n."""
     a = np.asarray(a, np.float64)
     g = np.asarray(g, np.float64)
-    out = np.empty((a.shape[1], g.shape[1]), np.float64)
-    for j in range(g.shape[1]):
-        out[:, j] = tree_sum(np.multiply(a, g[:, j : j + 1]), axis=0)
+    n, d = a.shape
+    out = np.empty((d, g.shape[1]), np.float64)
+    cols = max(1, _BLOCK // max(1, n * g.shape[1]))
+    for start in range(0, d, cols):
+        block = a[:, start : start + cols]  # products laid out (n, k, cols)
+        out[start : start + cols] = tree_sum(np.multiply(block[:, None, :], g[:, :, None]), axis=0).T
     return out
+
+
+def dot(u: np.ndarray, v: np.ndarray) -> float:
+    """Inner product of two equal-shape arrays, summed by ``tree_sum`` over the flattened values."""
+    return float(tree_sum(np.multiply(np.ravel(u), np.ravel(v))))
 
 
 def exp(x: np.ndarray) -> np.ndarray:
@@ -81,6 +98,34 @@ def exp(x: np.ndarray) -> np.ndarray:
     for c in reversed(_INV_FACTORIALS[:13]):
         p = np.add(np.multiply(p, r), c)
     return np.ldexp(p, k.astype(np.int64))
+
+
+def log(x: np.ndarray) -> np.ndarray:
+    """Natural log of positive x from correctly rounded operations only.
+
+    x = m * 2**e with m in [sqrt(1/2), sqrt(2)) (``frexp`` is exact); then
+    log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd series to
+    s**27 (truncation below 2**-60), and e ln2 is added in two parts.
+    """
+    x = np.asarray(x, np.float64)
+    m, e = np.frexp(x)
+    small = m < _SQRT_HALF
+    m = np.where(small, np.multiply(m, 2.0), m)
+    e = np.where(small, np.subtract(e, 1), e).astype(np.float64)
+    s = np.divide(np.subtract(m, 1.0), np.add(m, 1.0))
+    s2 = np.multiply(s, s)
+    p = np.full_like(s, 1.0 / 27.0)
+    for k in range(25, 0, -2):
+        p = np.add(np.multiply(p, s2), 1.0 / k)
+    log_m = np.multiply(np.multiply(s, p), 2.0)
+    return np.add(np.add(np.multiply(e, LN2_HI), log_m), np.multiply(e, LN2_LO))
+
+
+def log_sum_exp(z: np.ndarray) -> np.ndarray:
+    """Row-wise log(sum(exp(z))) of (n, k), stabilised by the row maximum."""
+    z = np.asarray(z, np.float64)
+    top = z.max(axis=1)
+    return np.add(top, log(tree_sum(exp(np.subtract(z, top[:, None])), axis=1)))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
