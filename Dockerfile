@@ -30,8 +30,9 @@ COPY model ./model
 COPY handlers ./handlers
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
 ENV DATA_DIR=/data STL_BASE_CACHE=/opt/stl/bases
-# Fails the build if this machine's conversion does not hash to the pinned sha1.
-RUN stl base ensure
+# Every packaged base (Lite2 is the default); fails the build if this machine's conversion does
+# not hash to a pinned sha1.
+RUN stl base ensure --all
 
 # ---- runtime: the image --------------------------------------------------------------------------
 FROM base AS runtime

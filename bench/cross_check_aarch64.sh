@@ -43,8 +43,9 @@ fi
 echo "== host (x86-64) run" >&2
 host_data=$(mktemp -d)
 DATA_DIR="$host_data" "$PY" -m handlers.cli base ensure >/dev/null
-base_sha1=$(DATA_DIR="$host_data" "$PY" -m handlers.cli base list | "$PY" -c \
-  'import json,sys; print([r for r in map(json.loads, sys.stdin) if r["base"]=="efficientnet-lite0"][0]["weights_sha1"])')
+base=$("$PY" -c 'from model.config import Settings; print(Settings().base)')
+base_sha1=$(DATA_DIR="$host_data" "$PY" -m handlers.cli base list | BASE=$base "$PY" -c \
+  'import json,os,sys; print([r for r in map(json.loads, sys.stdin) if r["base"]==os.environ["BASE"]][0]["weights_sha1"])')
 host=$(DATA_DIR="$host_data" "$PY" -m handlers.cli train example-data/train.csv --seed 7 2>/dev/null)
 
 echo "== emulated aarch64 run" >&2
@@ -57,7 +58,7 @@ for fs in proc sys; do mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$
 trap 'umount "$ROOT/proc" "$ROOT/sys" 2>/dev/null || true' EXIT
 start=$(date +%s)
 chroot "$ROOT" /bin/sh -c "cd /src && uname -m && DATA_DIR=/data /venv/bin/python -m handlers.cli \
-  base import /base.tflite --base efficientnet-lite0 >/dev/null && \
+  base import /base.tflite --base $base >/dev/null && \
   DATA_DIR=/data /venv/bin/python -m handlers.cli train example-data/train.csv --seed 7 2>/dev/null" > "$ROOT/out.txt"
 arm=$(tail -1 "$ROOT/out.txt")
 echo "aarch64 train took $(( $(date +%s) - start )) s on $(head -1 "$ROOT/out.txt")" >&2

@@ -61,6 +61,14 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     params = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag) is not None}
     if args.flip is not None:
         params["flip"] = args.flip
+    if args.views is not None:
+        params["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
+    if args.head is not None:
+        params["head"] = args.head
+    if args.extra_base is not None:
+        params["extra_base"] = args.extra_base
+    if args.calibrate is not None:
+        params["calibrate"] = args.calibrate
     return params
 
 
@@ -205,8 +213,10 @@ def cmd_base(args: argparse.Namespace) -> int:
     if args.base_command == "import":
         _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file, args.sha256)})
     elif args.base_command == "ensure":
-        _spec, sha1 = ensure_base(store, args.base, settings.base_cache or None)
-        _emit({"base": args.base, "weights_sha1": sha1})
+        names = sorted(n for n, spec in BASES.items() if spec.packaged) if args.all else [args.base]
+        for name in names:
+            _spec, sha1 = ensure_base(store, name, settings.base_cache or None)
+            _emit({"base": name, "weights_sha1": sha1})
     else:
         for name in sorted(BASES):
             raw = store.get_ref(f"bases/{name}")
@@ -258,7 +268,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         "--image-size", type=int, help="input size in pixels (IMAGE_SIZE; default: the base's native size)"
     )
     t.add_argument("--learning-rate", type=float, help="Adam learning rate (LEARNING_RATE)")
-    t.add_argument("--base", help="base network (BASE_MODEL, default efficientnet-lite0)")
+    t.add_argument("--base", help=f"base network (BASE_MODEL, default {Settings().base})")
     t.add_argument(
         "--train-percentage", type=int, help="share of each label used for training (TRAIN_PERCENTAGE)"
     )
@@ -273,7 +283,27 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     t.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
-        help="average features with the mirrored image (FLIP_AUGMENT)",
+        help="with or without the mirrored view (FLIP_AUGMENT=1 adds it)",
+    )
+    t.add_argument(
+        "--views",
+        help="comma-separated views to average: original, mirrored, center, top-left, top-right, "
+        "bottom-left, bottom-right (VIEWS; default mirrored,center)",
+    )
+    t.add_argument(
+        "--extra-base",
+        metavar="NAME",
+        help="a second base whose features are concatenated with the first's (EXTRA_BASE_MODEL)",
+    )
+    t.add_argument(
+        "--head",
+        choices=["logistic", "adam"],
+        help="logistic: softmax regression to convergence, l2 by 5-fold CV; adam: mini-batch (HEAD)",
+    )
+    t.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        help="fit a temperature on the cross-validation folds (CALIBRATE; logistic head, default on)",
     )
     t.add_argument("--force", action="store_true", help="train again even if the model is ready")
     t.add_argument(
@@ -313,7 +343,10 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     bi.add_argument("--base", required=True)
     bi.add_argument("--sha256", help="pin the file's sha256 (required where Keras publishes no hash)")
     be = bsub.add_parser("ensure", help="convert the default base into the store (no download)")
-    be.add_argument("--base", default="efficientnet-lite0")
+    be.add_argument("--base", default=(settings or Settings()).base)
+    be.add_argument(
+        "--all", action="store_true", help="every packaged base (efficientnet-lite0, -lite1, -lite2)"
+    )
     bsub.add_parser("list", help="list known bases and whether the store holds them")
     b.set_defaults(func=cmd_base)
 

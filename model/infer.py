@@ -18,7 +18,7 @@ import numpy as np
 from store import ObjectStore
 
 from .config import Settings
-from .features import FeatureExtractor, average_views, build_extractor, view_of, views_for
+from .features import CROPS, FeatureExtractor, average_views, build_extractor, crop_source_size, view_of
 from .images import decode_image
 from .manifest import load_manifest
 from .recipe import Recipe
@@ -62,12 +62,12 @@ class Predictor:
                 self._models.popitem(last=False)
         return model
 
-    def extractor(self, recipe: Recipe) -> FeatureExtractor:
-        key = (recipe.base, recipe.base_sha1, recipe.image_size)
+    def extractor(self, name: str, int8_sha1: str, size: int) -> FeatureExtractor:
+        key = (name, int8_sha1, size)
         with self._lock:
             found = self._extractors.get(key)
         if found is None:
-            found = build_extractor(self.store, recipe)
+            found = build_extractor(self.store, name, int8_sha1)
             with self._lock:
                 found = self._extractors.setdefault(key, found)
         return found
@@ -79,14 +79,29 @@ class Predictor:
         model = self.load(model_sha1)
         recipe = model.recipe
         names = names or [f"image {i + 1}" for i in range(len(images))]
+        views, size = recipe.views, recipe.image_size
+        limit = self.settings.max_image_pixels
+        flat = [v for v in views if v not in CROPS]
+        crops = [v for v in views if v in CROPS]
         pixels = [
-            decode_image(b, recipe.image_size, self.settings.max_image_pixels, n)
+            decode_image(b, size, limit, n) if flat else None for b, n in zip(images, names, strict=True)
+        ]
+        larger = [
+            decode_image(b, crop_source_size(size), limit, n) if crops else None
             for b, n in zip(images, names, strict=True)
         ]
-        views = views_for(recipe.flip)
-        batch = np.stack([view_of(p, v) for p in pixels for v in views])
-        feats = average_views(
-            self.extractor(recipe).features(batch).reshape(len(pixels), len(views), -1).swapaxes(0, 1)
+        batch = np.stack([view_of(v, size, p, q) for p, q in zip(pixels, larger, strict=True) for v in views])
+        feats = np.concatenate(
+            [
+                average_views(
+                    self.extractor(name, sha1, size)
+                    .features(batch)
+                    .reshape(len(pixels), len(views), -1)
+                    .swapaxes(0, 1)
+                )
+                for name, sha1 in recipe.bases()
+            ],
+            axis=1,
         )
         probs = model.head.probabilities(feats)
         return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]

@@ -23,23 +23,25 @@ import numpy as np
 from store import ObjectStore
 from store.hashing import is_sha1, sha1_bytes, sha256_bytes
 
+from . import logistic
 from .bases.registry import ensure_base
 from .config import Settings
 from .csvfile import Row, parse_csv
 from .errors import ChecksumMismatch, DataError, InvalidRequest
 from .features import (
+    CROPS,
     FeatureExtractor,
     FeatureKey,
     TensorKey,
     average_views,
     build_extractor,
     cached,
+    crop_source_size,
     load_features,
     load_tensor,
     store_features,
     store_tensor,
     view_of,
-    views_for,
 )
 from .fetch import FetchPolicy, fetch_bytes, resolve_source
 from .images import decode_image
@@ -97,13 +99,16 @@ def prepare_recipe(
     """
     hyper = parse_hyperparameters(params, settings)
     spec, base_sha1 = ensure_base(store, hyper["base"], settings.base_cache or None)
+    extra_sha1 = (
+        ensure_base(store, hyper["extra_base"], settings.base_cache or None)[1] if hyper["extra_base"] else ""
+    )
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
         csv_sha1 = store.put(fetch_bytes(csv_source, policy, store))
     elif not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
-    return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size)
+    return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
 
 
 def load_csv(store: ObjectStore, recipe: Recipe, csv_source: str | None, policy: FetchPolicy) -> bytes:
@@ -164,47 +169,75 @@ def extract_features(
     progress: Progress,
 ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
     """Features for ``rows`` (views averaged), per-image records, and cache statistics."""
-    views = views_for(recipe.flip)
-    extractor: FeatureExtractor | None = None  # built only when some feature is missing
+    views = recipe.views
+    bases = recipe.bases()
+    # One feature per (base, view), in that order; each base's views are averaged, then the bases
+    # concatenated.
+    slots = [(b, v) for b in range(len(bases)) for v in views]
+    extractors: dict[int, FeatureExtractor] = {}  # built only when some feature is missing
     features: np.ndarray | None = None
     records: list[dict[str, Any]] = []
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
+    sizes = [recipe.image_size]
+    if any(v in CROPS for v in views):
+        sizes.append(crop_source_size(recipe.image_size))
+
+    def tensor(row: Row, size: int) -> tuple[str, np.ndarray]:
+        tkey = TensorKey(row.sha1, size)
+        tsha1 = cached(store, tkey.ref)
+        if tsha1 is not None:
+            stats["tensor_cache_hits"] += 1
+            return tsha1, load_tensor(store, tsha1)
+        stats["decoded"] += 1
+        name = f"CSV line {row.line} ({row.source})"
+        pixels = decode_image(store.get(row.sha1), size, settings.max_image_pixels, name)
+        return store_tensor(store, tkey, pixels), pixels
+
     with _tracking(progress, "features", len(rows)) as bar:
         for start in range(0, len(rows), CHUNK_ROWS):
             chunk = rows[start : start + CHUNK_ROWS]
-            keys = [
-                [FeatureKey(r.sha1, recipe.image_size, recipe.base_sha1, v) for v in views] for r in chunk
-            ]
+            keys = [[FeatureKey(r.sha1, recipe.image_size, bases[b][1], v) for b, v in slots] for r in chunk]
             found = [[cached(store, k.ref) for k in ks] for ks in keys]
             todo: list[tuple[int, int, np.ndarray]] = []  # (row in chunk, view index, pixels)
-            tensor_sha1s: list[str | None] = []
+            tensor_sha1s: list[list[str | None]] = []
             for i, row in enumerate(chunk):
-                tkey = TensorKey(row.sha1, recipe.image_size)
-                tsha1 = cached(store, tkey.ref)
-                tensor_sha1s.append(tsha1)
                 if all(found[i]):
-                    stats["feature_cache_hits"] += len(views)
+                    stats["feature_cache_hits"] += len(slots)
+                    tensor_sha1s.append([cached(store, TensorKey(row.sha1, s).ref) for s in sizes])
                     continue
-                if tsha1 is not None:
-                    stats["tensor_cache_hits"] += 1
-                    pixels = load_tensor(store, tsha1)
-                else:
-                    stats["decoded"] += 1
-                    name = f"CSV line {row.line} ({row.source})"
-                    pixels = decode_image(
-                        store.get(row.sha1), recipe.image_size, settings.max_image_pixels, name
-                    )
-                    tensor_sha1s[-1] = store_tensor(store, tkey, pixels)
-                todo.extend((i, j, view_of(pixels, v)) for j, v in enumerate(views) if found[i][j] is None)
-            if todo:
-                extractor = extractor or build_extractor(store, recipe)
-                out = extractor.features(np.stack([p for _, _, p in todo]))
-                stats["base_forward"] += len(todo)
-                for (i, j, _), vector in zip(todo, out, strict=True):
+                needed = [v for j, (_b, v) in enumerate(slots) if found[i][j] is None]
+                pixels: list[np.ndarray | None] = [None] * len(sizes)
+                shas: list[str | None] = [None] * len(sizes)
+                for k, size in enumerate(sizes):
+                    crop_size = k == 1
+                    if any((v in CROPS) == crop_size for v in needed):
+                        shas[k], pixels[k] = tensor(row, size)
+                    else:
+                        shas[k] = cached(store, TensorKey(row.sha1, size).ref)
+                tensor_sha1s.append(shas)
+                todo.extend(
+                    (i, j, view_of(v, recipe.image_size, pixels[0], pixels[-1]))
+                    for j, (_b, v) in enumerate(slots)
+                    if found[i][j] is None
+                )
+            for b, (name, sha1) in enumerate(bases):
+                mine = [t for t in todo if slots[t[1]][0] == b]
+                if not mine:
+                    continue
+                if b not in extractors:
+                    extractors[b] = build_extractor(store, name, sha1)
+                out = extractors[b].features(np.stack([p for _, _, p in mine]))
+                stats["base_forward"] += len(mine)
+                for (i, j, _), vector in zip(mine, out, strict=True):
                     found[i][j] = store_features(store, keys[i][j], vector)
             for i, row in enumerate(chunk):
-                per_view = np.stack([load_features(store, s) for s in found[i]])  # type: ignore[arg-type]
-                mean = average_views(per_view)
+                vectors = [load_features(store, s) for s in found[i]]  # type: ignore[arg-type]
+                mean = np.concatenate(
+                    [
+                        average_views(np.stack(vectors[b * len(views) : (b + 1) * len(views)]))
+                        for b in range(len(bases))
+                    ]
+                )
                 if features is None:
                     features = np.empty((len(rows), mean.shape[0]), np.float32)
                 features[start + i] = mean
@@ -214,7 +247,8 @@ def extract_features(
                         "source": row.source,
                         "label": row.label,
                         "image_sha1": row.sha1,
-                        "tensor_sha1": tensor_sha1s[i],
+                        "tensor_sha1": tensor_sha1s[i][0],
+                        **({"crop_tensor_sha1": tensor_sha1s[i][1]} if len(sizes) > 1 else {}),
                         "features_sha1": list(found[i]),
                     }
                 )
@@ -232,8 +266,9 @@ def train_model(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s)."""
+    from .metrics import summary
     from .runtime import environment, numeric_path
-    from .train import confusion_matrix, train_head
+    from .train import train_head, train_logistic
 
     progress = progress or silent
     started = time.time()
@@ -256,21 +291,46 @@ def train_model(
     is_train = np.array([r.line in in_train for r in used])
 
     t = time.time()
-    with _tracking(progress, "epochs", recipe.epochs) as bar:
-        head = train_head(
-            features[is_train],
-            y[is_train],
-            len(labels),
-            seed=recipe.random_seed,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate,
-            l2=recipe.l2,
-            on_epoch=lambda: bar.update(1),
+    training: dict[str, Any] = {"head": recipe.head}
+    if recipe.head == "logistic":
+        with _tracking(progress, "head", 1) as bar:
+            fitted = train_logistic(
+                features[is_train],
+                y[is_train],
+                len(labels),
+                seed=recipe.random_seed,
+                l2=recipe.l2,
+                calibrate=recipe.calibrate,
+            )
+            bar.update(1)
+        head = fitted.head
+        training.update(
+            solver=logistic.SOLVER,
+            iterations=fitted.iterations,
+            converged=fitted.converged,
+            cross_validation_folds=fitted.folds,
+            temperature=head.temperature,
         )
+    else:
+        with _tracking(progress, "epochs", recipe.epochs) as bar:
+            head = train_head(
+                features[is_train],
+                y[is_train],
+                len(labels),
+                seed=recipe.random_seed,
+                epochs=recipe.epochs,
+                batch_size=recipe.batch_size,
+                learning_rate=recipe.learning_rate,
+                l2=recipe.l2,
+                on_epoch=lambda: bar.update(1),
+            )
     timings["train"] = time.time() - t
-    predicted = head.probabilities(features[~is_train]).argmax(axis=1)  # argmax is exact
-    val_accuracy = float((predicted == y[~is_train]).mean())
+    if (~is_train).any():
+        validation = summary(head.probabilities(features[~is_train]), y[~is_train], labels)
+        validation["validation_source"] = "holdout split"
+    else:  # every photo trained the head: each is judged by the fold model that did not see it
+        validation = summary(head.calibrated(fitted.out_of_fold_logits), y[is_train], labels)
+        validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
     train_accuracy = float((head.probabilities(features[is_train]).argmax(axis=1) == y[is_train]).mean())
 
     weights = dump_tensors(head.tensors())
@@ -288,6 +348,17 @@ def train_model(
                 "weights_sha1": recipe.base_sha1,
                 "weights_sha256": sha256_bytes(base_weights),
             },
+            **(
+                {
+                    "extra_base": {
+                        "name": recipe.extra_base,
+                        "weights_sha1": recipe.extra_base_sha1,
+                        "weights_sha256": sha256_bytes(store.get(recipe.extra_base_sha1)),
+                    }
+                }
+                if recipe.extra_base
+                else {}
+            ),
             "images": records,
         },
         "outputs": {
@@ -299,15 +370,14 @@ def train_model(
             }
         },
         "metrics": {
-            "validation_accuracy": round(val_accuracy, 6),
+            **validation,
             "train_accuracy": round(train_accuracy, 6),
-            "confusion_matrix": confusion_matrix(y[~is_train], predicted, len(labels)),
-            "confusion_matrix_axes": "rows: true label, columns: predicted label, in label order",
             "train_images": int(is_train.sum()),
             "validation_images": int((~is_train).sum()),
             "l2": head.l2,
             "l2_cross_validation_accuracy": head.cv_accuracy,
         },
+        "training": training,
         "numeric_path": numeric_path(),
     }
     manifest_sha1 = save_manifest(store, manifest)

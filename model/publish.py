@@ -23,23 +23,26 @@ from typing import Any
 from urllib.parse import urlparse, urlsplit
 
 from store import HashMismatch, ObjectStore, open_store
+from store.hashing import sha1_bytes
 from store.registry import LOCAL_SCHEMES, SCHEMES, scheme_of
 
 from .bases.registry import base_ref
 from .errors import FetchRefused, InvalidRequest, ModelNotFound
 from .fetch import is_below
 from .manifest import holds_model, manifest_ref, manifest_sha1
-from .recipe import Recipe
+from .recipe import canonical_json
 
 
 def _objects(manifest: dict[str, Any]) -> list[str]:
-    return [manifest["outputs"]["weights"]["sha1"], manifest["recipe"]["base_sha1"]]
+    recipe = manifest["recipe"]
+    bases = [recipe["base_sha1"]] + ([recipe["extra_base_sha1"]] if recipe.get("extra_base") else [])
+    return [manifest["outputs"]["weights"]["sha1"], *bases]
 
 
 def _checked_manifest(raw: bytes, model_sha1: str, where: str) -> dict[str, Any]:
     """The manifest, if its recipe really hashes to ``model_sha1``."""
     manifest = json.loads(raw)
-    claimed = Recipe.from_dict(manifest["recipe"]).sha1
+    claimed = sha1_bytes(canonical_json(manifest["recipe"]))  # the definition, for any code version
     if manifest.get("model_sha1") != model_sha1 or claimed != model_sha1:
         raise HashMismatch(model_sha1, claimed, where)
     return manifest

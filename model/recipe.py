@@ -21,7 +21,14 @@ from .errors import InvalidRequest
 
 #: Version of the code paths that shape a model's bytes (decode, resize, features, head).
 #: stl-2: int8 base on LiteRT/XNNPACK and a float64 exact-arithmetic head, portable across CPUs.
-CODE_VERSION = "stl-2"
+#: stl-3: views (mirror, crops), the converged logistic head, temperature; contiguous exact matmul.
+CODE_VERSION = "stl-3"
+HEADS = ("adam", "logistic")
+#: Recipe fields that only the Adam head reads: zero for the logistic head, so they cannot
+#: give one model two names.
+ADAM_ONLY = ("epochs", "batch_size", "learning_rate")
+#: The Adam head needs a holdout for its validation metrics: its split when none is asked for.
+ADAM_TRAIN_PERCENTAGE = 80
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class Recipe:
     random_seed: int
     base: str
     base_sha1: str
+    #: A second base whose (view-averaged) features are appended to the first's; "" for none.
+    extra_base: str
+    extra_base_sha1: str
     image_size: int
     epochs: int
     batch_size: int
@@ -37,11 +47,19 @@ class Recipe:
     train_percentage: int
     data_limit: int
     l2: float
-    flip: bool
+    views: tuple[str, ...]
+    head: str
+    calibrate: bool
     code_version: str = CODE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "views": list(self.views)}
+
+    def bases(self) -> list[tuple[str, str]]:
+        """(name, int8 sha1) of each base whose features the model reads, in feature order."""
+        return [(self.base, self.base_sha1)] + (
+            [(self.extra_base, self.extra_base_sha1)] if self.extra_base else []
+        )
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.to_dict())
@@ -53,7 +71,10 @@ class Recipe:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Recipe:
         names = {f.name for f in fields(Recipe)}
-        return Recipe(**{k: v for k, v in d.items() if k in names})
+        # Manifests from before stl-3 have "flip" and the Adam head.
+        legacy = {"views": ["original", "mirrored"] if d.get("flip") else ["original"], "head": "adam"}
+        d = {"calibrate": False, "extra_base": "", "extra_base_sha1": "", **legacy, **d}
+        return Recipe(**{k: tuple(v) if k == "views" else v for k, v in d.items() if k in names})
 
 
 def canonical_json(value: Any) -> bytes:
@@ -75,11 +96,11 @@ HYPERPARAMETERS: dict[str, tuple[type, float, float]] = {
     "batch_size": (int, 1, 4096),
     "image_size": (int, 32, 1024),
     "learning_rate": (float, 1e-6, 10.0),
-    "train_percentage": (int, 1, 99),
+    "train_percentage": (int, 1, 100),  # 100: the logistic head's folds give the validation metrics
     "data_limit": (int, -1, 1_000_000),  # -1: balance labels, 0: no limit
     "l2": (float, -1.0, 100.0),
 }
-OTHER_FIELDS = {"base": str, "flip": bool}
+OTHER_FIELDS = {"base": str, "extra_base": str, "flip": bool, "views": list, "head": str, "calibrate": bool}
 
 
 def parse_hyperparameters(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -107,23 +128,69 @@ def parse_hyperparameters(params: dict[str, Any], settings: Settings) -> dict[st
     base = params.get("base", settings.base)
     if not isinstance(base, str) or not base:
         raise InvalidRequest(f"base must be a base network name, got {base!r}")
-    flip = params.get("flip", settings.flip)
-    if not isinstance(flip, bool):
-        raise InvalidRequest(f"flip must be true or false, got {flip!r}")
     out["base"] = base
-    out["flip"] = flip
+    extra = params.get("extra_base", settings.extra_base)
+    if not isinstance(extra, str):
+        raise InvalidRequest(f"extra_base must be a base network name or empty, got {extra!r}")
+    if extra == base:
+        raise InvalidRequest(f"extra_base must differ from base ({base}): its features would repeat")
+    out["extra_base"] = extra
+    out["views"] = _views(params, settings)
+    head = params.get("head", settings.head)
+    if head not in HEADS:
+        raise InvalidRequest(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    out["head"] = head
+    calibrate = params.get("calibrate", settings.calibrate if head == "logistic" else False)
+    if not isinstance(calibrate, bool):
+        raise InvalidRequest(f"calibrate must be true or false, got {calibrate!r}")
+    if calibrate and head != "logistic":
+        raise InvalidRequest("calibrate needs head logistic (the temperature is fitted on its folds)")
+    out["calibrate"] = calibrate
+    if head == "adam" and out["train_percentage"] == 100 and "train_percentage" not in params:
+        out["train_percentage"] = ADAM_TRAIN_PERCENTAGE  # the default 100 is the logistic head's
+    if out["train_percentage"] == 100 and head != "logistic":
+        raise InvalidRequest(
+            "train_percentage 100 needs head logistic (its folds give the validation metrics)"
+        )
     return out
 
 
-def make_recipe(hyper: dict[str, Any], csv_sha1: str, base_sha1: str, native_size: int) -> Recipe:
+def _views(params: dict[str, Any], settings: Settings) -> tuple[str, ...]:
+    """The views to average, in the canonical order (the order of the sum is part of the bits)."""
+    from .features import VIEWS
+
+    views = params.get("views", list(settings.views))
+    if not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views):
+        raise InvalidRequest(f"views must be a non-empty list of view names, got {views!r}")
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown:
+        raise InvalidRequest(f"unknown view(s) {', '.join(unknown)}; choose from: {', '.join(VIEWS)}")
+    chosen = set(views)
+    if "flip" in params:  # the older switch: with or without the mirrored view
+        flip = params["flip"]
+        if not isinstance(flip, bool):
+            raise InvalidRequest(f"flip must be true or false, got {flip!r}")
+        chosen = chosen | {"mirrored"} if flip else chosen - {"mirrored"}
+        if not chosen:
+            raise InvalidRequest('flip false leaves no views; add views such as ["original"]')
+    return tuple(v for v in VIEWS if v in chosen)
+
+
+def make_recipe(
+    hyper: dict[str, Any], csv_sha1: str, base_sha1: str, native_size: int, extra_base_sha1: str = ""
+) -> Recipe:
     """Bind validated hyperparameters to the content hashes of the CSV and base weights."""
     if not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
+    if hyper["head"] == "logistic":
+        hyper = {**hyper, **dict.fromkeys(ADAM_ONLY, 0)}
     return Recipe(
         csv_sha1=csv_sha1,
         random_seed=hyper["random_seed"],
         base=hyper["base"],
         base_sha1=base_sha1,
+        extra_base=hyper.get("extra_base", ""),
+        extra_base_sha1=extra_base_sha1 if hyper.get("extra_base") else "",
         image_size=hyper["image_size"] or native_size,
         epochs=hyper["epochs"],
         batch_size=hyper["batch_size"],
@@ -131,5 +198,7 @@ def make_recipe(hyper: dict[str, Any], csv_sha1: str, base_sha1: str, native_siz
         train_percentage=hyper["train_percentage"],
         data_limit=hyper["data_limit"],
         l2=hyper["l2"],
-        flip=hyper["flip"],
+        views=hyper["views"],
+        head=hyper["head"],
+        calibrate=hyper["calibrate"],
     )

@@ -21,7 +21,7 @@ def _rank(seed: int, row: Row) -> str:
 def split_rows(
     rows: list[Row], seed: int, train_percentage: int, data_limit: int
 ) -> tuple[list[Row], list[Row]]:
-    """Return (train, validation); every label gets at least one image on each side.
+    """Return (train, validation); below 100%, every label gets at least one image on each side.
 
     ``data_limit``: at most that many images per label; 0 no limit; -1 every
     label down to the smallest label's count (the 2019 ``DATA_LIMIT=0``).
@@ -39,6 +39,9 @@ def split_rows(
             ranked = ranked[:data_limit]
         if len(ranked) < 2:
             raise CsvError(f"label {label!r} has {len(ranked)} image(s); at least 2 are needed to split")
+        if train_percentage == 100:  # validation comes from the head's cross-validation folds
+            train.extend(ranked)
+            continue
         n_train = min(max(round(len(ranked) * train_percentage / 100), 1), len(ranked) - 1)
         train.extend(ranked[:n_train])
         val.extend(ranked[n_train:])

@@ -1,6 +1,8 @@
 """Train the classification head on cached features, with bit-reproducible arithmetic.
 
-The head is softmax regression on standardised features: W, b start at zero
+Two heads share one form, softmax regression on standardised features (and,
+for the logistic head, a temperature). ``train_logistic`` minimises the convex
+loss to convergence (``model.logistic``). ``train_head``, the Adam head: W, b start at zero
 (a convex problem needs no random init), mini-batches come from a seeded
 permutation per epoch, and Adam updates the weights. Every operation is a
 float64 IEEE operation from ``model.exact`` (correctly rounded + - * / sqrt,
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import exact
+from . import exact, logistic
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 CV_FOLDS = 3
@@ -35,19 +37,27 @@ class Head:
     scale: np.ndarray  # (dim,) float64
     l2: float
     cv_accuracy: dict[str, float] = field(default_factory=dict)
+    #: Logits are divided by it before the softmax; None for the Adam head (which has none).
+    temperature: float | None = None
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "kernel": self.kernel,
             "bias": self.bias,
             "feature_mean": self.mean,
             "feature_scale": self.scale,
         }
+        if self.temperature is not None:
+            out["temperature"] = np.array([self.temperature], np.float64)
+        return out
 
     @staticmethod
     def from_tensors(t: dict[str, np.ndarray], l2: float = 0.0) -> Head:
         f64 = {k: np.asarray(v, np.float64) for k, v in t.items()}
-        return Head(f64["kernel"], f64["bias"], f64["feature_mean"], f64["feature_scale"], l2)
+        temperature = float(f64["temperature"][0]) if "temperature" in f64 else None
+        return Head(
+            f64["kernel"], f64["bias"], f64["feature_mean"], f64["feature_scale"], l2, temperature=temperature
+        )
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
         return np.multiply(np.subtract(np.asarray(features, np.float64), self.mean), self.scale)
@@ -55,9 +65,15 @@ class Head:
     def logits(self, standardised: np.ndarray) -> np.ndarray:
         return np.add(exact.matmul(standardised, self.kernel), self.bias)
 
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities from logits, through the temperature if the head has one."""
+        if self.temperature is not None:
+            logits = np.divide(logits, self.temperature)
+        return exact.softmax(logits)
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(n, dim) features -> (n, labels) float64 probabilities, identical bits on every CPU."""
-        return exact.softmax(self.logits(self.standardise(features)))
+        return self.calibrated(self.logits(self.standardise(features)))
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +179,25 @@ def train_head(
     return Head(w, b, mean, scale, l2, cv)
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> list[list[int]]:
-    m = np.zeros((n_labels, n_labels), dtype=np.int64)
-    for t, p in zip(y_true, y_pred, strict=True):
-        m[t, p] += 1
-    return m.tolist()
+@dataclass
+class LogisticResult:
+    head: Head
+    #: Each training photo's logits from the fold model that did not see it (at the chosen l2).
+    out_of_fold_logits: np.ndarray
+    folds: int
+    iterations: int
+    converged: bool
+
+
+def train_logistic(
+    x: np.ndarray, y: np.ndarray, n_labels: int, *, seed: int, l2: float, calibrate: bool
+) -> LogisticResult:
+    """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds."""
+    mean, scale = standardisation(x)
+    xs = np.multiply(np.subtract(np.asarray(x, np.float64), mean), scale)
+    grid = logistic.L2_GRID if l2 < 0 else (l2,)
+    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid)
+    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram)
+    temperature = logistic.fit_temperature(cv.out_of_fold_logits, y) if calibrate else 1.0
+    head = Head(fit.kernel, fit.bias, mean, scale, cv.l2, cv.accuracy if l2 < 0 else {}, temperature)
+    return LogisticResult(head, cv.out_of_fold_logits, cv.folds, fit.iterations, fit.converged)

@@ -33,13 +33,14 @@ def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) ->
     recipe = Recipe.from_dict(manifest["recipe"])
     for sha1 in [
         recipe.csv_sha1,
-        recipe.base_sha1,
+        *(sha1 for _name, sha1 in recipe.bases()),
         *(img["image_sha1"] for img in manifest["inputs"]["images"]),
     ]:
         dst.put(src.get(sha1))
-    raw = src.get_ref(base_ref(recipe.base))
-    if raw is not None:
-        dst.set_ref(base_ref(recipe.base), raw)
+    for name, _sha1 in recipe.bases():
+        raw = src.get_ref(base_ref(name))
+        if raw is not None:
+            dst.set_ref(base_ref(name), raw)
 
 
 def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +50,11 @@ def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any
     store = LocalStore(scratch)
     recipe = Recipe.from_dict(recipe_dict)
     settings = Settings.from_env()
-    _spec, base_sha1 = ensure_base(store, recipe.base, settings.base_cache or None)
-    if base_sha1 != recipe.base_sha1:
-        return {"base_sha1": base_sha1}
+    for name, want in recipe.bases():
+        _spec, base_sha1 = ensure_base(store, name, settings.base_cache or None)
+        if base_sha1 != want:
+            return {"base_sha1": base_sha1}
+    base_sha1 = recipe.base_sha1
     out = train_model(store, recipe, None, settings, FetchPolicy(allow_paths=False))
     manifest = load_manifest(store, recipe.sha1)
     return {

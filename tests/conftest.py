@@ -29,7 +29,8 @@ def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     saved = os.environ.get("STL_BASE_CACHE")
     os.environ["STL_BASE_CACHE"] = str(cache)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    ensure_base(LocalStore(tmp_path_factory.mktemp("warm")), "efficientnet-lite0", str(cache))
+    for base in ("efficientnet-lite0", "efficientnet-lite2"):  # the smallest, and the default
+        ensure_base(LocalStore(tmp_path_factory.mktemp("warm")), base, str(cache))
     yield cache
     if saved is None:
         os.environ.pop("STL_BASE_CACHE", None)

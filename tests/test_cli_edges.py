@@ -80,7 +80,7 @@ def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:
         ),
         (
             {"TRAIN_PERCENTAGE": "0.905"},
-            "TRAIN_PERCENTAGE must be a whole percentage from 1 to 99 or a fraction such as 0.8, got '0.905'",
+            "TRAIN_PERCENTAGE must be a whole percentage from 1 to 100 or a fraction such as 0.8, got '0.905'",
         ),
         (
             {"DATA_LIMIT": "few"},

@@ -25,7 +25,7 @@ from stl_testing import EXAMPLE, REPO, free_port, missing_tool
 
 PROJECT = "stl-compose-ci"
 #: The pinned int8 EfficientNet-Lite0; the runtime image has no TensorFlow, so S3 gets it from the image.
-BASE_INT8 = "f7cc4ef30e82c333a019380c3544deb14b772b9b"
+BASE_INT8 = "1157fdddd48e2b881de64100a3fef8d03c6a7e99"  # efficientnet-lite2, the default
 
 
 @dataclass

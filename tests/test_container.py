@@ -81,9 +81,14 @@ def test_base_network_is_pinned_in_the_image(docker: Docker, image: str) -> None
     """Converted at build time into the image's store: a container needs no network and no TensorFlow."""
     listed = docker.run("run", "--rm", "--network", "none", image, "stl", "base", "list")
     bases = {entry["base"]: entry for entry in map(json.loads, listed.stdout.splitlines())}
-    lite0 = bases["efficientnet-lite0"]
-    assert lite0["in_store"] and lite0["pinned"], lite0
-    assert lite0["weights_sha1"] == "f7cc4ef30e82c333a019380c3544deb14b772b9b"
+    pinned = {
+        "efficientnet-lite0": "f7cc4ef30e82c333a019380c3544deb14b772b9b",
+        "efficientnet-lite1": "7d311cd68482e1457066190dd57bdbf7af8a1ce1",
+        "efficientnet-lite2": "1157fdddd48e2b881de64100a3fef8d03c6a7e99",
+        "efficientnet-lite2-multilayer": "2f74fa0d1bc48dbd88f92e150b052bab39be27f6",
+    }
+    for name, sha1 in pinned.items():
+        assert bases[name]["in_store"] and bases[name]["pinned"] and bases[name]["weights_sha1"] == sha1, bases
 
 
 def test_healthz_and_the_unprivileged_user(docker: Docker, container: Container) -> None:

@@ -38,14 +38,15 @@ def test_retrain_with_new_seed_reuses_tensors_and_features(tmp_path: Path) -> No
     first = train_model(
         store, prepare_recipe(store, settings, params, str(csv), None, policy), str(csv), settings, policy
     )
-    assert first["cache"]["decoded"] == 12 and first["cache"]["base_forward"] == 12
+    # The default views, mirrored and centre crop: two decoded sizes and two base runs per image.
+    assert first["cache"]["decoded"] == 24 and first["cache"]["base_forward"] == 24
     r2 = prepare_recipe(store, settings, {**params, "random_seed": 7}, str(csv), None, policy)
     second = train_model(store, r2, str(csv), settings, policy)
     assert second["cache"] == {
         "decoded": 0,
         "tensor_cache_hits": 0,
         "base_forward": 0,
-        "feature_cache_hits": 12,
+        "feature_cache_hits": 24,
     }
     assert second["manifest_sha1"] != first["manifest_sha1"]
 

@@ -30,19 +30,21 @@ from model.fetch import FetchPolicy
 from model.pipeline import prepare_recipe
 from store import LocalStore
 
-BASE_SHA1 = "f7cc4ef30e82c333a019380c3544deb14b772b9b"
-#: `stl train example-data/train.csv --seed 7` (every other setting at its default).
+BASE_SHA1 = "f7cc4ef30e82c333a019380c3544deb14b772b9b"  # efficientnet-lite0
+DEFAULT_BASE_SHA1 = "1157fdddd48e2b881de64100a3fef8d03c6a7e99"  # efficientnet-lite2, the default
+#: `stl train example-data/train.csv --seed 7` (every other setting at its default: Lite2, all
+#: seven views, the logistic head with 5-fold CV and a temperature, every photo trained on).
 EXAMPLE = {
-    "base_sha1": BASE_SHA1,
+    "base_sha1": DEFAULT_BASE_SHA1,
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
-    "model_sha1": "bb70eb7de9b376854c202549d79a316dd9850b10",  # the recipe's sha1
-    "weights_sha1": "c7b4a743a525d37d045951129084bd482d8a7eab",
-    "manifest_sha1": "136b67122b4e74bd67183b47d4366265ec2537e6",
+    "model_sha1": "614564a7df106c268c4b555522c9cef6366c28d2",  # the recipe's sha1
+    "weights_sha1": "b3732687570ea55eb9324c97531b823a6f323cd2",
+    "manifest_sha1": "88701dea08059cdae0486c046c520299fe7daad1",
     "status": "ready",
-    "validation_accuracy": 1.0,
+    "validation_accuracy": 0.986111,
 }
 #: sha1 of `stl infer`'s stdout for the three example-data/infer PNGs and the two JPEGs.
-INFER_STDOUT_SHA1 = "37937543e9e24c53b3f2b8bae0cb5a9f1807090c"
+INFER_STDOUT_SHA1 = "ab77920cd460a72d9e2a7bf040801113758d9c70"
 INFER_IMAGES = [
     "example-data/infer/checks.png",
     "example-data/infer/dots.png",
@@ -50,17 +52,53 @@ INFER_IMAGES = [
     "tests/data/coffee-progressive.jpg",
     "tests/data/rocket.jpg",
 ]
+#: Under qemu a whole default training (504 Lite2 runs) takes too long; this recipe takes every
+#: code path the default takes (mirror and crop views, CV over the grid, dual form, temperature)
+#: on the cheaper base and size. The default base's own kernels are in the emulated probe.
+EMULATED_FLAGS = [
+    "--base",
+    "efficientnet-lite0",
+    "--views",
+    "original,mirrored,top-right",
+    "--image-size",
+    "128",
+]
+EMULATED_EXAMPLE = {
+    "base_sha1": BASE_SHA1,
+    "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
+    "model_sha1": "4d2d1144c968d752b47a8f7c609a5c1b4813805b",
+    "weights_sha1": "e98f41763731c88c36482df4516628b27de43946",
+    "manifest_sha1": "157fdedeead512abfb77ab19c5751e12a98a3847",
+    "status": "ready",
+    "validation_accuracy": 0.958333,
+}
+EMULATED_INFER_STDOUT_SHA1 = "d2c062a7f00c748f3834d642615297b61c8e9d62"
 #: tests/portable_probe.py: decoded tensors and features of PNGs and JPEGs, and exact softmax.
 PROBE = {
     "features:checks-000.png": "3422a6ceb2ae94d3122347ef4270a78c5ff9c55e",
     "features:coffee-progressive.jpg": "1d896a366649e6db48000714c2af83c9343f8505",
     "features:dots.png": "f4c834d8bb6f62f311cb220e8f0ffb4181078cc5",
     "features:rocket.jpg": "eb6c8b0725216a4a09b3707eb90211752b99b3fd",
+    "features:rocket.jpg:crops": "d7fe6a557f7826f599d41002ac38a70e87dffbca",
+    "logistic": "c006afd48ca9fa88e03331e247e448bef29e0f6c",
     "probabilities": "deb218190e8be714d84783c7e887e3e9e19f0406",
     "tensor:checks-000.png": "1969b33b2a2d00adc41f9637276eaf9fa5277446",
     "tensor:coffee-progressive.jpg": "ab2bc3d0fb6722b5ab4558d0555912ac50ceb543",
     "tensor:dots.png": "a777ae6c5ccba49bfc0314ddd4b34aaf683ff58c",
     "tensor:rocket.jpg": "3e13331c930a8fee5040aee3b5bf5a4be9ec2d71",
+}
+PROBE_DEFAULT_BASE = {
+    "features:checks-000.png": "08608a5a5ab5be17680686d4db16e8649020640d",
+    "features:coffee-progressive.jpg": "a16d916adcec2dbd695c1098d2c38e5f762303e5",
+    "features:dots.png": "7396b18d21d68860e99cb54cbc3bef2e018b45b1",
+    "features:rocket.jpg": "f5d5a104f885a52a3e565aabb4b056eb7ac6de52",
+    "features:rocket.jpg:crops": "302351de4ac0608e0242102061031c6f29cf1134",
+    "logistic": "b528119030c8117a6aab37a3ff439c62f2e15402",
+    "probabilities": "c2e6e8ff88b246ffb3af061e537246245febb5ca",
+    "tensor:checks-000.png": "c600c308e692a9dfa4e3ef60838409a49ee5574f",
+    "tensor:coffee-progressive.jpg": "4361252ded5b23ea85cfcffb5dc66b906287d0f1",
+    "tensor:dots.png": "d2bb7b5d828e8bcb59a3f94ad31f9650f3f4cd13",
+    "tensor:rocket.jpg": "6b7d93ed875d1d51e192c3f2dc13e5f69fafe2bd",
 }
 DISPATCH_VARIANTS = {
     "oneDNN SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
@@ -93,11 +131,15 @@ def _qemu() -> str:
     return path
 
 
-def _train_and_infer(tmp: Path, env: dict[str, str], prefix: list[str] | None = None) -> tuple[dict, str]:
+def _train_and_infer(
+    tmp: Path, env: dict[str, str], prefix: list[str] | None = None, flags: tuple[str, ...] = ()
+) -> tuple[dict, str]:
     data = tmp / "data"
-    train = run_stl(["train", "example-data/train.csv", "--seed", "7"], data, env=env, prefix=prefix)
+    train = run_stl(["train", "example-data/train.csv", "--seed", "7", *flags], data, env=env, prefix=prefix)
     assert train.code == 0, train.err[-2000:]
-    infer = run_stl(["infer", "--model", EXAMPLE["model_sha1"], *INFER_IMAGES], data, env=env, prefix=prefix)
+    infer = run_stl(
+        ["infer", "--model", train.json["model_sha1"], *INFER_IMAGES], data, env=env, prefix=prefix
+    )
     assert infer.code == 0, infer.err[-2000:]
     return train.json, hashlib.sha1(infer.out.encode()).hexdigest()
 
@@ -107,7 +149,7 @@ def test_example_recipe_hash_is_golden(tmp_path: Path) -> None:
     recipe = prepare_recipe(
         store, Settings(), {"random_seed": 7}, str(REPO / "example-data/train.csv"), None, FetchPolicy()
     )
-    assert recipe.base_sha1 == BASE_SHA1 == BASES["efficientnet-lite0"].int8_sha1
+    assert recipe.base_sha1 == DEFAULT_BASE_SHA1 == BASES["efficientnet-lite2"].int8_sha1
     assert recipe.sha1 == EXAMPLE["model_sha1"]
 
 
@@ -116,6 +158,7 @@ def test_tensors_features_and_probabilities_are_golden(base_cache: Path) -> None
     from portable_probe import probe
 
     assert probe(LocalStore(base_cache).get(BASE_SHA1)) == PROBE
+    assert probe(LocalStore(base_cache).get(DEFAULT_BASE_SHA1), 260) == PROBE_DEFAULT_BASE
 
 
 def test_example_training_and_inference_are_golden_without_tensorflow(
@@ -138,17 +181,47 @@ def test_example_training_is_golden_under_cpu_dispatch_settings(
 
 
 @pytest.mark.parametrize("cpu", EMULATED_CPUS)
-def test_probe_is_golden_on_emulated_cpus(cpu: str, base_cache: Path) -> None:
+@pytest.mark.parametrize("base", ["lite0", "lite2"])
+def test_probe_is_golden_on_emulated_cpus(cpu: str, base: str, base_cache: Path) -> None:
     qemu = _qemu()
-    base = LocalStore(base_cache).object_path(BASE_SHA1)
+    sha1, size, golden = (
+        (BASE_SHA1, 224, PROBE) if base == "lite0" else (DEFAULT_BASE_SHA1, 260, PROBE_DEFAULT_BASE)
+    )
+    path = LocalStore(base_cache).object_path(sha1)
     proc = subprocess.run(
-        [qemu, "-cpu", cpu, sys.executable, str(REPO / "tests/portable_probe.py"), str(base)],
+        [qemu, "-cpu", cpu, sys.executable, str(REPO / "tests/portable_probe.py"), str(path), str(size)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == PROBE
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == golden
+
+
+#: The default recipe's fields besides the CSV (checked against the example manifest).
+EXAMPLE_RECIPE = {
+    "random_seed": 7,
+    "base": "efficientnet-lite2",
+    "base_sha1": DEFAULT_BASE_SHA1,
+    "image_size": 260,
+    "views": ["mirrored", "center"],
+    "head": "logistic",
+    "calibrate": True,
+    "train_percentage": 100,
+    "l2": -1.0,
+    "epochs": 0,
+    "batch_size": 0,
+    "learning_rate": 0,
+    "data_limit": 0,
+}
+
+
+def test_example_manifest_is_the_default_recipe(tmp_path: Path, no_tensorflow: dict[str, str]) -> None:
+    trained, _ = _train_and_infer(tmp_path, no_tensorflow)
+    manifest = json.loads(LocalStore(tmp_path / "data").get(trained["manifest_sha1"]))
+    assert {k: manifest["recipe"][k] for k in EXAMPLE_RECIPE} == EXAMPLE_RECIPE
+    assert manifest["training"]["head"] == "logistic" and manifest["training"]["converged"]
+    assert manifest["metrics"]["validation_source"] == "5-fold cross-validation on the training photos"
 
 
 @pytest.mark.parametrize("cpu", ["SandyBridge", "Haswell"])
@@ -156,8 +229,19 @@ def test_full_example_training_is_golden_on_emulated_cpus(
     tmp_path: Path, cpu: str, no_tensorflow: dict[str, str]
 ) -> None:
     """A whole `stl train` and `stl infer` of the example request under qemu."""
-    trained, infer_sha1 = _train_and_infer(tmp_path, no_tensorflow, prefix=[_qemu(), "-cpu", cpu])
-    assert (trained, infer_sha1) == (EXAMPLE, INFER_STDOUT_SHA1)
+    prefix = [_qemu(), "-cpu", cpu]
+    trained, infer_sha1 = _train_and_infer(tmp_path, no_tensorflow, prefix, tuple(EMULATED_FLAGS))
+    assert (trained, infer_sha1) == (EMULATED_EXAMPLE, EMULATED_INFER_STDOUT_SHA1)
+
+
+def test_emulated_recipe_is_golden_natively(tmp_path: Path, no_tensorflow: dict[str, str]) -> None:
+    trained, infer_sha1 = _train_and_infer(tmp_path, no_tensorflow, flags=tuple(EMULATED_FLAGS))
+    assert (trained, infer_sha1) == (EMULATED_EXAMPLE, EMULATED_INFER_STDOUT_SHA1)
+    recipe = json.loads(LocalStore(tmp_path / "data").get(trained["manifest_sha1"]))["recipe"]
+    defaults = {
+        k: v for k, v in EXAMPLE_RECIPE.items() if k not in ("base", "base_sha1", "views", "image_size")
+    }
+    assert {k: recipe[k] for k in defaults} == defaults  # the same head settings as the default
 
 
 def test_features_of_a_batch_equal_features_of_each_image_alone(base_cache: Path) -> None:

@@ -39,6 +39,8 @@ def test_same_request_same_hash_in_another_process() -> None:
         ("random_seed", 99),
         ("base_sha1", "d" * 40),
         ("base", "mobilenet-v2"),
+        ("extra_base", "efficientnet-lite1"),
+        ("extra_base_sha1", "e" * 40),
         ("image_size", 260),
         ("epochs", 61),
         ("batch_size", 16),
@@ -46,7 +48,9 @@ def test_same_request_same_hash_in_another_process() -> None:
         ("train_percentage", 70),
         ("data_limit", 10),
         ("l2", 0.5),
-        ("flip", True),
+        ("views", ("original", "mirrored")),
+        ("head", "adam"),
+        ("calibrate", False),
         ("code_version", CODE_VERSION + "x"),
     ],
 )
@@ -64,6 +68,8 @@ def test_every_recipe_field_is_covered_above() -> None:
         "random_seed",
         "base",
         "base_sha1",
+        "extra_base",
+        "extra_base_sha1",
         "image_size",
         "epochs",
         "batch_size",
@@ -71,18 +77,23 @@ def test_every_recipe_field_is_covered_above() -> None:
         "train_percentage",
         "data_limit",
         "l2",
-        "flip",
+        "views",
+        "head",
+        "calibrate",
         "code_version",
     }
 
 
 def test_epochs_change_the_hash_unlike_the_original() -> None:
-    assert _recipe(epochs=10).sha1 != _recipe(epochs=11).sha1
+    assert _recipe(head="adam", epochs=10).sha1 != _recipe(head="adam", epochs=11).sha1
 
 
 def test_defaults_fill_in_and_native_size_applies() -> None:
     r = _recipe()
-    assert r.image_size == 224 and r.epochs == Settings().epochs and r.random_seed == 1234
+    assert r.image_size == 224 and r.random_seed == 1234 and r.train_percentage == 100
+    assert (r.head, r.epochs, r.calibrate) == ("logistic", 0, True)
+    adam = _recipe(head="adam")
+    assert (adam.epochs, adam.train_percentage, adam.calibrate) == (Settings().epochs, 80, False)
 
 
 @pytest.mark.parametrize(
@@ -95,8 +106,43 @@ def test_defaults_fill_in_and_native_size_applies() -> None:
         ({"learning_rate": True}, "learning_rate must be a number"),
         ({"base": ""}, "base must be a base network name"),
         ({"flip": "yes"}, "flip must be true or false"),
+        ({"views": "original"}, "views must be a non-empty list of view names"),
+        ({"views": []}, "views must be a non-empty list of view names"),
+        (
+            {"views": ["original", "upside-down"]},
+            "unknown view(s) upside-down; choose from: original, mirrored",
+        ),
+        ({"views": ["mirrored"], "flip": False}, "flip false leaves no views"),
+        ({"head": "svm"}, "head must be one of adam, logistic, got 'svm'"),
+        ({"calibrate": 1}, "calibrate must be true or false"),
+        ({"extra_base": 3}, "extra_base must be a base network name or empty"),
+        ({"base": "efficientnet-lite0", "extra_base": "efficientnet-lite0"}, "extra_base must differ from base"),
+        ({"head": "adam", "calibrate": True}, "calibrate needs head logistic"),
+        ({"head": "adam", "train_percentage": 100}, "train_percentage 100 needs head logistic"),
+        ({"train_percentage": 101}, "train_percentage must be between 1 and 100"),
     ],
 )
 def test_bad_hyperparameters_are_named(params: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_hyperparameters(params, Settings())
+
+
+def test_views_are_canonical_and_flip_adds_or_removes_the_mirror() -> None:
+    assert _recipe(views=["center", "original"]).views == ("original", "center")
+    assert _recipe(views=["center", "original"]).sha1 == _recipe(views=["original", "center"]).sha1
+    assert _recipe(views=["original"], flip=True).views == ("original", "mirrored")
+    assert "mirrored" not in _recipe(flip=False).views
+    assert _recipe().views == Settings().views
+
+
+def test_the_logistic_head_ignores_adam_settings() -> None:
+    # epochs, batch size and learning rate do not change a logistic head's bytes, so not its name.
+    assert _recipe(epochs=5).sha1 == _recipe(epochs=50, learning_rate=0.5, batch_size=8).sha1
+    assert _recipe(head="adam", epochs=5).sha1 != _recipe(head="adam", epochs=50).sha1
+
+
+def test_manifests_from_before_views_still_load() -> None:
+    old = {**_recipe(head="adam", calibrate=False).to_dict(), "flip": True}
+    del old["views"], old["head"], old["calibrate"]
+    recipe = Recipe.from_dict(old)
+    assert (recipe.views, recipe.head, recipe.calibrate) == (("original", "mirrored"), "adam", False)
