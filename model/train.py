@@ -134,13 +134,8 @@ def _fit(
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """Stratified fold assignment: each label's items dealt round-robin after a seeded shuffle."""
-    rng = np.random.Generator(np.random.PCG64(seed + 1))
-    fold = np.empty(len(y), dtype=np.int64)
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        idx = idx[rng.permutation(len(idx))]
-        fold[idx] = np.arange(len(idx)) % k
+    """The items of each stratified fold (the same assignment as the logistic head's)."""
+    fold = logistic.stratified_folds(y, k, seed)
     return [np.flatnonzero(fold == i) for i in range(k)]
 
 
