@@ -124,13 +124,13 @@ def run_recipe(name: str, flags: list[str], src: Path, images: list[core.Image],
         if k == 0:
             warm = core.run_child([*stl, "train", str(csv), *flags, "--seed", "7"], env, f"{slug}-warm")
             result["warm_s"] = warm.wall_s
-        pred = core.run_child(
-            [str(core.PY), "-c", portable.PREDICT, model, *(str(i.path) for i in test)],
-            env,
-            f"{slug}-infer-{k}",
-        )
+        paths = [str(i.path) for i in test]
+        pred = core.run_child([str(core.PY), "-c", PREDICT, model, *paths], env, f"{slug}-infer-{k}")
         out = json.loads(pred.stdout.strip().splitlines()[-1])
-        result["correct"] += sum(p == i.label for p, i in zip(out["labels"], test, strict=True))
+        labels = [max(p, key=p.get) for p in out["probabilities"]]
+        confidence += [max(p.values()) for p in out["probabilities"]]
+        right += [label == i.label for label, i in zip(labels, test, strict=True)]
+        result["correct"] += sum(right[-len(test) :])
         result["predicted"] += len(test)
         result["infer_ms"].append(out["ms_per_image"])
         show = subprocess.run([*stl, "show", model], env=env, capture_output=True, text=True, check=True)

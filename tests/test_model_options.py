@@ -121,3 +121,18 @@ def test_a_batch_of_images_is_labelled_as_each_alone(dataset: Path, tmp_path: Pa
     assert [max(p, key=p.get) for p in batch] == ["checks", "dots", "stripes"]
     assert all(abs(sum(p.values()) - 1) < 1e-12 for p in batch)
     np.testing.assert_array_less(0, [min(p.values()) for p in batch])
+
+
+def test_the_adam_head_still_trains_and_chooses_l2_by_its_folds(dataset: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run = run_stl(
+        ["train", str(dataset), "--base", "efficientnet-lite0", "--image-size", "96", "--views", "original",
+         "--head", "adam", "--epochs", "3", "--l2", "-1"],
+        data,
+    )  # fmt: skip
+    assert run.code == 0, run.err[-2000:]
+    manifest = _manifest(data, run.json["model_sha1"])
+    assert (manifest["recipe"]["head"], manifest["recipe"]["train_percentage"]) == ("adam", 80)
+    assert set(manifest["metrics"]["l2_cross_validation_accuracy"]) == {"0.0001", "0.001", "0.01", "0.1"}
+    assert manifest["metrics"]["validation_source"] == "holdout split"
+    assert "temperature" not in load_tensors(LocalStore(data).get(run.json["weights_sha1"]))
