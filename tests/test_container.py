@@ -88,7 +88,9 @@ def test_base_network_is_pinned_in_the_image(docker: Docker, image: str) -> None
         "efficientnet-lite2-multilayer": "2f74fa0d1bc48dbd88f92e150b052bab39be27f6",
     }
     for name, sha1 in pinned.items():
-        assert bases[name]["in_store"] and bases[name]["pinned"] and bases[name]["weights_sha1"] == sha1, bases
+        assert bases[name]["in_store"] and bases[name]["pinned"] and bases[name]["weights_sha1"] == sha1, (
+            bases
+        )
 
 
 def test_healthz_and_the_unprivileged_user(docker: Docker, container: Container) -> None:

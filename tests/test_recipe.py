@@ -116,7 +116,10 @@ def test_defaults_fill_in_and_native_size_applies() -> None:
         ({"head": "svm"}, "head must be one of adam, logistic, got 'svm'"),
         ({"calibrate": 1}, "calibrate must be true or false"),
         ({"extra_base": 3}, "extra_base must be a base network name or empty"),
-        ({"base": "efficientnet-lite0", "extra_base": "efficientnet-lite0"}, "extra_base must differ from base"),
+        (
+            {"base": "efficientnet-lite0", "extra_base": "efficientnet-lite0"},
+            "extra_base must differ from base",
+        ),
         ({"head": "adam", "calibrate": True}, "calibrate needs head logistic"),
         ({"head": "adam", "train_percentage": 100}, "train_percentage 100 needs head logistic"),
         ({"train_percentage": 101}, "train_percentage must be between 1 and 100"),
