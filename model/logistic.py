@@ -19,6 +19,7 @@ unseen photos.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +55,6 @@ class _Primal:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, n_labels: int, l2: float) -> None:
         self.x = np.ascontiguousarray(x, np.float64)
-        self.xf = np.asfortranarray(self.x)  # exact.matmul reads its transpose without a copy
         self.onehot = np.eye(n_labels, dtype=np.float64)[y]
         self.n, self.k, self.l2 = len(y), n_labels, l2
         self.rows = x.shape[1]  # rows of the weight-like block
@@ -66,12 +66,14 @@ class _Primal:
     def metric(self, v: np.ndarray) -> np.ndarray:
         return v
 
+    @functools.cached_property
+    def xf(self) -> np.ndarray:
+        return np.asfortranarray(self.x)  # exact.matmul reads its transpose without a copy
+
     def logits(self, theta: np.ndarray, m_theta: np.ndarray) -> np.ndarray:
+        """Logits at ``theta``; for a direction, its change per unit step."""
         w, b = self.split(theta)
         return np.add(exact.matmul(self.xf, w), b)
-
-    def direction_logits(self, p: np.ndarray, m_p: np.ndarray) -> np.ndarray:
-        return self.logits(p, m_p)
 
     def penalty(self, theta: np.ndarray, m_theta: np.ndarray) -> float:
         w, _ = self.split(theta)
@@ -116,9 +118,6 @@ class _Dual(_Primal):
         ka, b = self.split(m_theta)
         return np.add(ka, b)
 
-    def direction_logits(self, p: np.ndarray, m_p: np.ndarray) -> np.ndarray:
-        return self.logits(p, m_p)
-
     def penalty(self, theta: np.ndarray, m_theta: np.ndarray) -> float:
         a, _ = self.split(theta)
         ka, _ = self.split(m_theta)
@@ -138,9 +137,6 @@ class _Dual(_Primal):
     def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.split(theta)
         return exact.matmul_tn(self.x, a), b.copy()
-
-
-_Problem = _Primal
 
 
 def _loss(problem: _Primal, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray) -> float:
@@ -190,7 +186,7 @@ def minimise(problem: _Primal, start: np.ndarray | None = None) -> tuple[np.ndar
             slope = -norm * norm
         # First step: unit length; afterwards L-BFGS's own scaling makes t = 1 the natural try.
         t = 1.0 if steps else 1.0 / max(1.0, norm)
-        dz = problem.direction_logits(*p)
+        dz = problem.logits(*p)
         for _ in range(60):
             new_theta = np.add(theta, np.multiply(p[0], t))
             new_m_theta = np.add(m_theta, np.multiply(p[1], t))
@@ -218,11 +214,16 @@ def gram(x: np.ndarray) -> np.ndarray:
     return exact.matmul(x, np.ascontiguousarray(x.T))
 
 
+def uses_gram(n: int, dim: int, l2: float) -> bool:
+    """The dual form when there are no more photos than features (and l2 > 0), else the primal."""
+    return l2 > 0 and n <= dim
+
+
 def problem_for(
     x: np.ndarray, y: np.ndarray, n_labels: int, l2: float, gram_matrix: np.ndarray | None = None
 ) -> _Primal:
-    """The dual form when there are no more photos than features (and l2 > 0), else the primal."""
-    if l2 > 0 and len(y) <= x.shape[1]:
+    """The form ``uses_gram`` picks, for (x, y) and l2."""
+    if uses_gram(len(y), x.shape[1], l2):
         return _Dual(x, y, n_labels, l2, gram(x) if gram_matrix is None else gram_matrix)
     return _Primal(x, y, n_labels, l2)
 
@@ -276,7 +277,8 @@ def cross_validate(
     k = int(max(2, min(folds, np.bincount(y, minlength=n_labels).min())))
     fold = stratified_folds(y, k, seed)
     logits = {l2: np.zeros((len(y), n_labels)) for l2 in grid}
-    full_gram = gram(x) if len(y) <= x.shape[1] else None  # each fold's is a block of it
+    # Each fold's Gram matrix is a block of the whole one (computed if any fit will use it).
+    full_gram = gram(x) if any(uses_gram(len(y), x.shape[1], l2) for l2 in grid) else None
     for i in range(k):
         train, held = fold != i, fold == i
         fold_gram = None if full_gram is None else full_gram[np.ix_(train, train)]
