@@ -45,14 +45,22 @@ def round_filters(filters: int, width: float) -> int:
     return rounded + 8 if rounded < 0.9 * scaled else rounded
 
 
+def stage_repeats(depth: float = 1.0) -> list[int]:
+    """Blocks in each stage: scaled by ``depth`` and rounded up, but the first and last stay."""
+    last = len(LITE0_STAGES) - 1
+    return [
+        math.ceil(depth * repeats) if 0 < stage < last else repeats
+        for stage, (*_, repeats) in enumerate(LITE0_STAGES)
+    ]
+
+
 def blocks(width: float = 1.0, depth: float = 1.0) -> list[tuple[int, int, int, int, int]]:
     """One (kernel, stride, expand, in, out) per block: 16 for Lite0, 21 for Lite1 and Lite2."""
     out = []
-    last = len(LITE0_STAGES) - 1
-    for stage, (kernel, stride, expand, fin, fout, repeats) in enumerate(LITE0_STAGES):
+    for (kernel, stride, expand, fin, fout, _), repeats in zip(
+        LITE0_STAGES, stage_repeats(depth), strict=True
+    ):
         fin, fout = round_filters(fin, width), round_filters(fout, width)
-        if 0 < stage < last:
-            repeats = math.ceil(depth * repeats)
         for i in range(repeats):
             out.append((kernel, stride if i == 0 else 1, expand, fin if i == 0 else fout, fout))
     return out
@@ -60,16 +68,7 @@ def blocks(width: float = 1.0, depth: float = 1.0) -> list[tuple[int, int, int, 
 
 def stage_end(stage: int, depth: float = 1.0) -> int:
     """Index of the last block of stage ``stage`` (1-based, as in LITE0_STAGES)."""
-    return len([s for s in _stage_of_blocks(depth) if s <= stage]) - 1
-
-
-def _stage_of_blocks(depth: float) -> list[int]:
-    """The (1-based) stage of each block."""
-    out: list[int] = []
-    last = len(LITE0_STAGES) - 1
-    for stage, (*_, repeats) in enumerate(LITE0_STAGES):
-        out += [stage + 1] * (math.ceil(depth * repeats) if 0 < stage < last else repeats)
-    return out
+    return sum(stage_repeats(depth)[:stage]) - 1
 
 
 def build_lite(
