@@ -37,20 +37,6 @@ WORK = REPO / "bench" / ".work" / "models"
 BASE_CACHE = WORK / "base-cache"
 OLD = ["--head", "adam", "--views", "original", "--train-percentage", "80", "--l2", "0.001", "--no-calibrate"]
 ALL_VIEWS = "original,mirrored,center,top-left,top-right,bottom-left,bottom-right"
-#: Labels every held-out photo with the model loaded (timed per image), with its probabilities.
-PREDICT = """
-import json, sys, time
-from model.config import Settings
-from model.infer import Predictor
-from store import LocalStore
-model, paths = sys.argv[1], sys.argv[2:]
-p = Predictor(LocalStore(Settings.from_env().data_dir), Settings.from_env())
-p.predict(model, [open(paths[0], "rb").read()])  # load model and base: not timed
-out, t = [], time.perf_counter()
-for path in paths:
-    out.append(p.predict(model, [open(path, "rb").read()])[0])
-print(json.dumps({"probabilities": out, "ms_per_image": (time.perf_counter() - t) * 1000 / len(paths)}))
-"""
 #: name -> (description, flags). "default" must be the recipe `stl train` uses with no flags.
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "stl-2 default": (
@@ -125,9 +111,9 @@ def run_recipe(name: str, flags: list[str], src: Path, images: list[core.Image],
             warm = core.run_child([*stl, "train", str(csv), *flags, "--seed", "7"], env, f"{slug}-warm")
             result["warm_s"] = warm.wall_s
         paths = [str(i.path) for i in test]
-        pred = core.run_child([str(core.PY), "-c", PREDICT, model, *paths], env, f"{slug}-infer-{k}")
+        pred = core.run_child([str(core.PY), "-c", portable.PREDICT, model, *paths], env, f"{slug}-infer-{k}")
         out = json.loads(pred.stdout.strip().splitlines()[-1])
-        labels = [max(p, key=p.get) for p in out["probabilities"]]
+        labels = out["labels"]
         confidence += [max(p.values()) for p in out["probabilities"]]
         right += [label == i.label for label, i in zip(labels, test, strict=True)]
         result["correct"] += sum(right[-len(test) :])

@@ -66,9 +66,9 @@ p = Predictor(LocalStore(Settings.from_env().data_dir), Settings.from_env())
 p.predict(model, [open(paths[0], "rb").read()])  # load model and base: not timed
 out, t = [], time.perf_counter()
 for path in paths:
-    probs = p.predict(model, [open(path, "rb").read()])[0]
-    out.append(max(probs, key=probs.get))
-print(json.dumps({"labels": out, "ms_per_image": (time.perf_counter() - t) * 1000 / len(paths)}))
+    out.append(p.predict(model, [open(path, "rb").read()])[0])
+ms = (time.perf_counter() - t) * 1000 / len(paths)
+print(json.dumps({"labels": [max(q, key=q.get) for q in out], "probabilities": out, "ms_per_image": ms}))
 """
 
 
