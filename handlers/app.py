@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request, send_file
+from flask import Flask, Response, current_app, g, jsonify, redirect, request, send_file, url_for
 
 from model import jobs, publications
 from model.config import Settings
@@ -23,11 +23,13 @@ from model.manifest import load_manifest
 from store.errors import BackendUnavailable, HashMismatch, StoreError
 from store.hashing import is_sha1
 
-from . import errors, swagger
+from . import errors, swagger, ui
 from .auth import check_token
 from .bodies import json_body
-from .errors import Conflict, InvalidInput
+from .errors import InvalidInput, Unauthorized
 from .inference import infer
+from .logs import use_json_logs
+from .metrics import exposition, instrument, record_request
 from .openapi import query_parameters
 from .service import Service
 from .training import public_status, submit_training
@@ -61,12 +63,18 @@ def post_infer() -> Response:
     return jsonify(infer(service(), request))
 
 
-def list_models() -> Response:
-    raw = request.args.get("limit", "100")
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default))
     # ASCII digits only: str.isdigit() also accepts "²" (int() fails) and "٣" (read as 3).
-    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {raw!r}")
-    records = jobs.list_models(service().store)[: int(raw)]
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+def list_models() -> Response:
+    limit = int_arg("limit", 100, 1, MAX_LIST_LIMIT)
+    offset = int_arg("offset", 0, 0, 10**9)
+    records = jobs.list_models(service().store)[offset : offset + limit]
     return jsonify(models=[public_status(r) for r in records])
 
 
@@ -102,13 +110,55 @@ def get_model(model_sha1: str) -> Response:
 
 
 def delete_model(model_sha1: str) -> Response:
+    """Forget a model: its refs go (status, recipe, manifest name, runs); objects wait for ``stl gc``.
+
+    A failed job's record is cleared this way too (the 2019 meaning), so the next
+    POST /train starts afresh. A running job must be cancelled first (409).
+    """
     path_sha1(model_sha1, "model_sha1")
-    current = jobs.clear_failed(service().store, model_sha1)
-    if current is None:
-        raise ModelNotFound(model_sha1)
-    if current["status"] != "cleared":
-        raise Conflict(f"model {model_sha1} is {current['status']}; only a failed job can be cleared")
-    return jsonify({**public_status({**current, "status": "error"}), "cleared": True})
+    previous = jobs.delete(service().store, model_sha1)
+    body = {**public_status(previous), "deleted": True}
+    if previous["status"] == "error":
+        body["cleared"] = True
+    return jsonify(body)
+
+
+def cancel_model(model_sha1: str) -> Response:
+    path_sha1(model_sha1, "model_sha1")
+    record = jobs.cancel(service().store, model_sha1)
+    response = jsonify({**public_status(record), "cancel_requested": True})
+    response.status_code = 202
+    return response
+
+
+def verify_model(model_sha1: str) -> Response:
+    """Rebuild the model from its stored inputs in a fresh process and compare every stage's bytes."""
+    from model.verify import verify_model as rebuild_and_compare
+
+    path_sha1(model_sha1, "model_sha1")
+    return jsonify(rebuild_and_compare(service().store, model_sha1))
+
+
+def export_model(model_sha1: str) -> Response:
+    from model.export import export_bytes
+
+    path_sha1(model_sha1, "model_sha1")
+    fmt = request.args.get("format", "tflite")
+    data = export_bytes(service().store, model_sha1, fmt)
+    response = Response(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="{model_sha1[:12]}.{fmt}"'
+    return response
+
+
+def post_object() -> Response:
+    """Store an uploaded file (multipart ``file``) under its sha1: images and CSVs for a training."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidInput("send the file as multipart/form-data field 'file'")
+    sha1 = service().store.put_stream(upload.stream)  # type: ignore[arg-type]
+    response = jsonify(sha1=sha1, filename=upload.filename or "")
+    response.status_code = 201
+    return response
 
 
 def get_object(sha1: str) -> Response:
@@ -124,7 +174,8 @@ def get_object(sha1: str) -> Response:
     )
 
 
-def healthz() -> Response:
+def livez() -> Response:
+    """Alive: the process answers and can reach its store (``/healthz`` is the 2019 name)."""
     try:
         service().store.get_ref("healthz")
     except (StoreError, OSError) as e:
@@ -133,8 +184,16 @@ def healthz() -> Response:
 
 
 def readyz() -> Response:
-    """Ready to take jobs: the store answers reads and takes writes (a read-only disk is not ready)."""
-    store = service().store
+    """Ready for traffic: the store answers reads and takes writes (a read-only disk is not ready),
+    and this worker has loaded the default base network, so that a first /infer is fast."""
+    svc = service()
+    if not svc.base_loaded.is_set():
+        if svc.base_error:
+            raise BackendUnavailable(
+                f"base network {svc.settings.base} could not be loaded: {svc.base_error}"
+            )
+        raise BackendUnavailable(f"loading the base network {svc.settings.base}")
+    store = svc.store
     try:
         store.get_ref("healthz")
         store.set_ref(f"health/{socket.gethostname()}-{os.getpid()}", str(time.time()).encode())
@@ -145,14 +204,16 @@ def readyz() -> Response:
     return jsonify(status="ready", pid=os.getpid())
 
 
-def _use_gunicorn_logging() -> None:
+def _use_gunicorn_logging(log_format: str) -> None:
     # Under gunicorn, send our log lines to its error log, at its level.
     gunicorn_log = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger("handlers")
     if gunicorn_log.handlers:
-        ours = logging.getLogger("handlers")
         ours.handlers = gunicorn_log.handlers
         ours.setLevel(gunicorn_log.level)
         ours.propagate = False
+    if log_format == "json":
+        use_json_logs(gunicorn_log, logging.getLogger("gunicorn.access"), ours)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -162,30 +223,50 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug refuses larger bodies with 413 before reading them; the slack is
     # for multipart framing around an upload of the maximum size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_download_bytes + 64 * 1024
-    app.extensions["stl"] = Service.from_settings(settings)
-    _use_gunicorn_logging()
+    svc = Service.from_settings(settings)
+    instrument(svc.store)
+    app.extensions["stl"] = svc
+    _use_gunicorn_logging(settings.log_format)
+    svc.preload_base()
 
     app.add_url_rule("/train", view_func=post_train, methods=["POST"])
     app.add_url_rule("/infer", view_func=post_infer, methods=["POST"])
     app.add_url_rule("/models", view_func=list_models, methods=["GET"])
     app.add_url_rule("/models/<model_sha1>", view_func=get_model, methods=["GET"])
     app.add_url_rule("/models/<model_sha1>", view_func=delete_model, methods=["DELETE"])
+    app.add_url_rule("/models/<model_sha1>/cancel", view_func=cancel_model, methods=["POST"])
+    app.add_url_rule("/models/<model_sha1>/export", view_func=export_model, methods=["GET"])
+    app.add_url_rule("/models/<model_sha1>/verify", view_func=verify_model, methods=["POST"])
+    app.add_url_rule("/objects", view_func=post_object, methods=["POST"])
     app.add_url_rule("/objects/<sha1>", view_func=get_object, methods=["GET"])
-    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.add_url_rule("/livez", view_func=livez, methods=["GET"])
+    app.add_url_rule("/healthz", view_func=livez, methods=["GET"], endpoint="healthz")
     app.add_url_rule("/readyz", view_func=readyz, methods=["GET"])
+    app.add_url_rule(
+        "/metrics", view_func=lambda: exposition(service().store), methods=["GET"], endpoint="metrics"
+    )
     app.register_blueprint(swagger.blueprint)
+    app.register_blueprint(ui.blueprint)
     errors.register(app)
 
     @app.before_request
-    def authenticate_then_check_query() -> None:
-        check_token(request, settings.api_token)
+    def authenticate_then_check_query() -> Response | None:
+        g.started = time.perf_counter()
+        try:
+            check_token(request, settings.api_token)
+        except Unauthorized:
+            if ui.is_page(request.path):  # a browser: to the sign-in page, then back
+                return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+            raise
         if request.url_rule is not None:
             check_query(request.url_rule.rule, request.method, request.args)
+        return None
 
     @app.after_request
     def tag_worker(response: Response) -> Response:
         # Which worker answered: lets clients and tests see requests spread over workers.
         response.headers["X-Worker-Pid"] = str(os.getpid())
+        record_request(response, g.get("started", time.perf_counter()))
         return response
 
     return app

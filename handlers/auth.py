@@ -12,16 +12,21 @@ from flask import Request
 
 from .errors import Unauthorized
 
-#: Paths open without a token: liveness and readiness probes, and the documentation.
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/api/")
+#: Paths open without a token: liveness and readiness probes, the documentation, the web
+#: pages' scripts and styles, and the page that signs a browser in.
+PUBLIC_PREFIXES = ("/healthz", "/livez", "/readyz", "/api/", "/ui/static/", "/ui/login")
+#: The cookie a browser signed in at /ui/login carries the token in (HttpOnly, SameSite=Strict).
+TOKEN_COOKIE = "stl_token"
 
 
 def check_token(request: Request, token: str) -> None:
-    """Raise Unauthorized unless ``token`` is empty or the request carries it."""
+    """Raise Unauthorized unless ``token`` is empty or the request carries it (header or cookie)."""
     if not token or request.path.startswith(PUBLIC_PREFIXES):
         return
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
+    if not header and request.cookies.get(TOKEN_COOKIE):
+        scheme, given = "bearer", request.cookies[TOKEN_COOKIE]
     if scheme.lower() != "bearer" or not given:
         raise Unauthorized("missing bearer token: send Authorization: Bearer <API_TOKEN>")
     # Constant-time comparison: the token must not leak through response timing.

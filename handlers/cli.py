@@ -11,17 +11,32 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any
 
 from model.bases.quiet import silence_native_output
 from model.config import Settings
 from model.errors import InvalidRequest, PipelineError
 from model.fetch import FetchPolicy
-from store import ObjectStore, StoreError, open_store
+from store import ObjectStore, StoreError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+#: Default grace period of ``stl gc``: a day, far longer than any training's gap between put and ref.
+GC_GRACE_S = 86400.0
+
+
+def version() -> str:
+    """The installed package's version and the code version that names recipes."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from model.recipe import CODE_VERSION
+
+    try:
+        package = installed("static-transfer-learning")
+    except PackageNotFoundError:
+        package = "unknown"
+    return f"{package} (recipes {CODE_VERSION})"
 
 
 def _emit(obj: Any) -> None:
@@ -32,18 +47,17 @@ def _emit(obj: Any) -> None:
 def _tqdm_progress(stage: str, total: int) -> Any:
     from tqdm import tqdm
 
-    units = {"download": "img", "features": "img", "epochs": "epoch"}
+    units = {"fetch": "img", "features": "img", "head": "step"}
     return tqdm(
         total=total, desc=stage, unit=units.get(stage, "it"), file=sys.stderr, leave=False, mininterval=0.3
     )
 
 
 def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPolicy]:
-    settings = Settings.from_env()
-    store = open_store(args.store or settings.store_uri or None, settings.data_dir)
-    # The CLI runs as its user, on their files and network: no SSRF restrictions.
-    policy = FetchPolicy(timeout=settings.http_timeout, max_bytes=settings.max_download_bytes)
-    return store, settings, policy
+    from model.api import Context
+
+    ctx = Context.open(args.store)
+    return ctx.store, ctx.settings, ctx.policy
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,31 +87,23 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model import jobs
-    from model.pipeline import prepare_recipe, train_model
+    from model.api import Context, train_job
 
     store, settings, policy = _context(args)
-    recipe = prepare_recipe(store, settings, _hyperparameters(args), args.csv, args.csv_sha1, policy)
+    recipe, status = train_job(
+        Context(settings, store, policy),
+        args.csv,
+        _hyperparameters(args),
+        args.csv_sha1,
+        _tqdm_progress,
+        force=args.force,
+        owner=f"cli-{os.getpid()}",
+        on_wait=lambda sha1: print(
+            f"stl: {sha1} is being trained by another process; waiting", file=sys.stderr
+        ),
+    )
     model_sha1 = recipe.sha1
-    jobs.record_recipe(store, recipe, args.csv)
     owner = f"cli-{os.getpid()}"
-    status = jobs.read_status(store, model_sha1)
-    if status is None or status["status"] != "ready" or args.force:
-        while not store_lease(store, model_sha1, owner, settings.lease_ttl):
-            print(f"stl: {model_sha1} is being trained by another process; waiting", file=sys.stderr)
-            time.sleep(2)
-            status = jobs.read_status(store, model_sha1)
-            if status is not None and status["status"] == "ready":
-                break
-        else:
-            status = jobs.run_with_lease(
-                store,
-                model_sha1,
-                owner,
-                settings.lease_ttl,
-                lambda: train_model(store, recipe, args.csv, settings, policy, _tqdm_progress),
-                settings.retry_backoff,
-            )
     assert status is not None
     published = (
         _publish(store, model_sha1, args.publish, owner, settings) if status["status"] == "ready" else None
@@ -151,13 +157,6 @@ def _publish(
     if record["status"] == "ready":
         return {k: v for k, v in record.items() if k in ("uri", "manifest_sha1", "model_uri", "status")}
     return publications.public(record)
-
-
-def store_lease(store: ObjectStore, model_sha1: str, owner: str, ttl: float) -> bool:
-    from model.jobs import lease_ref
-    from store import lease
-
-    return lease.acquire(store, lease_ref(model_sha1), owner, ttl)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -232,6 +231,58 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from model.catalog import model_rows
+
+    store, _settings, _policy = _context(args)
+    for row in model_rows(store, limit=args.limit):
+        _emit(row)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from model import jobs
+
+    store, _settings, _policy = _context(args)
+    record = jobs.cancel(store, args.model)
+    _emit({"model_sha1": args.model, "status": record["status"], "cancel_requested": True})
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from model import jobs
+
+    store, _settings, _policy = _context(args)
+    record = jobs.delete(store, args.model)
+    _emit({"model_sha1": args.model, "status": record["status"], "deleted": True})
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from model.gc import collect
+
+    store, _settings, _policy = _context(args)
+    report = collect(store, grace_s=args.grace, delete=args.delete, keep_caches=args.keep_caches)
+    _emit(report.summary())
+    if not args.delete and report.unreferenced:
+        print(
+            f"stl: dry run: {len(report.unreferenced)} object(s), {report.unreferenced_bytes} bytes "
+            "would be deleted; run `stl gc --delete` to delete them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from model.export import export_model
+
+    store, _settings, _policy = _context(args)
+    out = args.out or f"{args.model[:12]}.{args.format}"
+    sha1 = export_model(store, args.model, out, args.format)
+    _emit({"model_sha1": args.model, "format": args.format, "path": out, "sha1": sha1})
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.serve import serve
 
@@ -251,6 +302,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings()
     p = argparse.ArgumentParser(prog="stl", description="Reproducible, content-addressed transfer learning.")
     p.add_argument("--store", help="store URI or path (default: STORE_URI, then DATA_DIR, then ./data)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a CSV of <image_url>,<label>,<sha1> rows")
@@ -353,6 +405,39 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
     c.add_argument("sha1", type=sha1_arg)
     c.set_defaults(func=cmd_cat)
+
+    m = sub.add_parser("models", help="list the models the store knows (JSON lines, newest first)")
+    m.add_argument("--limit", type=int, default=None, help="at most this many")
+    m.set_defaults(func=cmd_models)
+
+    k = sub.add_parser("cancel", help="ask a running training job to stop")
+    k.add_argument("model", type=sha1_arg, help="model sha1")
+    k.set_defaults(func=cmd_cancel)
+
+    d = sub.add_parser("delete", help="forget a model (its refs); `stl gc` then reclaims its objects")
+    d.add_argument("model", type=sha1_arg, help="model sha1")
+    d.set_defaults(func=cmd_delete)
+
+    g = sub.add_parser("gc", help="find (and with --delete, remove) objects nothing references")
+    g.add_argument("--delete", action="store_true", help="delete them (default: a dry run that lists them)")
+    g.add_argument(
+        "--grace",
+        type=float,
+        default=GC_GRACE_S,
+        help=f"keep objects and cache entries younger than this many seconds (default {GC_GRACE_S:g})",
+    )
+    g.add_argument(
+        "--keep-caches",
+        action="store_true",
+        help="keep every cached tensor and feature vector, not only those a remaining model uses",
+    )
+    g.set_defaults(func=cmd_gc)
+
+    e = sub.add_parser("export", help="write a model as one self-contained file (tflite: base + head)")
+    e.add_argument("model", type=sha1_arg, help="model sha1")
+    e.add_argument("--format", choices=["tflite"], default="tflite")
+    e.add_argument("--out", "-o", help="output path (default <sha1 prefix>.<format>)")
+    e.set_defaults(func=cmd_export)
 
     sub.add_parser(
         "serve",

@@ -19,6 +19,7 @@ from model.errors import (
     FetchRefused,
     InvalidRequest,
     InvalidUrl,
+    JobStateError,
     ModelNotFound,
     PipelineError,
 )
@@ -73,6 +74,7 @@ STATUS: dict[type[BaseException], int] = {
     ModelNotFound: 404,
     ObjectNotFound: 404,
     Conflict: 409,
+    JobStateError: 409,
     UploadTooLarge: 413,
     ObjectTooLarge: 413,
     UnsupportedContentType: 415,

@@ -12,14 +12,17 @@ Defaults, each overridable by the arguments (later options win) or by
   by another worker once its lease expires;
 * no ``--preload``: TensorFlow must be imported after the fork, never half-initialised in the master;
 * no control socket (gunicorn >= 24 opens one at a fixed path, so two servers on one
-  machine would clash), unless ``--control-socket`` is given.
+  machine would clash), unless ``--control-socket`` is given;
+* PROMETHEUS_MULTIPROC_DIR, where the workers' metrics meet for ``/metrics``: a fresh
+  private directory unless set (then it is emptied first, as prometheus-client requires).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import MutableMapping, Sequence
 
 APP = "handlers.wsgi:app"
 
@@ -58,6 +61,24 @@ def gunicorn_argv(argv: Sequence[str], env: dict[str, str] | None = None) -> lis
     return [*defaults, *argv, APP]
 
 
+def prepare_metrics_dir(env: MutableMapping[str, str]) -> str:
+    """An empty directory for the workers' metric files, named in PROMETHEUS_MULTIPROC_DIR.
+
+    Set before any worker forks, so that each worker's prometheus-client writes there; old
+    files would add a previous run's counts, so a given directory is emptied.
+    """
+    path = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="stl-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
 def serve(argv: Sequence[str] = ()) -> int:
     """Run gunicorn in this process until it is stopped; returns its exit status."""
     from gunicorn.app.wsgiapp import WSGIApplication
@@ -69,6 +90,7 @@ def serve(argv: Sequence[str] = ()) -> int:
     except ValueError as e:
         print(f"stl serve: error: {e}", file=sys.stderr)
         return 2
+    prepare_metrics_dir(os.environ)
     sys.argv = ["stl serve", *gunicorn_argv(argv)]
     try:
         WSGIApplication("%(prog)s [OPTIONS]").run()

@@ -67,6 +67,10 @@ class Service:
     policy: FetchPolicy
     _predictor: Predictor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Set once the default base network is loaded (or preloading is off); /readyz waits for it.
+    base_loaded: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: Why loading the base failed, if it did (named by /readyz).
+    base_error: str | None = None
 
     @staticmethod
     def from_settings(settings: Settings) -> Service:
@@ -87,6 +91,24 @@ class Service:
 
                 self._predictor = Predictor(self.store, self.settings)
             return self._predictor
+
+    def preload_base(self) -> None:
+        """Load the default base network in the background, so that the first /infer is not slow."""
+        if not self.settings.preload_base:
+            self.base_loaded.set()
+            return
+
+        def load() -> None:
+            from model.bases.registry import ensure_base
+
+            try:
+                spec, sha1 = ensure_base(self.store, self.settings.base, self.settings.base_cache or None)
+                self.predictor().extractor(self.settings.base, sha1, spec.native_size)
+                self.base_loaded.set()
+            except Exception as e:  # reported by /readyz, which stays 503
+                self.base_error = f"{type(e).__name__}: {e}"
+
+        threading.Thread(target=load, name="preload-base", daemon=True).start()
 
     def fetch(self, source: str, sha1: str | None = None) -> bytes:
         return fetch_client_source(source, self.settings, self.policy, self.store, sha1)

@@ -24,6 +24,7 @@ from model.publish import check_model_uri, publish_model
 from model.recipe import Recipe
 from store import StoreError
 
+from .metrics import observe_training
 from .service import Service, resolve_client_source
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,14 @@ PUBLIC_FIELDS = (
     "error_kind",
     "attempt",
     "published",
+    "progress",
 )
 
 
 def public_status(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: record[k] for k in PUBLIC_FIELDS if k in record}
+    if record.get("status") != "in_progress":
+        out.pop("progress", None)  # a finished job's last beat says nothing
     if record.get("status") != "error" and record.get("attempt", 1) == 1:
         out.pop("attempt", None)  # a first attempt that has not failed: nothing to say
     if "retry_at" in record:
@@ -140,10 +144,28 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                 recipe.sha1,
                 owner,
                 settings.lease_ttl,
-                lambda: train_model(service.store, recipe, csv_source, settings, service.policy),
+                lambda progress: train_model(
+                    service.store, recipe, csv_source, settings, service.policy, progress
+                ),
                 settings.retry_backoff,
             )
-            log.info("training finished model=%s status=%s", recipe.sha1, record["status"])
+            if record["status"] == "ready":
+                observe_training(record.get("cache", {}))
+                log.info(
+                    "training finished model=%s status=ready", recipe.sha1, extra={"model_sha1": recipe.sha1}
+                )
+            else:
+                log.warning(
+                    "training %s model=%s reason=%s",
+                    "cancelled" if record["status"] == "cancelled" else "failed",
+                    recipe.sha1,
+                    record.get("message"),
+                    extra={
+                        "model_sha1": recipe.sha1,
+                        "status": record["status"],
+                        "reason": record.get("message"),
+                    },
+                )
             if record["status"] == "ready":
                 publications.run_due(
                     service.store,
@@ -155,9 +177,19 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                 )
         except (StoreError, OSError) as e:
             # The world failed (store, disk): the status hides the location, the log names it.
-            log.error("training failed model=%s: %s: %s", recipe.sha1, type(e).__name__, e)
+            log.error(
+                "training failed model=%s reason=%s: %s",
+                recipe.sha1,
+                type(e).__name__,
+                e,
+                extra={"model_sha1": recipe.sha1, "status": "error", "reason": f"{type(e).__name__}: {e}"},
+            )
         except Exception:
             # A bug: run_with_lease has already recorded the error status; keep the traceback.
-            log.exception("training crashed model=%s", recipe.sha1)
+            log.exception(
+                "training crashed model=%s",
+                recipe.sha1,
+                extra={"model_sha1": recipe.sha1, "status": "error", "reason": "internal error"},
+            )
 
     threading.Thread(target=run, name=f"train-{recipe.sha1[:8]}", daemon=True).start()

@@ -106,6 +106,13 @@ def _views(default: tuple[str, ...]) -> tuple[str, ...]:
     return views
 
 
+def _log_format() -> str:
+    raw = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+    if raw not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
@@ -140,6 +147,8 @@ class Settings:
     #: URI prefixes a client may name as model.uri (the server's own store is always allowed).
     model_uri_allow: tuple[str, ...] = field(default_factory=tuple)
     model_cache_size: int = 8
+    preload_base: bool = True  # load the default base when a worker starts; /readyz waits for it
+    log_format: str = "text"  # "json": one JSON object per log line
     # CLI defaults (the 2019 names).
     default_csv_url: str = ""
     default_test_image_url: str = ""
@@ -178,6 +187,8 @@ class Settings:
             retry_backoff=_float("RETRY_BACKOFF", d.retry_backoff),
             model_uri_allow=_list("MODEL_URI_ALLOW"),
             model_cache_size=_int("MODEL_CACHE_SIZE", d.model_cache_size),
+            preload_base=_bool("PRELOAD_BASE", d.preload_base),
+            log_format=_log_format(),
             default_csv_url=os.environ.get("DEFAULT_INPUT_CSV_URL", ""),
             default_test_image_url=os.environ.get("DEFAULT_TEST_IMG_URL", ""),
         )

@@ -58,3 +58,11 @@ class ImageError(DataError):
 
 class BaseModelError(PipelineError):
     """A base network's weights are missing, unpinned or unreadable."""
+
+
+class JobCancelled(PipelineError):
+    """Someone asked for the running job to stop (``POST /models/<sha1>/cancel``, ``stl cancel``)."""
+
+
+class JobStateError(PipelineError):
+    """The request is valid but the job's state forbids it (cancel a finished job, delete a running one)."""

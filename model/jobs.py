@@ -3,9 +3,11 @@
 Per model (``model_sha1`` = recipe hash) the store holds refs:
 
 * ``models/<sha1>/recipe``   the recipe's canonical JSON (what to build);
-* ``models/<sha1>/status``   JSON: status new|in_progress|ready|error, message, artifacts,
-                             attempt, and for errors their kind and when a retry is allowed;
-* ``models/<sha1>/lease``    who is training it, until when (see ``store.lease``).
+* ``models/<sha1>/status``   JSON: status new|in_progress|ready|error|cancelled, message,
+                             artifacts, attempt, progress (stage, done/total, ETA), and for
+                             errors their kind and when a retry is allowed;
+* ``models/<sha1>/lease``    who is training it, until when (see ``store.lease``);
+* ``models/<sha1>/cancel``   a request that the running attempt stop (see ``model.progress``).
 
 Nothing lives in a worker's memory: a request that lands on another worker reads
 the same refs, and a worker killed mid-training simply stops renewing its lease,
@@ -31,11 +33,14 @@ from typing import Any
 
 from store import ObjectStore, StoreError, lease
 
-from .errors import ModelNotFound, PipelineError
-from .manifest import load_manifest
+from .errors import JobCancelled, JobStateError, ModelNotFound, PipelineError
+from .manifest import load_manifest, manifest_ref
+from .progress import JobProgress, cancel_ref, request_cancel
 from .recipe import Recipe
 
-STATUSES = ("new", "in_progress", "ready", "error")
+STATUSES = ("new", "in_progress", "ready", "error", "cancelled")
+#: Statuses of a job that some process is (or is about to be) running.
+RUNNING = ("new", "in_progress")
 #: Back-off before the first retry of a transient error; doubled per attempt, at most MAX_BACKOFF.
 DEFAULT_BACKOFF = 5.0
 MAX_BACKOFF = 600.0
@@ -141,7 +146,8 @@ class _Heartbeat:
         self._thread.join()
 
 
-Trainer = Callable[[], dict[str, Any]]
+#: Builds the model, reporting through the progress it is given; returns the ready-status fields.
+Trainer = Callable[[JobProgress], dict[str, Any]]
 
 
 def error_fields(error: BaseException, attempt: int, backoff: float) -> dict[str, Any]:
@@ -184,17 +190,33 @@ def run_with_lease(
     traceback reaches the log.
     """
     attempt = int((read_status(store, model_sha1) or {}).get("attempt", 1))
+    started = time.time()
+
+    def progress_status(progress: dict[str, Any]) -> None:
+        write_status(
+            store,
+            model_sha1,
+            "in_progress",
+            owner=owner,
+            attempt=attempt,
+            started_at=started,
+            progress=progress,
+        )
+
     try:
         with _Heartbeat(store, lease_ref(model_sha1), owner, ttl):
-            write_status(store, model_sha1, "in_progress", owner=owner, attempt=attempt)
-            fields = train()
-            return write_status(store, model_sha1, "ready", attempt=attempt, **fields)
+            write_status(store, model_sha1, "in_progress", owner=owner, attempt=attempt, started_at=started)
+            fields = train(JobProgress(store, model_sha1, owner, progress_status))
+            return write_status(store, model_sha1, "ready", attempt=attempt, started_at=started, **fields)
+    except JobCancelled as e:
+        return write_status(store, model_sha1, "cancelled", message=str(e), attempt=attempt)
     except Exception as e:
         record = write_status(store, model_sha1, "error", **error_fields(e, attempt, backoff))
         if not isinstance(e, PipelineError):
             raise
         return record
     finally:
+        store.delete_ref(cancel_ref(model_sha1))
         lease.release(store, lease_ref(model_sha1), owner)
 
 
@@ -233,8 +255,11 @@ def submit(
         current = {**current, "status": "error", "error_kind": "transient", "retry_at": 0}
     if current is not None and current["status"] == "error" and not retry_due(current):
         return current
+    # A failed or cancelled job starts again when asked again.
     attempt = (
-        int(current.get("attempt", 1)) + 1 if current is not None and current["status"] == "error" else 1
+        int(current.get("attempt", 1)) + 1
+        if current is not None and current["status"] in ("error", "cancelled")
+        else 1
     )
     holder = lease.holder(store, lease_ref(model_sha1))
     if holder is not None and not holder.expired():
@@ -245,3 +270,69 @@ def submit(
     record = write_status(store, model_sha1, "new", owner=owner, attempt=attempt)
     start()
     return record
+
+
+def cancel(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
+    """Ask a new or running job to stop at its next progress beat; its status record now.
+
+    ModelNotFound for an unknown model; JobStateError when there is nothing to cancel.
+    """
+    current = read_status(store, model_sha1)
+    if current is None:
+        raise ModelNotFound(model_sha1)
+    if current["status"] not in RUNNING:
+        raise JobStateError(f"model {model_sha1} is {current['status']}; only a running job can be cancelled")
+    request_cancel(store, model_sha1, current.get("owner", ""))
+    return {**current, "cancel_requested": True}
+
+
+def delete(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
+    """Forget a model that is not running: its refs go, its objects stay until ``stl gc``.
+
+    Returns the status it had. A running job must be cancelled first (JobStateError).
+    """
+    current = read_status(store, model_sha1)
+    names = store.list_refs(f"models/{model_sha1}")
+    if current is None and manifest_ref(model_sha1) not in names:
+        raise ModelNotFound(model_sha1)
+    if current is not None and current["status"] in RUNNING:
+        holder = lease.holder(store, lease_ref(model_sha1))
+        if holder is not None and not holder.expired():
+            raise JobStateError(f"model {model_sha1} is {current['status']}; cancel it before deleting it")
+    for name in names:
+        store.delete_ref(name)
+    return current or {"model_sha1": model_sha1, "status": "ready"}
+
+
+def wait_or_run(
+    store: ObjectStore,
+    model_sha1: str,
+    owner: str,
+    ttl: float,
+    train: Trainer,
+    backoff: float = DEFAULT_BACKOFF,
+    force: bool = False,
+    on_wait: Callable[[], None] | None = None,
+    poll: float = 2.0,
+) -> dict[str, Any]:
+    """Run the job in this process and return its final status, for callers that block (CLI, Python API).
+
+    A ready model is returned as it is unless ``force``. If another process holds
+    the job's lease, wait (calling ``on_wait`` each poll) until it finishes or its
+    lease lapses, then take over.
+    """
+    while True:
+        status = read_status(store, model_sha1)
+        if (
+            status is not None
+            and status["status"] == "ready"
+            and not force
+            and manifest_intact(store, model_sha1)
+        ):
+            return status
+        if lease.acquire(store, lease_ref(model_sha1), owner, ttl):
+            return run_with_lease(store, model_sha1, owner, ttl, train, backoff)
+        if on_wait is not None:
+            on_wait()
+        time.sleep(poll)
+        force = False  # what the other process built is what was asked for

@@ -59,7 +59,8 @@ class Tracker(Protocol):
     def close(self) -> Any: ...
 
 
-#: progress(stage, total) -> a tracker; the CLI passes tqdm, the service nothing.
+#: progress(stage, total) -> a tracker, for the stages fetch, features and head (one step per
+#: epoch, or one for the logistic head); the CLI passes tqdm bars, jobs ``model.progress``.
 Progress = Callable[[str, int], Tracker]
 
 
@@ -145,7 +146,7 @@ def fetch_images(
 
     mismatches: list[tuple[Row, str]] = []
     with (
-        _tracking(progress, "download", len(missing)) as bar,
+        _tracking(progress, "fetch", len(missing)) as bar,
         ThreadPoolExecutor(max(1, settings.download_pool_size)) as pool,
     ):
         for row, actual in pool.map(fetch, missing):
@@ -312,7 +313,7 @@ def train_model(
             temperature=head.temperature,
         )
     else:
-        with _tracking(progress, "epochs", recipe.epochs) as bar:
+        with _tracking(progress, "head", recipe.epochs) as bar:
             head = train_head(
                 features[is_train],
                 y[is_train],

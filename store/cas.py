@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import HashMismatch, InvalidRefName, ObjectNotFound
+from .errors import HashMismatch, InvalidRefName, ObjectNotFound, detected
 from .files import write_atomically
 from .hashing import CHUNK_SIZE, check_sha1, copy_hashing, sha1_bytes
 from .transport import Entry, Transport
@@ -78,7 +78,7 @@ def verified_stream(stream: BinaryIO, sha1: str, where: str) -> BinaryIO:
                 stream.close()
         if actual != sha1:
             result.close()
-            raise HashMismatch(sha1, actual, where)
+            raise detected(HashMismatch(sha1, actual, where))
         return result
     except BaseException:
         stream.close()
@@ -126,13 +126,17 @@ class ObjectStore:
         with tempfile.TemporaryFile() as spool:
             sha1, size = copy_hashing(src, spool)
             if expect is not None and sha1 != expect:
-                raise HashMismatch(expect, sha1, self.location)
+                raise detected(HashMismatch(expect, sha1, self.location))
             self._publish(sha1, spool, size)  # type: ignore[arg-type]
         return sha1
 
     def _publish(self, sha1: str, src: BinaryIO, size: int) -> None:
         """Make ``src`` (seekable, known to hash to ``sha1``) the object ``sha1``, remote first."""
-        if not (self.transport.verify_before_put and self._intact(sha1)):
+        if self.transport.verify_before_put and self._intact(sha1):
+            # Already there: only renew its age, so that garbage collection's grace period
+            # protects it until the ref that will name it is written.
+            self.transport.touch(object_key(sha1))
+        else:
             # Absent, or present but corrupt: the right bytes repair it. Racing writers of one
             # object all write identical bytes, so an unconditional atomic put is safe.
             src.seek(0)
@@ -183,7 +187,7 @@ class ObjectStore:
         data = entry.read()  # read once and hash in memory: get() holds the object anyway
         actual = sha1_bytes(data)
         if actual != sha1:
-            raise HashMismatch(sha1, actual, self._where(sha1))
+            raise detected(HashMismatch(sha1, actual, self._where(sha1)))
         return data
 
     def get_to_file(self, sha1: str, dest: str | os.PathLike[str]) -> None:
@@ -204,6 +208,19 @@ class ObjectStore:
     def list_objects(self) -> list[str]:
         """Every object's sha1, sorted (for garbage collection and audits)."""
         return [key[8:10] + key[11:] for key in self.transport.list("objects/")]
+
+    def stat_object(self, sha1: str) -> tuple[float, int] | None:
+        """(last written, size) of the object where the backend knows them (see Transport.stat)."""
+        return self.transport.stat(object_key(sha1))
+
+    def stat_ref(self, name: str) -> tuple[float, int] | None:
+        return self.refs.stat(ref_key(name))
+
+    def delete_object(self, sha1: str) -> None:
+        """Remove an object (garbage collection only: content is otherwise never deleted)."""
+        self.transport.delete(object_key(sha1))
+        if self.cache is not None:
+            self.cache.delete_object(sha1)
 
     def native_id(self, sha1: str) -> str | None:
         """The backend's own name for an object (an IPFS CID), if it has one."""

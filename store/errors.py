@@ -6,6 +6,8 @@ into one clear message in one place; the store itself never formats output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class StoreError(Exception):
     """Base class for every failure of the store."""
@@ -24,6 +26,17 @@ class HashMismatch(StoreError):
         super().__init__(f"hash mismatch in {where}: expected sha1 {expected}, got {actual}")
         self.expected = expected
         self.actual = actual
+
+
+#: Called with every HashMismatch the store detects (a service counts them for /metrics).
+MISMATCH_LISTENERS: list[Callable[[HashMismatch], None]] = []
+
+
+def detected(error: HashMismatch) -> HashMismatch:
+    """Tell the listeners about a mismatch just found; returns it, for ``raise detected(...)``."""
+    for listener in MISMATCH_LISTENERS:
+        listener(error)
+    return error
 
 
 class InvalidHash(StoreError):

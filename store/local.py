@@ -131,6 +131,17 @@ class LocalTransport(Transport):
             keys.extend(os.path.relpath(os.path.join(dirpath, f), self.root) for f in files)
         return sorted(keys)
 
+    def stat(self, key: str) -> tuple[float, int] | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_mtime, st.st_size
+
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path(key))
+
     @_writes
     def delete(self, key: str) -> None:
         with self._lock(key), contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+import time
 from typing import BinaryIO
 
 from .cas import ObjectStore
@@ -21,6 +22,7 @@ class MemoryTransport(Transport):
     def __init__(self, name: str = "") -> None:
         self.location = f"memory://{name}"
         self._values: dict[str, tuple[bytes, str]] = {}
+        self._written: dict[str, float] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1)
 
@@ -40,7 +42,18 @@ class MemoryTransport(Transport):
             if if_tag is not None and (current is None or current[1] != if_tag):
                 return False
             self._values[key] = (data, str(next(self._versions)))
+            self._written[key] = time.time()
         return True
+
+    def stat(self, key: str) -> tuple[float, int] | None:
+        with self._lock:
+            found = self._values.get(check_key(key))
+            return None if found is None else (self._written[key], len(found[0]))
+
+    def touch(self, key: str) -> None:
+        with self._lock:
+            if key in self._values:
+                self._written[key] = time.time()
 
     def exists(self, key: str) -> bool:
         with self._lock:
@@ -54,6 +67,7 @@ class MemoryTransport(Transport):
     def delete(self, key: str) -> None:
         with self._lock:
             self._values.pop(check_key(key), None)
+            self._written.pop(key, None)
 
 
 _NAMED: dict[str, MemoryTransport] = {}

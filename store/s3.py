@@ -255,6 +255,16 @@ class S3Transport(Transport):
     def exists(self, key: str) -> bool:
         return self._size(self._key(check_key(key))) is not None
 
+    def stat(self, key: str) -> tuple[float, int] | None:
+        with self._errors("look up"):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(check_key(key)))
+            except bce.ClientError as exc:
+                if _code(exc) in _MISSING_CODES:
+                    return None
+                raise
+        return head["LastModified"].timestamp(), int(head["ContentLength"])
+
     def list(self, prefix: str) -> list[str]:
         base = self._key("") if self.prefix else ""
         start = base + check_prefix(prefix)

@@ -129,6 +129,18 @@ class Transport(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    # -- optional: what garbage collection needs to know of a key -------------------
+    def stat(self, key: str) -> tuple[float, int] | None:
+        """(last written, as a Unix time; size in bytes), or None when absent or not known.
+
+        Garbage collection deletes only what it knows to be old: a backend that cannot
+        tell keeps everything.
+        """
+        return None
+
+    def touch(self, key: str) -> None:  # noqa: B027 - optional hook
+        """Mark an existing key as just written (a put that found the bytes already there)."""
+
     # -- optional: backends whose own names for bytes travel (IPFS CIDs) ------------
     def native_id(self, key: str) -> str | None:
         return None

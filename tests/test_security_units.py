@@ -172,7 +172,7 @@ def test_put_repairs_a_corrupt_object(tmp_path: Path) -> None:
 def test_a_job_error_names_no_store_path(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "secret-location")
 
-    def train() -> dict:
+    def train(progress: object) -> dict:
         raise ObjectNotFound("c" * 40, store.location)
 
     with pytest.raises(ObjectNotFound):

@@ -1,0 +1,188 @@
+"""The web pages: models, one model, label an image, train. Plain server-rendered HTML.
+
+Pages read the store through the same functions as the JSON API; the little
+JavaScript they carry (``static/ui/ui.js``) only calls that API: uploads, the
+training request, polling progress, labelling, verify. Every asset is served from
+this package, nothing from a CDN.
+
+With API_TOKEN set, a browser signs in once at ``/ui/login``: the token is kept in
+an HttpOnly, SameSite=Strict cookie that the API accepts like the bearer header,
+and that other sites' pages cannot make the browser send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
+
+from model import jobs, publications
+from model.bases.registry import BASES
+from model.catalog import model_rows
+from model.errors import ModelNotFound
+from model.features import VIEWS
+from model.manifest import load_manifest
+from store.errors import HashMismatch
+
+from .auth import TOKEN_COOKIE
+from .training import public_status
+
+blueprint = Blueprint(
+    "ui", __name__, template_folder="templates", static_folder="static/ui", static_url_path="/ui/static"
+)
+
+PAGE_SIZE = 25
+#: Images listed on a model page before "and N more" (the manifest has them all).
+MAX_LISTED_IMAGES = 200
+
+
+def _service() -> Any:
+    return current_app.extensions["stl"]
+
+
+def is_page(path: str) -> bool:
+    """A path that answers HTML to a browser (a failed sign-in redirects rather than answering 401)."""
+    return path == "/" or (path.startswith("/ui/") and not path.startswith(("/ui/static/", "/ui/login")))
+
+
+@blueprint.app_template_filter("when")
+def when(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@blueprint.app_template_filter("pct")
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
+    """The confusion matrix as an SVG heat map: rows true labels, columns predictions, counts inside."""
+    n, cell, pad = len(labels), 56, 110
+    width = pad + n * cell + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="confusion" width="{width}" height="{width}" '
+        f'viewBox="0 0 {width} {width}" role="img" aria-label="confusion matrix">',
+        f'<text x="{pad + n * cell / 2}" y="14" text-anchor="middle" class="axis">predicted</text>',
+        f'<text x="12" y="{pad + n * cell / 2}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 12 {pad + n * cell / 2})">true</text>',
+    ]
+    for i, label in enumerate(labels):
+        x = pad + i * cell + cell / 2
+        parts.append(f'<text x="{x}" y="{pad - 8}" text-anchor="middle">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{pad - 8}" y="{pad + i * cell + cell / 2 + 5}" text-anchor="end">{escape(label)}</text>'
+        )
+    for r, row in enumerate(matrix):
+        total = sum(row) or 1
+        for c, count in enumerate(row):
+            share = count / total
+            # Dark blue for the whole row's mass, white for none: the diagonal should be dark.
+            level = round(255 - 200 * share)
+            fill = f"rgb({level},{level},255)" if r == c else f"rgb(255,{level},{level})"
+            ink = "#fff" if share > 0.6 else "#000"
+            x, y = pad + c * cell, pad + r * cell
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#999" '
+                f'data-row="{r}" data-col="{c}" data-count="{count}"/>'
+                f'<text x="{x + cell / 2}" y="{y + cell / 2 + 5}" text-anchor="middle" fill="{ink}">{count}</text>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+@blueprint.get("/")
+@blueprint.get("/ui/models")
+def models_page() -> str:
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    rows = model_rows(_service().store)
+    pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
+    page = min(page, pages)
+    shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return render_template("models.html", rows=shown, page=page, pages=pages, total=len(rows))
+
+
+@blueprint.get("/ui/models/<model_sha1>")
+def model_page(model_sha1: str) -> str:
+    store = _service().store
+    status = jobs.read_status(store, model_sha1)
+    found = jobs.read_recipe(store, model_sha1)
+    corrupt = False
+    try:
+        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)
+    except ModelNotFound:
+        manifest = None
+    except HashMismatch:
+        manifest, corrupt = None, True
+    if status is None and found is None and manifest is None and not corrupt:
+        raise ModelNotFound(model_sha1)
+    recipe = found[0].to_dict() if found else (manifest or {}).get("recipe", {})
+    state = "ready" if manifest is not None else (status or {}).get("status", "new")
+    metrics = (manifest or {}).get("metrics", {})
+    labels = (manifest or {}).get("labels", [])
+    return render_template(
+        "model.html",
+        sha1=model_sha1,
+        state="error" if corrupt else state,
+        job=public_status(status) if status else None,
+        recipe=recipe,
+        manifest=manifest,
+        metrics=metrics,
+        labels=labels,
+        training=(manifest or {}).get("training", {}),
+        matrix=confusion_svg(labels, metrics["confusion_matrix"])
+        if metrics.get("confusion_matrix")
+        else None,
+        images=(manifest or {}).get("inputs", {}).get("images", [])[:MAX_LISTED_IMAGES],
+        image_count=len((manifest or {}).get("inputs", {}).get("images", [])),
+        publications=[publications.public(r) for r in publications.all_for(store, model_sha1)],
+        corrupt=corrupt,
+    )
+
+
+@blueprint.get("/ui/label")
+def label_page() -> str:
+    ready = [r for r in model_rows(_service().store) if r["status"] == "ready"]
+    return render_template("label.html", models=ready, chosen=request.args.get("model", ""))
+
+
+@blueprint.get("/ui/train")
+def train_page() -> str:
+    settings = _service().settings
+    return render_template(
+        "train.html",
+        bases=sorted(BASES),
+        default_base=settings.base,
+        views=list(VIEWS),
+        default_views=list(settings.views),
+        settings=settings,
+    )
+
+
+@blueprint.route("/ui/login", methods=["GET", "POST"])
+def login() -> Response | str:
+    token = _service().settings.api_token
+    error = ""
+    if request.method == "POST":
+        given = request.form.get("token", "")
+        if token and hmac.compare_digest(given.encode(), token.encode()):
+            response = redirect(request.args.get("next") or url_for("ui.models_page"))
+            response.set_cookie(
+                TOKEN_COOKIE, given, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+            )
+            return response
+        error = "That is not the server's API token."
+    return render_template("login.html", error=error, needed=bool(token))
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+blueprint.add_app_template_filter(as_json, "as_json")

@@ -1,0 +1,167 @@
+"""The Python API, for notebooks and scripts: the same jobs, store and pipeline as ``stl``.
+
+    >>> from model import api
+    >>> m = api.train("example-data/train.csv", seed=1234)   # blocks; same recipe, same hash
+    >>> m.sha1, m.validation_accuracy
+    >>> m.predict(["example-data/infer/dots.png"])           # [{label: probability}, ...]
+    >>> api.verify(m.sha1)["identical"]                      # rebuilt in a fresh process
+    True
+
+Every function takes ``store`` (a path or a store URI such as ``s3://bucket/prefix``;
+by default STORE_URI, then DATA_DIR, then ./data) and reads the rest of its settings
+from the environment once, as the CLI does. Errors are the pipeline's own types
+(``model.errors``), raised with the one-line message the CLI would print.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import ObjectStore, open_store
+
+from . import jobs
+from .config import Settings
+from .errors import PipelineError
+from .fetch import FetchPolicy
+from .pipeline import Progress, prepare_recipe, silent, train_model
+from .progress import tee
+from .recipe import Recipe
+
+StoreLike = str | os.PathLike[str] | ObjectStore | None
+
+
+@dataclass
+class Context:
+    """What one caller works with: settings read once, a store, and the fetch policy."""
+
+    settings: Settings
+    store: ObjectStore
+    policy: FetchPolicy
+
+    @staticmethod
+    def open(store: StoreLike = None, settings: Settings | None = None) -> Context:
+        settings = settings or Settings.from_env()
+        if not isinstance(store, ObjectStore):
+            store = open_store(os.fspath(store) if store else settings.store_uri or None, settings.data_dir)
+        # A caller on their own machine, with their own files and network: no SSRF restrictions.
+        policy = FetchPolicy(timeout=settings.http_timeout, max_bytes=settings.max_download_bytes)
+        return Context(settings, store, policy)
+
+
+def train_job(
+    ctx: Context,
+    csv: str | None,
+    params: dict[str, Any],
+    csv_sha1: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    owner: str | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> tuple[Recipe, dict[str, Any]]:
+    """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status."""
+    recipe = prepare_recipe(ctx.store, ctx.settings, params, csv, csv_sha1, ctx.policy)
+    jobs.record_recipe(ctx.store, recipe, csv)
+    bars = progress or silent
+
+    def build(job_progress: Progress) -> dict[str, Any]:
+        return train_model(ctx.store, recipe, csv, ctx.settings, ctx.policy, tee(bars, job_progress))
+
+    status = jobs.wait_or_run(
+        ctx.store,
+        recipe.sha1,
+        owner or f"local-{os.getpid()}",
+        ctx.settings.lease_ttl,
+        build,
+        ctx.settings.retry_backoff,
+        force=force,
+        on_wait=(lambda: on_wait(recipe.sha1)) if on_wait else None,
+    )
+    return recipe, status
+
+
+@dataclass
+class Model:
+    """A trained model in a store, by its hash. ``manifest`` says everything about how it was made."""
+
+    sha1: str
+    ctx: Context = field(repr=False)
+    _predictor: Any = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        from .manifest import load_manifest
+
+        return load_manifest(self.ctx.store, self.sha1)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def validation_accuracy(self) -> float:
+        return float(self.manifest["metrics"]["validation_accuracy"])
+
+    def predict(self, images: Sequence[str | bytes]) -> list[dict[str, float]]:
+        """``{label: probability}`` for each image, given as a path, a URL, ``sha1:<hex>`` or bytes."""
+        from .fetch import fetch_bytes
+        from .infer import Predictor
+
+        if self._predictor is None:
+            self._predictor = Predictor(self.ctx.store, self.ctx.settings)
+        data = [
+            i if isinstance(i, bytes) else fetch_bytes(i, self.ctx.policy, self.ctx.store) for i in images
+        ]
+        names = [f"image {n + 1}" if isinstance(i, bytes) else i for n, i in enumerate(images)]
+        return self._predictor.predict(self.sha1, data, names)
+
+    def export(self, path: str | os.PathLike[str], format: str = "tflite") -> str:
+        """Write a self-contained model file (see ``model.export``); its sha1."""
+        from .export import export_model
+
+        return export_model(self.ctx.store, self.sha1, path, format)
+
+
+def train(
+    csv: str,
+    *,
+    store: StoreLike = None,
+    csv_sha1: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    **recipe: Any,
+) -> Model:
+    """Train (or find) the model for ``csv`` and the recipe options; blocks until it is ready.
+
+    ``recipe`` takes the API's ``metadata`` names: ``random_seed``, ``base``, ``views``,
+    ``head``, ``l2``, ``calibrate``, ``train_percentage``, ``data_limit``, ``epochs`` … A
+    failed job raises its PipelineError subclass's message as ``PipelineError``.
+    """
+    ctx = Context.open(store)
+    recipe_obj, status = train_job(ctx, csv, dict(recipe), csv_sha1, progress, force)
+    if status["status"] != "ready":
+        raise PipelineError(status.get("message") or f"model {recipe_obj.sha1} is {status['status']}")
+    return Model(recipe_obj.sha1, ctx)
+
+
+def load(sha1: str, *, store: StoreLike = None) -> Model:
+    """A trained model by hash (ModelNotFound if the store has no manifest for it)."""
+    model = Model(sha1, Context.open(store))
+    model.manifest  # noqa: B018 - fail now, not at the first predict
+    return model
+
+
+def verify(sha1: str, *, store: StoreLike = None) -> dict[str, Any]:
+    """Rebuild the model from its stored inputs in a fresh process; the report (``identical``: bool)."""
+    from .verify import verify_model
+
+    return verify_model(Context.open(store).store, sha1)
+
+
+def models(*, store: StoreLike = None) -> list[dict[str, Any]]:
+    """Every model the store knows, newest first: sha1, status, labels, accuracy, base, created time."""
+    from .catalog import model_rows
+
+    return model_rows(Context.open(store).store)

@@ -1,0 +1,46 @@
+"""The list of models a store knows, one summary row each, for ``stl models``, the API and the web page.
+
+A model is known by any ref under ``models/<sha1>/``: a job's status and recipe, or
+only a manifest (a model published here from elsewhere). Rows are read from those
+small refs, never from the manifests, so listing stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from store import ObjectStore
+from store.hashing import is_sha1
+
+from .jobs import read_status, recipe_ref
+from .manifest import manifest_ref
+
+
+def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str, Any]:
+    status = read_status(store, model_sha1) if f"models/{model_sha1}/status" in names else None
+    raw_recipe = store.get_ref(recipe_ref(model_sha1)) if recipe_ref(model_sha1) in names else None
+    recipe = json.loads(raw_recipe)["recipe"] if raw_recipe else {}
+    row: dict[str, Any] = {
+        "model_sha1": model_sha1,
+        "status": (status or {}).get("status", "ready" if manifest_ref(model_sha1) in names else "new"),
+        "labels": (status or {}).get("labels"),
+        "validation_accuracy": (status or {}).get("validation_accuracy"),
+        "base": recipe.get("base"),
+        "created_at": (status or {}).get("started_at") or (status or {}).get("updated_at"),
+        "updated_at": (status or {}).get("updated_at"),
+    }
+    if status is not None and "progress" in status and row["status"] == "in_progress":
+        row["progress"] = status["progress"]
+    if status is not None and status.get("message"):
+        row["message"] = status["message"]
+    return row
+
+
+def model_rows(store: ObjectStore, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """Summary rows, most recently updated first; ``offset``/``limit`` page through them."""
+    names = set(store.list_refs("models"))
+    sha1s = sorted({n.split("/")[1] for n in names if n.count("/") >= 2 and is_sha1(n.split("/")[1])})
+    rows = [model_row(store, s, names) for s in sha1s]
+    rows.sort(key=lambda r: (r["updated_at"] or 0, r["model_sha1"]), reverse=True)
+    return rows[offset : None if limit is None else offset + limit]
