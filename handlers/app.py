@@ -26,7 +26,7 @@ from store.hashing import is_sha1
 from . import errors, swagger, ui
 from .auth import check_token
 from .bodies import json_body
-from .errors import InvalidInput, Unauthorized
+from .errors import InvalidInput, NotReady, Unauthorized
 from .inference import infer
 from .logs import use_json_logs
 from .metrics import exposition, instrument, record_request
@@ -189,10 +189,8 @@ def readyz() -> Response:
     svc = service()
     if not svc.base_loaded.is_set():
         if svc.base_error:
-            raise BackendUnavailable(
-                f"base network {svc.settings.base} could not be loaded: {svc.base_error}"
-            )
-        raise BackendUnavailable(f"loading the base network {svc.settings.base}")
+            raise NotReady(f"base network {svc.settings.base} could not be loaded: {svc.base_error}")
+        raise NotReady(f"loading the base network {svc.settings.base}")
     store = svc.store
     try:
         store.get_ref("healthz")

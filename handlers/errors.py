@@ -57,6 +57,10 @@ class UploadTooLarge(ApiError):
     pass
 
 
+class NotReady(ApiError):
+    """This worker cannot serve yet (its base network is loading): 503, with the reason."""
+
+
 class Conflict(ApiError):
     """The request is valid but the resource's state forbids it (clearing a ready model)."""
 
@@ -86,6 +90,7 @@ STATUS: dict[type[BaseException], int] = {
     # The store failed us, not the client. Messages stay (they name no secrets).
     HashMismatch: 500,
     BackendUnavailable: 503,
+    NotReady: 503,
     StoreError: 500,
 }
 
@@ -124,6 +129,8 @@ def handle(error: Exception) -> Response:
         # Names the failure, not the path: the operator must act, the client should retry later.
         log.error("%s: %s", type(error).__name__, error)
         return error_response(status, f"store unavailable: {error}")
+    if isinstance(error, NotReady):
+        return error_response(status, str(error))
     if status >= 500:
         # The store's messages name its location; that is for the log, not the client.
         log.error("%s: %s", type(error).__name__, error)

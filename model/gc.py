@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ def in_flight_cache_refs(store: ObjectStore, model_sha1: str, marked: set[str]) 
         return set()
     recipe, _source = found
     try:
-        rows = parse_csv(store.get(recipe.csv_sha1), None)
+        rows = parse_csv(store.get(recipe.csv_sha1), sys.maxsize)
     except (StoreError, PipelineError):
         return set()  # the CSV is not here (yet) or unusable: the job will fail or fetch it afresh
     sizes = [recipe.image_size]

@@ -233,6 +233,13 @@ def clear_failed(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
     return {**current, "status": "cleared"}
 
 
+def next_attempt(current: dict[str, Any] | None) -> int:
+    """The attempt number of a job started now: a failed or cancelled one counts up."""
+    if current is not None and current["status"] in ("error", "cancelled"):
+        return int(current.get("attempt", 1)) + 1
+    return 1
+
+
 def submit(
     store: ObjectStore,
     model_sha1: str,
@@ -255,12 +262,7 @@ def submit(
         current = {**current, "status": "error", "error_kind": "transient", "retry_at": 0}
     if current is not None and current["status"] == "error" and not retry_due(current):
         return current
-    # A failed or cancelled job starts again when asked again.
-    attempt = (
-        int(current.get("attempt", 1)) + 1
-        if current is not None and current["status"] in ("error", "cancelled")
-        else 1
-    )
+    attempt = next_attempt(current)
     holder = lease.holder(store, lease_ref(model_sha1))
     if holder is not None and not holder.expired():
         # "new" is the winner's answer alone; everyone else sees the job in progress.
@@ -331,6 +333,7 @@ def wait_or_run(
         ):
             return status
         if lease.acquire(store, lease_ref(model_sha1), owner, ttl):
+            write_status(store, model_sha1, "new", owner=owner, attempt=next_attempt(status))
             return run_with_lease(store, model_sha1, owner, ttl, train, backoff)
         if on_wait is not None:
             on_wait()

@@ -1,4 +1,4 @@
-"""Failed jobs: the world's errors retry, the data's stay, DELETE clears; corrupt objects are rebuilt."""
+"""Failed jobs: the world's errors retry, the data's stay, DELETE clears or forgets; corrupt objects are rebuilt."""
 
 from __future__ import annotations
 
@@ -51,12 +51,22 @@ def test_a_data_error_stays_and_delete_clears_it(api: Api, site: Site) -> None:
     assert poll_until_done(api, body)[-1].json()["status"] == "error"
 
 
-def test_delete_refuses_ready_and_unknown_models_and_needs_the_token(
-    api: Api, strict_api: Api, trained_model: str
+def test_delete_forgets_a_ready_model_refuses_unknown_ones_and_needs_the_token(
+    api: Api, strict_api: Api, site: Site
 ) -> None:
-    assert error_of(api.delete(f"/models/{trained_model}"), 409) == (
-        f"model {trained_model} is ready; only a failed job can be cleared"
-    )
+    body = train_body(site, random_seed=53)
+    ready = poll_until_done(api, body)[-1].json()
+    assert ready["status"] == "ready", ready
+    model = ready["model_sha1"]
+    deleted = api.delete(f"/models/{model}")
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert deleted.json()["status"] == "ready" and "cleared" not in deleted.json()
+    assert error_of(api.get(f"/models/{model}"), 404) == f"unknown model {model}"
+    assert model not in [m["model_sha1"] for m in api.get("/models").json()["models"]]
+    # Its objects are still there (gc decides), so the same request rebuilds it from caches.
+    assert api.get(f"/objects/{ready['weights_sha1']}").status_code == 200
+    assert api.post("/train", json=body).json()["status"] == "new"
+    assert poll_until_done(api, body)[-1].json()["weights_sha1"] == ready["weights_sha1"]
     assert error_of(api.delete(f"/models/{'b' * 40}"), 404) == f"unknown model {'b' * 40}"
     assert requests.delete(f"{strict_api.url}/models/{'b' * 40}", timeout=30).status_code == 401
     assert strict_api.delete(f"/models/{'b' * 40}").status_code == 404  # with the token
