@@ -65,13 +65,14 @@ def pct(value: float | None) -> str:
 def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
     """The confusion matrix as an SVG heat map: rows true labels, columns predictions, counts inside."""
     n, cell, pad = len(labels), 56, 110
-    width = pad + n * cell + 10
+    top = 40  # room for the column labels and the axis name above the grid
+    width, height = pad + n * cell + 10, top + n * cell + 10
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="confusion" width="{width}" height="{width}" '
-        f'viewBox="0 0 {width} {width}" role="img" aria-label="confusion matrix">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="confusion" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="confusion matrix">',
         f'<text x="{pad + n * cell / 2}" y="14" text-anchor="middle" class="axis">predicted</text>',
-        f'<text x="12" y="{pad + n * cell / 2}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 12 {pad + n * cell / 2})">true</text>',
+        f'<text x="12" y="{top + n * cell / 2}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 12 {top + n * cell / 2})">true</text>',
     ]
     for i, label in enumerate(labels):
         x = pad + i * cell + cell / 2
@@ -87,7 +88,7 @@ def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
             level = round(255 - 200 * share)
             fill = f"rgb({level},{level},255)" if r == c else f"rgb(255,{level},{level})"
             ink = "#fff" if share > 0.6 else "#000"
-            x, y = pad + c * cell, pad + r * cell
+            x, y = pad + c * cell, top + r * cell
             parts.append(
                 f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#999" '
                 f'data-row="{r}" data-col="{c}" data-count="{count}"/>'

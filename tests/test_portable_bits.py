@@ -144,10 +144,11 @@ def _train_and_infer(
     return train.json, hashlib.sha1(infer.out.encode()).hexdigest()
 
 
-def test_example_recipe_hash_is_golden(tmp_path: Path) -> None:
+def test_example_recipe_hash_is_golden(tmp_path: Path, base_cache: Path) -> None:
     store = LocalStore(tmp_path / "data")
+    settings = Settings(base_cache=str(base_cache))  # the session's cache, never the user's own
     recipe = prepare_recipe(
-        store, Settings(), {"random_seed": 7}, str(REPO / "example-data/train.csv"), None, FetchPolicy()
+        store, settings, {"random_seed": 7}, str(REPO / "example-data/train.csv"), None, FetchPolicy()
     )
     assert recipe.base_sha1 == DEFAULT_BASE_SHA1 == BASES["efficientnet-lite2"].int8_sha1
     assert recipe.sha1 == EXAMPLE["model_sha1"]
