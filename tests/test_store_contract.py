@@ -136,6 +136,27 @@ def test_concurrent_writers_of_the_same_object(backend: Backend) -> None:
     assert backend.open().get(names[0]) == data
 
 
+def test_stat_says_when_and_how_big_or_nothing(store: ObjectStore, backend: Backend) -> None:
+    """What garbage collection relies on: an age it may trust, or None (then it keeps the object)."""
+    import time
+
+    before = time.time()
+    sha1 = store.put(b"an object whose age matters")
+    stat = store.stat_object(sha1)
+    assert store.stat_object("f" * 40) is None
+    if backend.kind == "ipfs":
+        assert stat is None  # the node keeps no write time: gc never deletes there
+        return
+    assert stat is not None
+    written, size = stat
+    assert size == len(b"an object whose age matters")
+    assert before - 5 <= written <= time.time() + 5  # S3's Last-Modified has whole seconds
+    store.set_ref("gc/probe", b"x")
+    assert store.stat_ref("gc/probe") is not None
+    store.delete_object(sha1)
+    assert not store.has(sha1) and store.stat_object(sha1) is None
+
+
 # -- refs ---------------------------------------------------------------------------
 def test_refs_create_replace_list_delete(store: ObjectStore) -> None:
     assert store.get_ref("models/a/status") is None

@@ -6,6 +6,7 @@ The behaviour every backend shares is in test_store_contract.py.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from store import LocalStore, sha1_bytes
@@ -45,3 +46,15 @@ def test_tag_is_the_content_hash_computed_only_when_asked(tmp_path: Path) -> Non
     assert not t.put("refs/r", io.BytesIO(b"v2"), 2, if_tag=sha1_bytes(b"other"))
     assert t.put("refs/r", io.BytesIO(b"v2"), 2, if_tag=sha1_bytes(b"v1"))
     assert t.list("refs/") == ["refs/r"] and t.list("") == ["refs/r"]  # tmp/ is not content
+
+
+def test_putting_an_object_that_is_there_renews_its_age(tmp_path: Path) -> None:
+    """gc's grace period protects an object a training re-put but has not named yet."""
+    store = LocalStore(tmp_path / "data")
+    sha1 = store.put(b"old bytes, put again")
+    path = store.object_path(sha1)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert store.stat_object(sha1) == (1_000_000_000, len(b"old bytes, put again"))
+    store.put(b"old bytes, put again")
+    stat = store.stat_object(sha1)
+    assert stat is not None and stat[0] > 1_000_000_000 + 10 * 365 * 86400

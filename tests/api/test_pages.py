@@ -1,0 +1,83 @@
+"""The pages' server side, in-process (Flask's test client): paging, sign-in, escaping.
+
+The browser test (test_web_ui.py) drives the same pages end to end in Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from model import jobs
+
+
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str = "") -> tuple[FlaskClient, object]:
+    from handlers.app import create_app
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PRELOAD_BASE", "0")
+    monkeypatch.setenv("API_TOKEN", token)
+    app = create_app()
+    return app.test_client(), app.extensions["stl"].store
+
+
+def test_the_models_table_pages_by_25_newest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web, store = client(tmp_path, monkeypatch)
+    empty = web.get("/").get_data(as_text=True)
+    assert "No models yet" in empty and 'href="/ui/train"' in empty
+    names = [f"{i:040x}" for i in range(30)]
+    for i, sha1 in enumerate(names):
+        record = jobs.write_status(store, sha1, "ready", labels=["a", "b"], validation_accuracy=i / 100)
+        record["updated_at"] = 1_800_000_000 + i  # a fixed order: the last written is the newest
+        store.set_ref(jobs.status_ref(sha1), json.dumps(record).encode())
+    first = web.get("/").get_data(as_text=True)
+    shown = re.findall(r'<tr data-sha1="([0-9a-f]{40})">', first)
+    assert shown == names[::-1][:25]
+    assert (
+        "page 1 of 2 (30 models)" in first
+        and 'id="next" href="?page=2"' in first
+        and 'id="prev"' not in first
+    )
+    second = web.get("/ui/models?page=2").get_data(as_text=True)
+    assert re.findall(r'<tr data-sha1="([0-9a-f]{40})">', second) == names[::-1][25:]
+    assert 'id="prev" href="?page=1"' in second and 'id="next"' not in second
+    assert "29.0%" in first and "a, b" in first
+    # Out of range pages land on the last; nonsense is page 1.
+    assert "page 2 of 2" in web.get("/ui/models?page=99").get_data(as_text=True)
+    assert "page 1 of 2" in web.get("/ui/models?page=x").get_data(as_text=True)
+
+
+def test_labels_and_messages_are_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web, store = client(tmp_path, monkeypatch)
+    sha1 = "e" * 40
+    jobs.write_status(store, sha1, "error", message="<script>alert(1)</script>", labels=["<b>x</b>"])
+    page = web.get("/").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    model = web.get(f"/ui/models/{sha1}").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in model and "<script>alert" not in model
+
+
+def test_with_a_token_a_browser_signs_in_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web, _store = client(tmp_path, monkeypatch, token="s3cret")
+    r = web.get("/ui/label")
+    assert r.status_code == 302 and r.headers["Location"] == "/ui/login?next=/ui/label"
+    assert web.get("/ui/static/ui.css").status_code == 200  # assets are public
+    assert web.get("/models").status_code == 401  # the API still wants the token
+    wrong = web.post("/ui/login", data={"token": "nope"})
+    assert wrong.status_code == 200 and "not the server&#39;s API token" in wrong.get_data(as_text=True)
+    right = web.post("/ui/login?next=/ui/label", data={"token": "s3cret"})
+    assert right.status_code == 302 and right.headers["Location"] == "/ui/label"
+    cookie = right.headers["Set-Cookie"]
+    assert "stl_token=s3cret" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert web.get("/ui/label").status_code == 200
+    assert web.get("/models").status_code == 200  # the pages' own API calls carry the cookie
+
+
+def test_an_unknown_model_page_is_a_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    web, _store = client(tmp_path, monkeypatch)
+    r = web.get(f"/ui/models/{'a' * 40}")
+    assert r.status_code == 404 and r.json == {"error": f"unknown model {'a' * 40}"}
