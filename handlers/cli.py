@@ -162,17 +162,77 @@ def _publish(
 def cmd_infer(args: argparse.Namespace) -> int:
     from model.fetch import fetch_bytes
     from model.infer import Predictor, top_label
-
-    store, settings, policy = _context(args)
     from model.publish import ensure_model
 
+    if args.csv and args.images:
+        raise InvalidRequest("give images or --csv, not both")
+    if args.out and not args.csv:
+        raise InvalidRequest("--out goes with --csv")
+    store, settings, policy = _context(args)
+    images = args.images or ([settings.default_test_image_url] if settings.default_test_image_url else [])
+    if not args.csv and not images:
+        raise InvalidRequest("give one or more images, or --csv")
     ensure_model(store, args.model, args.model_uri)  # fetched by hash and verified if absent
     predictor = Predictor(store, settings)
     predictor.load(args.model)  # unknown model: fail before touching any image
-    for source in args.images:
+    if args.csv:
+        return _infer_csv(args, store, settings, policy, predictor)
+    for source in images:
         data = fetch_bytes(source, policy, store)
         probabilities = predictor.predict(args.model, [data], [source])[0]
         _emit({"image": source, "label": top_label(probabilities), "probabilities": probabilities})
+    return 0
+
+
+def _infer_csv(
+    args: argparse.Namespace, store: ObjectStore, settings: Settings, policy: FetchPolicy, predictor: Any
+) -> int:
+    """Label every image a CSV lists; JSON lines to --out (written whole, then renamed) or stdout."""
+    import tempfile
+
+    from model.batch import label_rows, parse_image_list
+    from model.fetch import fetch_bytes, resolve_source
+
+    rows = parse_image_list(fetch_bytes(args.csv, policy, store), settings.max_csv_rows)
+
+    def fetch(row: Any) -> bytes:
+        return fetch_bytes(resolve_source(row.source, args.csv), policy, store, expected_sha1=row.sha1)
+
+    results = label_rows(predictor, args.model, rows, fetch, settings.download_pool_size)
+    total = failed = expected = agreed = 0
+    out = sys.stdout
+    if args.out:
+        directory = os.path.dirname(os.path.abspath(args.out))
+        out = tempfile.NamedTemporaryFile(
+            "w", dir=directory, prefix=".stl-infer-", suffix=".tmp", delete=False
+        )
+    try:
+        for record in results:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+            total += 1
+            failed += "error" in record
+            if "expected" in record and "label" in record:
+                expected += 1
+                agreed += record["label"] == record["expected"]
+        out.flush()
+        if args.out:
+            out.close()
+            os.replace(out.name, args.out)  # the results appear whole or not at all
+    finally:
+        if args.out and not out.closed:
+            out.close()
+            os.unlink(out.name)
+    if expected:
+        print(
+            f"stl: {agreed} of {expected} labelled as the CSV says ({100 * agreed / expected:.1f}%)",
+            file=sys.stderr,
+        )
+    if failed:
+        print(
+            f"stl: error: {failed} of {total} images could not be labelled; see their error lines",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return 0
 
 
@@ -371,9 +431,15 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         "--model-uri", metavar="URI", help="store to fetch the model from (by hash) if it is not local"
     )
     i.add_argument(
+        "--csv",
+        metavar="CSV",
+        help="label every image this CSV lists (<image_url>[,<label>][,<sha1>] per row; the training "
+        "CSV works): one JSON line per row, in order, fetched and labelled in parallel",
+    )
+    i.add_argument("--out", metavar="FILE", help="with --csv: write the JSON lines here (default stdout)")
+    i.add_argument(
         "images",
-        nargs="+" if not settings.default_test_image_url else "*",
-        default=[settings.default_test_image_url] if settings.default_test_image_url else None,
+        nargs="*",
         help="image paths, URLs or sha1:<hex> store references (default DEFAULT_TEST_IMG_URL)",
     )
     i.set_defaults(func=cmd_infer)

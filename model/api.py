@@ -16,7 +16,7 @@ from the environment once, as the CLI does. Errors are the pipeline's own types
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,24 @@ class Model:
         ]
         names = [f"image {n + 1}" if isinstance(i, bytes) else i for n, i in enumerate(images)]
         return self._predictor.predict(self.sha1, data, names)
+
+    def label_csv(self, csv: str) -> Iterator[dict[str, Any]]:
+        """Label every image a CSV lists (``model.batch``): one result per row, in order, streamed."""
+        from .batch import label_rows, parse_image_list
+        from .fetch import fetch_bytes, resolve_source
+        from .infer import Predictor
+
+        if self._predictor is None:
+            self._predictor = Predictor(self.ctx.store, self.ctx.settings)
+        policy, store = self.ctx.policy, self.ctx.store
+        rows = parse_image_list(fetch_bytes(csv, policy, store), self.ctx.settings.max_csv_rows)
+        return label_rows(
+            self._predictor,
+            self.sha1,
+            rows,
+            lambda row: fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1),
+            self.ctx.settings.download_pool_size,
+        )
 
     def export(self, path: str | os.PathLike[str], format: str = "tflite") -> str:
         """Write a self-contained model file (see ``model.export``); its sha1."""
