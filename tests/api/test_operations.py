@@ -117,9 +117,11 @@ def test_cancel_a_running_job_then_train_it_again(api: Api, site: Site) -> None:
         assert time.time() < deadline
         time.sleep(0.1)
     assert job["status"] == "cancelled" and job["job"]["message"] == "cancelled on request", job
-    assert any(
-        f"training cancelled model={model} reason=cancelled on request" in ln for ln in api.log().splitlines()
-    )
+    # The worker logs after it writes the status: give its line a moment.
+    line = f"training cancelled model={model} reason=cancelled on request"
+    while not any(line in ln for ln in api.log().splitlines()):
+        assert time.time() < deadline, api.log()[-3000:]
+        time.sleep(0.1)
     assert error_of(api.post(f"/models/{model}/cancel"), 409) == (
         f"model {model} is cancelled; only a running job can be cancelled"
     )
@@ -171,10 +173,22 @@ def test_json_logs_name_a_failed_jobs_reason(tmp_path: Path, site: Site) -> None
     with run_api(tmp_path, env, workers=1) as server:
         final = poll_until_done(server, train_body(site, csv="mismatch.csv"))[-1].json()
         assert final["status"] == "error"
-        lines = [json.loads(ln) for ln in server.log().splitlines() if ln.startswith("{")]
-    failed = [
-        ln for ln in lines if ln.get("model_sha1") == final["model_sha1"] and ln.get("status") == "error"
-    ]
+
+        def logged() -> list[dict[str, Any]]:
+            return [json.loads(ln) for ln in server.log().splitlines() if ln.startswith("{")]
+
+        def failed_lines() -> list[dict[str, Any]]:
+            return [
+                ln
+                for ln in logged()
+                if ln.get("model_sha1") == final["model_sha1"] and ln.get("status") == "error"
+            ]
+
+        deadline = time.time() + 60
+        while not failed_lines():  # the worker logs just after it writes the status
+            assert time.time() < deadline, server.log()[-3000:]
+            time.sleep(0.1)
+        lines, failed = logged(), failed_lines()
     assert len(failed) == 1, lines
     assert failed[0]["level"] == "warning" and failed[0]["reason"] == final["message"]
     assert failed[0]["message"].startswith(f"training failed model={final['model_sha1']} reason=")

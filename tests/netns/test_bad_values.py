@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,12 @@ def test_an_upload_with_the_empty_fields_a_form_sends(api: Api, site: Site, trai
 def read_only_api(tmp_path: Path, site: Site):
     """A server whose data directory is then mounted read-only (this namespace's own mount table)."""
     with run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server:
+        # Ready first: the worker has copied its base network into the store and holds no file
+        # open for writing, which would make the read-only remount fail (EBUSY).
+        deadline = time.time() + 60
+        while requests.get(server.url + "/readyz", timeout=30).status_code != 200:
+            assert time.time() < deadline, server.log()[-3000:]
+            time.sleep(0.1)
         data = str(server.data_dir)
         subprocess.run(["mount", "--bind", data, data], check=True)
         subprocess.run(["mount", "-o", "remount,ro,bind", data], check=True)
