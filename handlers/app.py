@@ -17,10 +17,9 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, redirect, request, send_file, url_for
 
 from model import jobs, publications
+from model.catalog import model_state
 from model.config import Settings
-from model.errors import ModelNotFound
-from model.manifest import load_manifest
-from store.errors import BackendUnavailable, HashMismatch, StoreError
+from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
 
 from . import errors, swagger, ui
@@ -81,30 +80,17 @@ def list_models() -> Response:
 def get_model(model_sha1: str) -> Response:
     store = service().store
     path_sha1(model_sha1, "model_sha1")
-    status = jobs.read_status(store, model_sha1)
-    found = jobs.read_recipe(store, model_sha1)
-    corrupt = False
-    try:
-        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)  # verified by hash
-    except ModelNotFound:
-        manifest = None
-    except HashMismatch:
-        manifest, corrupt = None, True
-    if status is None and found is None and manifest is None and not corrupt:
-        raise ModelNotFound(model_sha1)
-    recipe = found[0].to_dict() if found else (manifest or {}).get("recipe")
+    found = model_state(store, model_sha1)
     body: dict[str, Any] = {
         "model_sha1": model_sha1,
-        # The manifest is written just before the ready status: it is the truth.
-        "status": "ready" if manifest is not None else (status or {}).get("status", "new"),
-        "recipe": recipe,
-        "manifest": manifest,
+        "status": found.state,
+        "recipe": found.recipe,
+        "manifest": found.manifest,
     }
-    if corrupt:
-        body["status"] = "error"
+    if found.corrupt:
         body["message"] = "the stored manifest does not match its hash; POST /train again to rebuild it"
-    if status is not None:
-        body["job"] = public_status(status)
+    if found.status is not None:
+        body["job"] = public_status(found.status)
     body["publications"] = [publications.public(r) for r in publications.all_for(store, model_sha1)]
     return jsonify(body)
 

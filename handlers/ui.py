@@ -21,13 +21,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from model import jobs, publications
+from model import publications
 from model.bases.registry import BASES
-from model.catalog import model_rows
-from model.errors import ModelNotFound
+from model.catalog import model_rows, model_state
 from model.features import VIEWS
-from model.manifest import load_manifest
-from store.errors import HashMismatch
 
 from .auth import TOKEN_COOKIE
 from .training import public_status
@@ -112,38 +109,28 @@ def models_page() -> str:
 @blueprint.get("/ui/models/<model_sha1>")
 def model_page(model_sha1: str) -> str:
     store = _service().store
-    status = jobs.read_status(store, model_sha1)
-    found = jobs.read_recipe(store, model_sha1)
-    corrupt = False
-    try:
-        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)
-    except ModelNotFound:
-        manifest = None
-    except HashMismatch:
-        manifest, corrupt = None, True
-    if status is None and found is None and manifest is None and not corrupt:
-        raise ModelNotFound(model_sha1)
-    recipe = found[0].to_dict() if found else (manifest or {}).get("recipe", {})
-    state = "ready" if manifest is not None else (status or {}).get("status", "new")
-    metrics = (manifest or {}).get("metrics", {})
-    labels = (manifest or {}).get("labels", [])
+    found = model_state(store, model_sha1)
+    manifest = found.manifest or {}
+    metrics = manifest.get("metrics", {})
+    labels = manifest.get("labels", [])
+    images = manifest.get("inputs", {}).get("images", [])
     return render_template(
         "model.html",
         sha1=model_sha1,
-        state="error" if corrupt else state,
-        job=public_status(status) if status else None,
-        recipe=recipe,
-        manifest=manifest,
+        state=found.state,
+        job=public_status(found.status) if found.status else None,
+        recipe=found.recipe or {},
+        manifest=found.manifest,
         metrics=metrics,
         labels=labels,
-        training=(manifest or {}).get("training", {}),
+        training=manifest.get("training", {}),
         matrix=confusion_svg(labels, metrics["confusion_matrix"])
         if metrics.get("confusion_matrix")
         else None,
-        images=(manifest or {}).get("inputs", {}).get("images", [])[:MAX_LISTED_IMAGES],
-        image_count=len((manifest or {}).get("inputs", {}).get("images", [])),
+        images=images[:MAX_LISTED_IMAGES],
+        image_count=len(images),
         publications=[publications.public(r) for r in publications.all_for(store, model_sha1)],
-        corrupt=corrupt,
+        corrupt=found.corrupt,
     )
 
 

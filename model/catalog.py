@@ -8,13 +8,16 @@ small refs, never from the manifests, so listing stays cheap.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from store import ObjectStore
+from store.errors import HashMismatch
 from store.hashing import is_sha1
 
-from .jobs import read_status, recipe_ref
-from .manifest import manifest_ref
+from .errors import ModelNotFound
+from .jobs import read_recipe, read_status, recipe_ref
+from .manifest import load_manifest, manifest_ref
 
 
 def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str, Any]:
@@ -44,3 +47,38 @@ def model_rows(store: ObjectStore, offset: int = 0, limit: int | None = None) ->
     rows = [model_row(store, s, names) for s in sha1s]
     rows.sort(key=lambda r: (r["updated_at"] or 0, r["model_sha1"]), reverse=True)
     return rows[offset : None if limit is None else offset + limit]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the store says of one model: its job record, recipe and (verified) manifest."""
+
+    model_sha1: str
+    status: dict[str, Any] | None
+    recipe: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    corrupt: bool  # a manifest is named but does not hash to its name
+
+    @property
+    def state(self) -> str:
+        # The manifest is written just before the ready status: it is the truth.
+        if self.corrupt:
+            return "error"
+        return "ready" if self.manifest is not None else (self.status or {}).get("status", "new")
+
+
+def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
+    """The model's state (ModelNotFound if the store knows nothing of it)."""
+    status = read_status(store, model_sha1)
+    found = read_recipe(store, model_sha1)
+    corrupt = False
+    try:
+        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)  # verified by hash
+    except ModelNotFound:
+        manifest = None
+    except HashMismatch:
+        manifest, corrupt = None, True
+    if status is None and found is None and manifest is None and not corrupt:
+        raise ModelNotFound(model_sha1)
+    recipe = found[0].to_dict() if found else (manifest or {}).get("recipe")
+    return ModelState(model_sha1, status, recipe, manifest, corrupt)

@@ -243,27 +243,25 @@ class S3Transport(Transport):
         if value is not None:
             request.headers["x-goog-if-generation-match"] = value
 
-    def _size(self, full_key: str) -> int | None:
+    def _head(self, full_key: str) -> dict[str, Any] | None:
         with self._errors("look up"):
             try:
-                return int(self.client.head_object(Bucket=self.bucket, Key=full_key)["ContentLength"])
+                return self.client.head_object(Bucket=self.bucket, Key=full_key)
             except bce.ClientError as exc:
                 if _code(exc) in _MISSING_CODES:
                     return None
                 raise
+
+    def _size(self, full_key: str) -> int | None:
+        head = self._head(full_key)
+        return None if head is None else int(head["ContentLength"])
 
     def exists(self, key: str) -> bool:
         return self._size(self._key(check_key(key))) is not None
 
     def stat(self, key: str) -> tuple[float, int] | None:
-        with self._errors("look up"):
-            try:
-                head = self.client.head_object(Bucket=self.bucket, Key=self._key(check_key(key)))
-            except bce.ClientError as exc:
-                if _code(exc) in _MISSING_CODES:
-                    return None
-                raise
-        return head["LastModified"].timestamp(), int(head["ContentLength"])
+        head = self._head(self._key(check_key(key)))
+        return None if head is None else (head["LastModified"].timestamp(), int(head["ContentLength"]))
 
     def list(self, prefix: str) -> list[str]:
         base = self._key("") if self.prefix else ""
