@@ -24,7 +24,9 @@ from markupsafe import Markup, escape
 from model import publications
 from model.bases.registry import BASES
 from model.catalog import model_rows, model_state
+from model.errors import ModelNotFound
 from model.features import VIEWS
+from store.hashing import is_sha1
 
 from .auth import TOKEN_COOKIE
 from .training import public_status
@@ -107,9 +109,14 @@ def models_page() -> str:
 
 
 @blueprint.get("/ui/models/<model_sha1>")
-def model_page(model_sha1: str) -> str:
+def model_page(model_sha1: str) -> str | tuple[str, int]:
     store = _service().store
-    found = model_state(store, model_sha1)
+    try:
+        if not is_sha1(model_sha1):  # not even a name: nothing to look up
+            raise ModelNotFound(model_sha1)
+        found = model_state(store, model_sha1)
+    except ModelNotFound:
+        return render_template("missing.html", sha1=model_sha1), 404
     manifest = found.manifest or {}
     metrics = manifest.get("metrics", {})
     labels = manifest.get("labels", [])

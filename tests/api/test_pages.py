@@ -77,7 +77,9 @@ def test_with_a_token_a_browser_signs_in_once(tmp_path: Path, monkeypatch: pytes
     assert web.get("/models").status_code == 200  # the pages' own API calls carry the cookie
 
 
-def test_an_unknown_model_page_is_a_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_model_page_is_an_html_404(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     web, _store = client(tmp_path, monkeypatch)
     r = web.get(f"/ui/models/{'a' * 40}")
-    assert r.status_code == 404 and r.json == {"error": f"unknown model {'a' * 40}"}
+    assert r.status_code == 404 and r.mimetype == "text/html"
+    assert f'This store knows no model <code class="hash">{"a" * 40}</code>' in r.get_data(as_text=True)
+    assert web.get("/ui/models/not-a-hash").status_code == 404  # nothing is looked up for it
