@@ -89,21 +89,22 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from model.api import Context, train_job
 
-    store, settings, policy = _context(args)
+    ctx = Context.open(args.store)
+    store, settings = ctx.store, ctx.settings
+    owner = f"cli-{os.getpid()}"
     recipe, status = train_job(
-        Context(settings, store, policy),
+        ctx,
         args.csv,
         _hyperparameters(args),
         args.csv_sha1,
         _tqdm_progress,
         force=args.force,
-        owner=f"cli-{os.getpid()}",
+        owner=owner,
         on_wait=lambda sha1: print(
             f"stl: {sha1} is being trained by another process; waiting", file=sys.stderr
         ),
     )
     model_sha1 = recipe.sha1
-    owner = f"cli-{os.getpid()}"
     assert status is not None
     published = (
         _publish(store, model_sha1, args.publish, owner, settings) if status["status"] == "ready" else None
@@ -190,15 +191,11 @@ def _infer_csv(
     """Label every image a CSV lists; JSON lines to --out (written whole, then renamed) or stdout."""
     import tempfile
 
-    from model.batch import label_rows, parse_image_list
-    from model.fetch import fetch_bytes, resolve_source
+    from tqdm import tqdm
 
-    rows = parse_image_list(fetch_bytes(args.csv, policy, store), settings.max_csv_rows)
+    from model.batch import label_csv
 
-    def fetch(row: Any) -> bytes:
-        return fetch_bytes(resolve_source(row.source, args.csv), policy, store, expected_sha1=row.sha1)
-
-    results = label_rows(predictor, args.model, rows, fetch, settings.download_pool_size)
+    results = label_csv(predictor, args.model, args.csv, policy, store, settings)
     total = failed = expected = agreed = 0
     out = sys.stdout
     if args.out:
@@ -207,7 +204,8 @@ def _infer_csv(
             "w", dir=directory, prefix=".stl-infer-", suffix=".tmp", delete=False
         )
     try:
-        for record in results:
+        # A bar on stderr (rows counted as they are labelled; the total is not read ahead).
+        for record in tqdm(results, desc="label", unit="img", file=sys.stderr, leave=False, mininterval=0.3):
             out.write(json.dumps(record, sort_keys=True) + "\n")
             total += 1
             failed += "error" in record

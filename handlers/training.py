@@ -154,6 +154,14 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                 log.info(
                     "training finished model=%s status=ready", recipe.sha1, extra={"model_sha1": recipe.sha1}
                 )
+                publications.run_due(
+                    service.store,
+                    recipe.sha1,
+                    owner,
+                    settings.lease_ttl,
+                    _publisher(service, recipe.sha1),
+                    settings.retry_backoff,
+                )
             else:
                 log.warning(
                     "training %s model=%s reason=%s",
@@ -165,15 +173,6 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
                         "status": record["status"],
                         "reason": record.get("message"),
                     },
-                )
-            if record["status"] == "ready":
-                publications.run_due(
-                    service.store,
-                    recipe.sha1,
-                    owner,
-                    settings.lease_ttl,
-                    _publisher(service, recipe.sha1),
-                    settings.retry_backoff,
                 )
         except (StoreError, OSError) as e:
             # The world failed (store, disk): the status hides the location, the log names it.

@@ -119,21 +119,12 @@ class Model:
 
     def label_csv(self, csv: str) -> Iterator[dict[str, Any]]:
         """Label every image a CSV lists (``model.batch``): one result per row, in order, streamed."""
-        from .batch import label_rows, parse_image_list
-        from .fetch import fetch_bytes, resolve_source
+        from .batch import label_csv
         from .infer import Predictor
 
         if self._predictor is None:
             self._predictor = Predictor(self.ctx.store, self.ctx.settings)
-        policy, store = self.ctx.policy, self.ctx.store
-        rows = parse_image_list(fetch_bytes(csv, policy, store), self.ctx.settings.max_csv_rows)
-        return label_rows(
-            self._predictor,
-            self.sha1,
-            rows,
-            lambda row: fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1),
-            self.ctx.settings.download_pool_size,
-        )
+        return label_csv(self._predictor, self.sha1, csv, self.ctx.policy, self.ctx.store, self.ctx.settings)
 
     def export(self, path: str | os.PathLike[str], format: str = "tflite") -> str:
         """Write a self-contained model file (see ``model.export``); its sha1."""

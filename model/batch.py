@@ -21,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from store import StoreError
+from store import ObjectStore, StoreError
 from store.hashing import is_sha1
 
+from .config import Settings
 from .errors import CsvError, PipelineError
+from .fetch import FetchPolicy, fetch_bytes, resolve_source
 from .infer import Predictor, top_label
 
 CHUNK_ROWS = 32
@@ -119,3 +121,20 @@ def label_rows(
                 if row.label is not None:
                     record["expected"] = row.label
                 yield record
+
+
+def label_csv(
+    predictor: Predictor,
+    model_sha1: str,
+    csv: str,
+    policy: FetchPolicy,
+    store: ObjectStore,
+    settings: Settings,
+) -> Iterator[dict[str, Any]]:
+    """``label_rows`` over the CSV at ``csv`` (a path, URL or ``sha1:``); rows' paths are relative to it."""
+    rows = parse_image_list(fetch_bytes(csv, policy, store), settings.max_csv_rows)
+
+    def fetch(row: ImageRow) -> bytes:
+        return fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
+
+    return label_rows(predictor, model_sha1, rows, fetch, settings.download_pool_size)

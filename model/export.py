@@ -113,9 +113,9 @@ class GraphBuilder:
             o.builtinOptions = options
         self.graph.operators.append(o)
 
-    def import_graph(self, model_bytes: bytes, source: int, prefix: str) -> int:
-        """Append a one-subgraph model's operators, fed by tensor ``source``; its output tensor."""
-        other = self.s.ModelT.InitFromPackedBuf(model_bytes, 0)
+    def import_graph(self, other: Any, source: int, prefix: str) -> int:
+        """Append a one-subgraph model's (a parsed ``ModelT``) operators, fed by tensor ``source``;
+        its output tensor. ``other`` is consumed: its tensors and operators move into this graph."""
         if len(other.subgraphs) != 1:
             raise InvalidRequest("a base network for export must have exactly one subgraph")
         sub = other.subgraphs[0]
@@ -175,14 +175,14 @@ def folded_head(head: Head) -> tuple[np.ndarray, np.ndarray]:
     return (kernel / t).T.astype(np.float32), (bias / t).astype(np.float32)
 
 
-def build_tflite(
-    manifest: dict[str, Any], head: Head, base_models: list[bytes], input_quant: tuple[float, int]
-) -> bytes:
+def build_tflite(manifest: dict[str, Any], head: Head, base_models: list[bytes]) -> bytes:
     """The export graph (see the module doc) for a manifest, its head and its int8 bases."""
     s = _schema()
     ops, types = s.BuiltinOperator, s.TensorType
     recipe = Recipe.from_dict(manifest["recipe"])
     size, views = recipe.image_size, list(recipe.views)
+    bases = [s.ModelT.InitFromPackedBuf(data, 0) for data in base_models]  # each parsed once
+    input_quant = input_quantization(bases[0])
     g = GraphBuilder()
     uint8_quant = ([input_quant[0]], [input_quant[1] + 128])  # the same reals as the base's int8
     int8_quant = ([input_quant[0]], [input_quant[1]])
@@ -220,8 +220,8 @@ def build_tflite(
     concat.axis = 0
     g.op(ops.CONCATENATION, batch, [stacked], concat, version=2)
     per_base = []
-    for (name, _sha1), model_bytes in zip(recipe.bases(), base_models, strict=True):
-        out_q = g.import_graph(model_bytes, stacked, name)
+    for (name, _sha1), base in zip(recipe.bases(), bases, strict=True):
+        out_q = g.import_graph(base, stacked, name)
         dim = int(g.graph.tensors[out_q].shape[-1])
         floats = g.tensor(f"{name}/features/views", [len(views), dim], types.FLOAT32)
         g.op(ops.DEQUANTIZE, [out_q], [floats], s.DequantizeOptionsT(), version=2)
@@ -281,12 +281,11 @@ def export_bytes(store: ObjectStore, model_sha1: str, fmt: str = "tflite") -> by
     weights = load_tensors(store.get(manifest["outputs"]["weights"]["sha1"]))
     head = Head.from_tensors(weights, manifest["metrics"].get("l2", 0.0))
     bases = [store.get(sha1) for _name, sha1 in recipe.bases()]
-    return build_tflite(manifest, head, bases, input_quantization(bases[0]))
+    return build_tflite(manifest, head, bases)
 
 
-def input_quantization(model_bytes: bytes) -> tuple[float, int]:
-    """(scale, zero point) of an int8 model's input: how pixels must be shifted into it."""
-    model = _schema().ModelT.InitFromPackedBuf(model_bytes, 0)
+def input_quantization(model: Any) -> tuple[float, int]:
+    """(scale, zero point) of a parsed int8 model's input: how pixels must be shifted into it."""
     sub = model.subgraphs[0]
     q = sub.tensors[int(sub.inputs[0])].quantization
     return float(q.scale[0]), int(q.zeroPoint[0])

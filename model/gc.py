@@ -140,20 +140,19 @@ def collect(
     for name in names:
         if name.startswith(CACHE_PREFIX):
             continue
-        if name.endswith("/status"):
-            status = json.loads(store.get_ref(name) or b"{}")
-            if status.get("status") in RUNNING:
-                protected_cache |= in_flight_cache_refs(store, name.split("/")[1], marked)
         raw = store.get_ref(name)
-        if raw is not None:
-            _mark(store, sha1s_in(raw), marked)
+        if raw is None:
+            continue
+        if name.endswith("/status") and json.loads(raw).get("status") in RUNNING:
+            protected_cache |= in_flight_cache_refs(store, name.split("/")[1], marked)
+        _mark(store, sha1s_in(raw), marked)
     # The mark above is complete for everything but caches: keep the cache entries it reaches.
-    values = {n: (store.get_ref(n) or b"").decode() for n in cache_names}
     for name in cache_names:
+        value = store.get_ref(name) or b""
         stat = store.stat_ref(name)
         young = stat is None or stat[0] > now - grace_s
-        if keep_caches or name in protected_cache or values[name] in marked or young:
-            _mark(store, sha1s_in(values[name].encode()), marked)
+        if keep_caches or name in protected_cache or value.decode() in marked or young:
+            _mark(store, sha1s_in(value), marked)
         else:
             report.cache_refs_dropped.append(name)
     report.marked = marked

@@ -220,19 +220,6 @@ def run_with_lease(
         lease.release(store, lease_ref(model_sha1), owner)
 
 
-def clear_failed(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
-    """Forget a failed job so the next request starts afresh; the status it had, or None.
-
-    Only an ``error`` status is cleared: a ready model is content, not state, and
-    a running job belongs to its lease holder.
-    """
-    current = read_status(store, model_sha1)
-    if current is None or current["status"] != "error":
-        return current
-    store.delete_ref(status_ref(model_sha1))
-    return {**current, "status": "cleared"}
-
-
 def next_attempt(current: dict[str, Any] | None) -> int:
     """The attempt number of a job started now: a failed or cancelled one counts up."""
     if current is not None and current["status"] in ("error", "cancelled"):
