@@ -13,6 +13,7 @@ and that other sites' pages cannot make the browser send.
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import math
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from model.bases.registry import BASES
 from model.catalog import model_rows, model_state
 from model.errors import ModelNotFound
 from model.features import VIEWS
+from model.manifest import manifest_rows
 from store.hashing import is_sha1
 
 from .auth import TOKEN_COOKIE
@@ -120,7 +122,10 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
     manifest = found.manifest or {}
     metrics = manifest.get("metrics", {})
     labels = manifest.get("labels", [])
-    images = manifest.get("inputs", {}).get("images", [])
+    # The first rows from the row table (read only here, never on the API's hot path).
+    images = list(itertools.islice(manifest_rows(store, manifest), MAX_LISTED_IMAGES)) if manifest else []
+    inputs = manifest.get("inputs", {})
+    image_count = inputs["rows"]["rows"] if "rows" in inputs else len(inputs.get("images", []))
     return render_template(
         "model.html",
         sha1=model_sha1,
@@ -134,8 +139,8 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
         matrix=confusion_svg(labels, metrics["confusion_matrix"])
         if metrics.get("confusion_matrix")
         else None,
-        images=images[:MAX_LISTED_IMAGES],
-        image_count=len(images),
+        images=images,
+        image_count=image_count,
         publications=[publications.public(r) for r in publications.all_for(store, model_sha1)],
         corrupt=found.corrupt,
     )

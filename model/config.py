@@ -113,6 +113,13 @@ def _log_format() -> str:
     return raw
 
 
+def _executor() -> str:
+    raw = os.environ.get("EXECUTOR", "").strip().lower() or "local"
+    if raw not in ("local", "ray"):
+        raise ValueError(f"EXECUTOR must be local or ray, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
@@ -149,6 +156,9 @@ class Settings:
     model_cache_size: int = 8
     preload_base: bool = True  # load the default base when a worker starts; /readyz waits for it
     log_format: str = "text"  # "json": one JSON object per log line
+    #: Where jobs run: "local" (in the process that took the job) or "ray" (a Ray cluster).
+    executor: str = "local"
+    ray_address: str = ""  # the cluster EXECUTOR=ray joins: "host:port", "auto"; "" starts a local one
     # CLI defaults (the 2019 names).
     default_csv_url: str = ""
     default_test_image_url: str = ""
@@ -189,6 +199,8 @@ class Settings:
             model_cache_size=_int("MODEL_CACHE_SIZE", d.model_cache_size),
             preload_base=_bool("PRELOAD_BASE", d.preload_base),
             log_format=_log_format(),
+            executor=_executor(),
+            ray_address=os.environ.get("RAY_ADDRESS", ""),
             default_csv_url=os.environ.get("DEFAULT_INPUT_CSV_URL", ""),
             default_test_image_url=os.environ.get("DEFAULT_TEST_IMG_URL", ""),
         )

@@ -53,10 +53,16 @@ class _Primal:
     here the identity, so that the minimiser is the same code for both forms.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, n_labels: int, l2: float) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, n_labels: int, l2: float, counts: np.ndarray | None = None
+    ) -> None:
         self.x = np.ascontiguousarray(x, np.float64)
         self.onehot = np.eye(n_labels, dtype=np.float64)[y]
-        self.n, self.k, self.l2 = len(y), n_labels, l2
+        counts = np.ones(len(y), np.int64) if counts is None else counts
+        # Row i stands for counts[i] identical photos: its loss terms weigh counts[i] (times 1.0 is
+        # exact, so a CSV without repeats gives the same bits as before weights existed).
+        self.weight = counts.astype(np.float64)[:, None]
+        self.n, self.k, self.l2 = int(counts.sum()), n_labels, l2
         self.rows = x.shape[1]  # rows of the weight-like block
 
     def split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +86,7 @@ class _Primal:
         return self.l2 * exact.dot(w, w)
 
     def residual(self, z: np.ndarray) -> np.ndarray:
-        return np.divide(np.subtract(exact.softmax(z), self.onehot), float(self.n))
+        return np.divide(np.multiply(np.subtract(exact.softmax(z), self.onehot), self.weight), float(self.n))
 
     def gradient(
         self, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray
@@ -105,8 +111,16 @@ class _Dual(_Primal):
     combination so that inner products <u, v>_W = <u, K v> cost no product.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, n_labels: int, l2: float, gram: np.ndarray) -> None:
-        super().__init__(x, y, n_labels, l2)
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_labels: int,
+        l2: float,
+        gram: np.ndarray,
+        counts: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(x, y, n_labels, l2, counts)
         self.gram = gram
         self.rows = len(y)
 
@@ -141,7 +155,7 @@ class _Dual(_Primal):
 
 def _loss(problem: _Primal, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray) -> float:
     picked = exact.tree_sum(np.multiply(z, problem.onehot), axis=1)
-    ce = np.subtract(exact.log_sum_exp(z), picked)
+    ce = np.multiply(np.subtract(exact.log_sum_exp(z), picked), problem.weight[:, 0])
     return float(np.divide(exact.tree_sum(ce), float(problem.n))) + problem.penalty(theta, m_theta)
 
 
@@ -220,12 +234,17 @@ def uses_gram(n: int, dim: int, l2: float) -> bool:
 
 
 def problem_for(
-    x: np.ndarray, y: np.ndarray, n_labels: int, l2: float, gram_matrix: np.ndarray | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    n_labels: int,
+    l2: float,
+    gram_matrix: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> _Primal:
-    """The form ``uses_gram`` picks, for (x, y) and l2."""
+    """The form ``uses_gram`` picks, for (x, y) and l2 (each row weighing its count)."""
     if uses_gram(len(y), x.shape[1], l2):
-        return _Dual(x, y, n_labels, l2, gram(x) if gram_matrix is None else gram_matrix)
-    return _Primal(x, y, n_labels, l2)
+        return _Dual(x, y, n_labels, l2, gram(x) if gram_matrix is None else gram_matrix, counts)
+    return _Primal(x, y, n_labels, l2, counts)
 
 
 def fit(
@@ -235,9 +254,10 @@ def fit(
     l2: float,
     start: np.ndarray | None = None,
     gram_matrix: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> tuple[Fit, np.ndarray]:
     """Minimise the loss on (x, y); the fit, and its parameters (to warm-start the same form)."""
-    problem = problem_for(x, y, n_labels, l2, gram_matrix)
+    problem = problem_for(x, y, n_labels, l2, gram_matrix, counts)
     theta, iterations, converged = minimise(problem, start)
     w, b = problem.weights(theta)
     return Fit(w, b, iterations, converged), theta
@@ -270,9 +290,14 @@ def cross_validate(
     seed: int,
     grid: tuple[float, ...] = L2_GRID,
     folds: int = CV_FOLDS,
+    counts: np.ndarray | None = None,
 ) -> CrossValidation:
     """Pick l2 from ``grid`` (strongest first) by k-fold accuracy, ties to the stronger penalty,
-    keeping the out-of-fold logits at the chosen strength."""
+    keeping the out-of-fold logits at the chosen strength.
+
+    Row i stands for ``counts[i]`` photos (all ones by default): the folds deal rows, so one
+    photo listed twice never sits on both sides of a fold, and accuracy counts photos."""
+    counts = np.ones(len(y), np.int64) if counts is None else counts
     # Never more folds than the rarest label has items, so every fold's training part has every label.
     k = int(max(2, min(folds, np.bincount(y, minlength=n_labels).min())))
     fold = stratified_folds(y, k, seed)
@@ -284,14 +309,15 @@ def cross_validate(
         fold_gram = None if full_gram is None else full_gram[np.ix_(train, train)]
         start = None
         for l2 in grid:
-            result, start = fit(x[train], y[train], n_labels, l2, start, fold_gram)
+            result, start = fit(x[train], y[train], n_labels, l2, start, fold_gram, counts[train])
             logits[l2][held] = np.add(exact.matmul(x[held], result.kernel), result.bias)
-    accuracy = {f"{l2:g}": int((logits[l2].argmax(axis=1) == y).sum()) / len(y) for l2 in grid}
+    total = int(counts.sum())
+    accuracy = {f"{l2:g}": int(counts[logits[l2].argmax(axis=1) == y].sum()) / total for l2 in grid}
     best = max(grid, key=lambda l2: (accuracy[f"{l2:g}"], l2))
     return CrossValidation(best, accuracy, logits[best], k, full_gram)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None) -> float:
     """The T > 0 minimising the cross-entropy of softmax(logits / T): bisection on the slope in 1/T.
 
     The loss is convex in beta = 1/T, with slope mean(sum_k p_k z_k - z_y); 60
@@ -299,11 +325,12 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """
     onehot = np.eye(logits.shape[1], dtype=np.float64)[y]
     picked = exact.tree_sum(np.multiply(logits, onehot), axis=1)
+    weight = (np.ones(len(y), np.int64) if counts is None else counts).astype(np.float64)
 
     def slope(beta: float) -> float:
         p = exact.softmax(np.multiply(logits, beta))
         expected = exact.tree_sum(np.multiply(p, logits), axis=1)
-        return float(exact.tree_sum(np.subtract(expected, picked)))
+        return float(exact.tree_sum(np.multiply(np.subtract(expected, picked), weight)))
 
     lo, hi = 0.01, 100.0
     if slope(hi) <= 0:

@@ -1,20 +1,29 @@
 """The manifest: one JSON object linking a model to everything that made it.
 
 It is itself content (stored under its sha1) and byte-identical for the same
-recipe on the same machine: sorted keys, no timestamps, images in CSV order.
-Timings and host names go into a separate run record, never into an identity.
+recipe on any machine: sorted keys, no timestamps. Timings and host names go
+into a separate run record, never into an identity.
+
+Its size does not grow with the CSV: the per-row records (each row's image,
+label, split, tensor and feature objects), which a 100,000-row CSV makes tens of
+megabytes of, live in a row table it links to by sha1 (``inputs.rows``): JSON
+lines in CSV order, read only by whoever needs the rows (verify, gc, the model's
+page). Format 1 manifests kept them inline as ``inputs.images``; both are read.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from store import ObjectStore
 
 from .errors import ModelNotFound
 
-FORMAT = "stl-manifest/1"
+FORMAT = "stl-manifest/2"
+#: The row table: one JSON object per line (sorted keys), in CSV order.
+ROWS_FORMAT = "stl-rows/1"
 
 
 def manifest_ref(model_sha1: str) -> str:
@@ -54,3 +63,22 @@ def load_manifest(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     if sha1 is None:
         raise ModelNotFound(model_sha1)
     return json.loads(store.get(sha1))
+
+
+def encode_rows(rows: Iterable[dict[str, Any]]) -> bytes:
+    """The row table's bytes: one canonical JSON object per line."""
+    return b"".join(
+        json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+        + b"\n"
+        for row in rows
+    )
+
+
+def manifest_rows(store: ObjectStore, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The per-row records of a manifest, in CSV order (the table is read, verified, on demand)."""
+    inputs = manifest["inputs"]
+    if "images" in inputs:  # format 1: inline
+        yield from inputs["images"]
+        return
+    for line in store.get(inputs["rows"]["sha1"]).splitlines():
+        yield json.loads(line)

@@ -1,7 +1,8 @@
 """The training pipeline: CSV -> images -> tensors -> features -> head -> manifest.
 
-Images stream through in chunks, so memory holds one chunk of decoded pixels
-and the (small) feature matrix, never the whole data set decoded. Every
+Images go through in chunks (``model.chunks``) on an executor (in this process, or
+Ray tasks: ``model.executors``), so memory holds one chunk of decoded pixels and
+the (small) feature matrix, never the whole data set decoded. Every
 intermediate goes into the store under its hash; the model's weights and
 manifest are written last, so a failed or killed run leaves nothing under the
 model's name.
@@ -14,43 +15,33 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from store import ObjectStore
-from store.hashing import is_sha1, sha1_bytes, sha256_bytes
+from store.hashing import is_sha1, sha256_bytes
 
 from . import logistic
 from .bases.registry import ensure_base
+from .chunks import Image, Mismatch, features_chunk, fetch_chunk
 from .config import Settings
 from .csvfile import Row, parse_csv
 from .errors import ChecksumMismatch, DataError, InvalidRequest
-from .features import (
-    CROPS,
-    FeatureExtractor,
-    FeatureKey,
-    TensorKey,
-    average_views,
-    build_extractor,
-    cached,
-    crop_source_size,
-    load_features,
-    load_tensor,
-    store_features,
-    store_tensor,
-    view_of,
-)
-from .fetch import FetchPolicy, fetch_bytes, resolve_source
-from .images import decode_image
-from .manifest import FORMAT, save_manifest
+from .executors import Executor, LocalExecutor, chunked
+from .fetch import FetchPolicy, fetch_bytes
+from .manifest import FORMAT, ROWS_FORMAT, encode_rows, save_manifest
 from .recipe import Recipe, make_recipe, parse_hyperparameters
 from .split import split_rows
 from .tensors import dump_tensors
 
+#: Images per features chunk (one Ray task each): big enough that a task's overhead is small next
+#: to its ~64 base forward passes, small enough that a killed task loses little.
 CHUNK_ROWS = 64
+#: Images per fetch chunk: fetched by DOWNLOAD_POOL_SIZE threads within the chunk.
+FETCH_CHUNK = 256
 MAX_LISTED_ROWS = 10
 
 
@@ -122,188 +113,154 @@ def load_csv(store: ObjectStore, recipe: Recipe, csv_source: str | None, policy:
     return data
 
 
+def distinct_images(rows: list[Row]) -> list[Image]:
+    """Each image once, in the order of the rows that first list it."""
+    seen: dict[str, Image] = {}
+    for row in rows:
+        if row.sha1 not in seen:
+            seen[row.sha1] = Image(row.sha1, row.source, row.line)
+    return list(seen.values())
+
+
 def fetch_images(
-    store: ObjectStore,
-    rows: list[Row],
+    executor: Executor,
+    images: list[Image],
     csv_source: str | None,
     settings: Settings,
     policy: FetchPolicy,
     progress: Progress,
 ) -> None:
-    """Put every row's image into the store, verified against the CSV's sha1.
+    """Put every image into the store, verified against the CSV's sha1.
 
-    All rows are tried so a mismatch report lists every offending row at once.
+    All images are tried so a mismatch report lists every offending row at once.
     """
-    missing = [r for r in rows if not store.has(r.sha1)]
-
-    def fetch(row: Row) -> tuple[Row, str | None]:
-        source = resolve_source(row.source, csv_source)
-        data = fetch_bytes(source, policy, store)
-        if sha1_bytes(data) != row.sha1:
-            return row, sha1_bytes(data)
-        store.put(data)
-        return row, None
-
-    mismatches: list[tuple[Row, str]] = []
-    with (
-        _tracking(progress, "fetch", len(missing)) as bar,
-        ThreadPoolExecutor(max(1, settings.download_pool_size)) as pool,
-    ):
-        for row, actual in pool.map(fetch, missing):
-            if actual is not None:
-                mismatches.append((row, actual))
-            bar.update(1)
+    mismatches: list[Mismatch] = []
+    with _tracking(progress, "fetch", len(images)) as bar:
+        for chunk, found in zip(
+            chunked(images, FETCH_CHUNK),
+            executor.map(fetch_chunk, chunked(images, FETCH_CHUNK), csv_source, settings, policy),
+            strict=True,
+        ):
+            mismatches.extend(found)
+            bar.update(len(chunk))
     if mismatches:
         listed = "; ".join(
-            f"line {r.line} ({r.source}) has sha1 {a}, CSV says {r.sha1}"
-            for r, a in mismatches[:MAX_LISTED_ROWS]
+            f"line {m.image.line} ({m.image.source}) has sha1 {m.actual_sha1}, CSV says {m.image.sha1}"
+            for m in mismatches[:MAX_LISTED_ROWS]
         )
         more = f"; and {len(mismatches) - MAX_LISTED_ROWS} more" if len(mismatches) > MAX_LISTED_ROWS else ""
         raise ChecksumMismatch(f"{len(mismatches)} image(s) do not match their CSV sha1: {listed}{more}")
 
 
 def extract_features(
-    store: ObjectStore,
-    rows: list[Row],
+    executor: Executor,
+    images: list[Image],
     recipe: Recipe,
     settings: Settings,
     progress: Progress,
-) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
-    """Features for ``rows`` (views averaged), per-image records, and cache statistics."""
-    views = recipe.views
-    bases = recipe.bases()
-    # One feature per (base, view), in that order; each base's views are averaged, then the bases
-    # concatenated.
-    slots = [(b, v) for b in range(len(bases)) for v in views]
-    extractors: dict[int, FeatureExtractor] = {}  # built only when some feature is missing
+) -> tuple[np.ndarray, dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each image's view-averaged features (one row per image), its cache records, cache statistics,
+    and the processes (host:pid) that ran the chunks."""
     features: np.ndarray | None = None
-    records: list[dict[str, Any]] = []
+    records: dict[str, dict[str, Any]] = {}
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
-    sizes = [recipe.image_size]
-    if any(v in CROPS for v in views):
-        sizes.append(crop_source_size(recipe.image_size))
-
-    def tensor(row: Row, size: int) -> tuple[str, np.ndarray]:
-        tkey = TensorKey(row.sha1, size)
-        tsha1 = cached(store, tkey.ref)
-        if tsha1 is not None:
-            stats["tensor_cache_hits"] += 1
-            return tsha1, load_tensor(store, tsha1)
-        stats["decoded"] += 1
-        name = f"CSV line {row.line} ({row.source})"
-        pixels = decode_image(store.get(row.sha1), size, settings.max_image_pixels, name)
-        return store_tensor(store, tkey, pixels), pixels
-
-    with _tracking(progress, "features", len(rows)) as bar:
-        for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = rows[start : start + CHUNK_ROWS]
-            keys = [[FeatureKey(r.sha1, recipe.image_size, bases[b][1], v) for b, v in slots] for r in chunk]
-            found = [[cached(store, k.ref) for k in ks] for ks in keys]
-            todo: list[tuple[int, int, np.ndarray]] = []  # (row in chunk, view index, pixels)
-            tensor_sha1s: list[list[str | None]] = []
-            for i, row in enumerate(chunk):
-                if all(found[i]):
-                    stats["feature_cache_hits"] += len(slots)
-                    tensor_sha1s.append([cached(store, TensorKey(row.sha1, s).ref) for s in sizes])
-                    continue
-                needed = [v for j, (_b, v) in enumerate(slots) if found[i][j] is None]
-                pixels: list[np.ndarray | None] = [None] * len(sizes)
-                shas: list[str | None] = [None] * len(sizes)
-                for k, size in enumerate(sizes):
-                    crop_size = k == 1
-                    if any((v in CROPS) == crop_size for v in needed):
-                        shas[k], pixels[k] = tensor(row, size)
-                    else:
-                        shas[k] = cached(store, TensorKey(row.sha1, size).ref)
-                tensor_sha1s.append(shas)
-                todo.extend(
-                    (i, j, view_of(v, recipe.image_size, pixels[0], pixels[-1]))
-                    for j, (_b, v) in enumerate(slots)
-                    if found[i][j] is None
-                )
-            for b, (name, sha1) in enumerate(bases):
-                mine = [t for t in todo if slots[t[1]][0] == b]
-                if not mine:
-                    continue
-                if b not in extractors:
-                    extractors[b] = build_extractor(store, name, sha1)
-                out = extractors[b].features(np.stack([p for _, _, p in mine]))
-                stats["base_forward"] += len(mine)
-                for (i, j, _), vector in zip(mine, out, strict=True):
-                    found[i][j] = store_features(store, keys[i][j], vector)
-            for i, row in enumerate(chunk):
-                vectors = [load_features(store, s) for s in found[i]]  # type: ignore[arg-type]
-                mean = np.concatenate(
-                    [
-                        average_views(np.stack(vectors[b * len(views) : (b + 1) * len(views)]))
-                        for b in range(len(bases))
-                    ]
-                )
-                if features is None:
-                    features = np.empty((len(rows), mean.shape[0]), np.float32)
-                features[start + i] = mean
-                records.append(
-                    {
-                        "line": row.line,
-                        "source": row.source,
-                        "label": row.label,
-                        "image_sha1": row.sha1,
-                        "tensor_sha1": tensor_sha1s[i][0],
-                        **({"crop_tensor_sha1": tensor_sha1s[i][1]} if len(sizes) > 1 else {}),
-                        "features_sha1": list(found[i]),
-                    }
-                )
-            bar.update(len(chunk))
+    done = 0
+    workers: set[str] = set()
+    with _tracking(progress, "features", len(images)) as bar:
+        for result in executor.map(features_chunk, chunked(images, CHUNK_ROWS), recipe, settings):
+            n = len(result.records)
+            if features is None:
+                features = np.empty((len(images), result.vectors.shape[1]), np.float32)
+            features[done : done + n] = result.vectors
+            records.update((r["image_sha1"], r) for r in result.records)
+            for k, v in result.stats.items():
+                stats[k] += v
+            done += n
+            workers.add(result.worker)
+            bar.update(n)
     assert features is not None
-    return features, records, stats
+    return features, records, stats, sorted(workers)
 
 
-def train_model(
-    store: ObjectStore,
+@dataclass
+class Examples:
+    """Distinct (image, label) pairs of one split, each with the number of rows that list it."""
+
+    image_index: np.ndarray  # (pairs,) row of the per-image feature matrix
+    y: np.ndarray  # (pairs,) label index
+    counts: np.ndarray  # (pairs,) rows
+
+    @staticmethod
+    def of(rows: list[Row], image_index: dict[str, int], labels: list[str]) -> Examples:
+        """In the order of each pair's first row, so a CSV without repeats keeps its row order."""
+        pairs: dict[tuple[str, str], int] = {}
+        for row in rows:
+            key = (row.sha1, row.label)
+            pairs[key] = pairs.get(key, 0) + 1
+        return Examples(
+            np.array([image_index[s] for s, _ in pairs], np.int64),
+            np.array([labels.index(lab) for _, lab in pairs], np.int64),
+            np.array(list(pairs.values()), np.int64),
+        )
+
+    @property
+    def rows(self) -> int:
+        return int(self.counts.sum())
+
+    def per_row(self, values: np.ndarray) -> np.ndarray:
+        """Per-pair values repeated once per row (metrics count rows, as the CSV lists them)."""
+        return np.repeat(values, self.counts, axis=0)
+
+
+def row_table(
+    rows: list[Row], in_train: set[int], images: dict[str, dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """One record per used CSV row, in CSV order: where it came from, its split and cache objects."""
+    for row in rows:
+        yield {
+            "line": row.line,
+            "source": row.source,
+            "label": row.label,
+            **images[row.sha1],
+            "split": "train" if row.line in in_train else "validation",
+        }
+
+
+@dataclass
+class FittedHead:
+    head: Any  # model.train.Head
+    training: dict[str, Any]  # the manifest's training block
+    validation: dict[str, Any]  # the manifest's validation metrics
+    train_accuracy: float
+
+
+def fit_head(
     recipe: Recipe,
-    csv_source: str | None,
-    settings: Settings,
-    policy: FetchPolicy,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s)."""
+    labels: list[str],
+    features: np.ndarray,
+    train: Examples,
+    held: Examples,
+    on_epoch: Callable[[], None] | None = None,
+) -> FittedHead:
+    """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
+
+    ``features`` has one row per distinct image; the pairs index into it.
+    """
     from .metrics import summary
-    from .runtime import environment, numeric_path
     from .train import train_head, train_logistic
 
-    progress = progress or silent
-    started = time.time()
-    timings: dict[str, float] = {}
-    csv_bytes = load_csv(store, recipe, csv_source, policy)
-    rows = parse_csv(csv_bytes, settings.max_csv_rows)
-    train_rows, val_rows = split_rows(rows, recipe.random_seed, recipe.train_percentage, recipe.data_limit)
-    used = sorted(train_rows + val_rows, key=lambda r: r.line)
-    labels = sorted({r.label for r in used})
-    fetch_images(store, used, csv_source, settings, policy, progress)
-    timings["fetch"] = time.time() - started
-
-    t = time.time()
-    features, records, stats = extract_features(store, used, recipe, settings, progress)
-    timings["features"] = time.time() - t
-    in_train = {r.line for r in train_rows}
-    for rec in records:
-        rec["split"] = "train" if rec["line"] in in_train else "validation"
-    y = np.array([labels.index(r.label) for r in used], dtype=np.int64)
-    is_train = np.array([r.line in in_train for r in used])
-
-    t = time.time()
+    x_train = features[train.image_index]
     training: dict[str, Any] = {"head": recipe.head}
     if recipe.head == "logistic":
-        with _tracking(progress, "head", 1) as bar:
-            fitted = train_logistic(
-                features[is_train],
-                y[is_train],
-                len(labels),
-                seed=recipe.random_seed,
-                l2=recipe.l2,
-                calibrate=recipe.calibrate,
-            )
-            bar.update(1)
+        fitted = train_logistic(
+            x_train,
+            train.y,
+            len(labels),
+            seed=recipe.random_seed,
+            l2=recipe.l2,
+            calibrate=recipe.calibrate,
+            counts=train.counts,
+        )
         head = fitted.head
         training.update(
             solver=logistic.SOLVER,
@@ -313,29 +270,83 @@ def train_model(
             temperature=head.temperature,
         )
     else:
-        with _tracking(progress, "head", recipe.epochs) as bar:
-            head = train_head(
-                features[is_train],
-                y[is_train],
-                len(labels),
-                seed=recipe.random_seed,
-                epochs=recipe.epochs,
-                batch_size=recipe.batch_size,
-                learning_rate=recipe.learning_rate,
-                l2=recipe.l2,
-                on_epoch=lambda: bar.update(1),
-            )
-    timings["train"] = time.time() - t
-    if (~is_train).any():
-        validation = summary(head.probabilities(features[~is_train]), y[~is_train], labels)
+        head = train_head(
+            x_train,
+            train.y,
+            len(labels),
+            seed=recipe.random_seed,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate,
+            l2=recipe.l2,
+            on_epoch=on_epoch,
+            counts=train.counts,
+        )
+    if held.rows:
+        probabilities = head.probabilities(features[held.image_index])
+        validation = summary(held.per_row(probabilities), held.per_row(held.y), labels)
         validation["validation_source"] = "holdout split"
     else:  # every photo trained the head: each is judged by the fold model that did not see it
-        validation = summary(head.calibrated(fitted.out_of_fold_logits), y[is_train], labels)
+        probabilities = head.calibrated(fitted.out_of_fold_logits)
+        validation = summary(train.per_row(probabilities), train.per_row(train.y), labels)
         validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
-    train_accuracy = float((head.probabilities(features[is_train]).argmax(axis=1) == y[is_train]).mean())
+    right = head.probabilities(x_train).argmax(axis=1) == train.y
+    return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)
+
+
+def train_model(
+    store: ObjectStore,
+    recipe: Recipe,
+    csv_source: str | None,
+    settings: Settings,
+    policy: FetchPolicy,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s).
+
+    Memory follows the distinct images, not the rows: each image is fetched, run
+    through the base and held once however many rows list it, and the head
+    trains on distinct (image, label) pairs weighted by their row counts.
+    """
+    from .runtime import environment, numeric_path
+
+    progress = progress or silent
+    executor = executor or LocalExecutor(store)
+    started = time.time()
+    timings: dict[str, float] = {}
+    csv_bytes = load_csv(store, recipe, csv_source, policy)
+    rows = parse_csv(csv_bytes, settings.max_csv_rows)
+    train_rows, val_rows = split_rows(rows, recipe.random_seed, recipe.train_percentage, recipe.data_limit)
+    used = sorted(train_rows + val_rows, key=lambda r: r.line)
+    labels = sorted({r.label for r in used})
+    images = distinct_images(used)
+    fetch_images(executor, images, csv_source, settings, policy, progress)
+    timings["fetch"] = time.time() - started
+
+    t = time.time()
+    features, image_records, stats, workers = extract_features(executor, images, recipe, settings, progress)
+    timings["features"] = time.time() - t
+    image_index = {image.sha1: i for i, image in enumerate(images)}
+    in_train = {r.line for r in train_rows}
+    train = Examples.of([r for r in used if r.line in in_train], image_index, labels)
+    held = Examples.of([r for r in used if r.line not in in_train], image_index, labels)
+
+    t = time.time()
+    with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
+        # One task: on Ray the features travel once through its object store; locally the Adam
+        # head reports each epoch.
+        on_epoch = (lambda: bar.update(1)) if executor.name == "local" and recipe.head != "logistic" else None
+        fitted = executor.run(fit_head, recipe, labels, features, train, held, on_epoch)
+        if on_epoch is None:
+            bar.update(1 if recipe.head == "logistic" else recipe.epochs)
+    timings["train"] = time.time() - t
+    head = fitted.head
 
     weights = dump_tensors(head.tensors())
     weights_sha1 = store.put(weights)
+    table = encode_rows(row_table(used, in_train, image_records))
+    rows_sha1 = store.put(table)
     base_weights = store.get(recipe.base_sha1)
     manifest = {
         "format": FORMAT,
@@ -360,7 +371,13 @@ def train_model(
                 if recipe.extra_base
                 else {}
             ),
-            "images": records,
+            "rows": {
+                "sha1": rows_sha1,
+                "sha256": sha256_bytes(table),
+                "format": ROWS_FORMAT,
+                "rows": len(used),
+                "images": len(images),
+            },
         },
         "outputs": {
             "weights": {
@@ -371,19 +388,27 @@ def train_model(
             }
         },
         "metrics": {
-            **validation,
-            "train_accuracy": round(train_accuracy, 6),
-            "train_images": int(is_train.sum()),
-            "validation_images": int((~is_train).sum()),
+            **fitted.validation,
+            "train_accuracy": round(fitted.train_accuracy, 6),
+            "train_images": train.rows,
+            "validation_images": held.rows,
             "l2": head.l2,
             "l2_cross_validation_accuracy": head.cv_accuracy,
         },
-        "training": training,
+        "training": fitted.training,
         "numeric_path": numeric_path(),
     }
     manifest_sha1 = save_manifest(store, manifest)
     timings["total"] = time.time() - started
-    record_run(store, recipe.sha1, manifest_sha1, csv_source, timings, stats, environment())
+    record_run(
+        store,
+        recipe.sha1,
+        manifest_sha1,
+        csv_source,
+        timings,
+        stats,
+        {**environment(), "executor": executor.name, "feature_workers": workers},
+    )
     return {
         "manifest_sha1": manifest_sha1,
         "weights_sha1": weights_sha1,

@@ -76,18 +76,27 @@ class Head:
         return self.calibrated(self.logits(self.standardise(features)))
 
 
-def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre each feature, but scale all by one number.
+def _counts(n: int, counts: np.ndarray | None) -> np.ndarray:
+    return np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64)
+
+
+def standardisation(x: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centre each feature, but scale all by one number (row i weighing ``counts[i]`` photos).
 
     Per-feature scaling would blow up features that barely vary in training, so
     that at test time noise in them dominates the logits; one global scale
     keeps the features' relative sizes and only sets the optimiser's units.
     """
     x64 = np.asarray(x, np.float64)
-    mean = exact.mean_rows(x64)
+    counts = _counts(len(x64), counts)
+    weight = counts.astype(np.float64)
+    total = float(counts.sum())
+    mean = np.divide(exact.tree_sum(np.multiply(x64, weight[:, None]), axis=0), total)
     centred = np.subtract(x64, mean)
     squares = np.multiply(centred, centred)
-    ms = np.divide(exact.tree_sum(exact.tree_sum(squares, axis=1), axis=0), float(squares.size))
+    ms = np.divide(
+        exact.tree_sum(np.multiply(exact.tree_sum(squares, axis=1), weight), axis=0), total * x64.shape[1]
+    )
     rms = math.sqrt(float(ms))  # sqrt is correctly rounded
     return mean, np.full(x64.shape[1], 1.0 / max(rms, 1e-6))
 
@@ -102,9 +111,14 @@ def _fit(
     batch: int,
     lr: float,
     on_epoch: Callable[[], None] | None = None,
+    counts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mini-batch Adam from zeros on loss = mean cross-entropy + l2 * |W|^2."""
+    """Mini-batch Adam from zeros on loss = mean cross-entropy + l2 * |W|^2.
+
+    Batches deal rows; row i's terms weigh ``counts[i]`` (the photos it stands for)."""
     n, dim = x.shape
+    counts = _counts(n, counts)
+    weight = counts.astype(np.float64)[:, None]
     onehot = np.eye(n_labels, dtype=np.float64)[y]
     w, b = np.zeros((dim, n_labels)), np.zeros(n_labels)
     mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
@@ -116,7 +130,7 @@ def _fit(
             idx = perm[start : start + batch]
             xb = x[idx]
             p = exact.softmax(np.add(exact.matmul(xb, w), b))
-            g = np.divide(np.subtract(p, onehot[idx]), float(len(idx)))
+            g = np.divide(np.multiply(np.subtract(p, onehot[idx]), weight[idx]), float(counts[idx].sum()))
             gw = np.add(exact.matmul_tn(xb, g), np.multiply(w, 2.0 * l2))
             gb = exact.tree_sum(g, axis=0)
             b1t *= ADAM_BETA1
@@ -150,9 +164,11 @@ def train_head(
     learning_rate: float,
     l2: float,
     on_epoch: Callable[[], None] | None = None,
+    counts: np.ndarray | None = None,
 ) -> Head:
-    """Fit the head on (x, y); choose l2 by cross-validation when ``l2 < 0``."""
-    mean, scale = standardisation(x)
+    """Fit the head on (x, y), row i standing for ``counts[i]`` photos; l2 by cross-validation when < 0."""
+    counts = _counts(len(y), counts)
+    mean, scale = standardisation(x, counts)
     probe = Head(np.zeros((x.shape[1], n_labels)), np.zeros(n_labels), mean, scale, l2)
     xs = probe.standardise(x)
     cv: dict[str, float] = {}
@@ -163,14 +179,22 @@ def train_head(
             for held in folds:
                 fit_idx = np.setdiff1d(np.arange(len(y)), held)
                 w, b = _fit(
-                    xs[fit_idx], y[fit_idx], n_labels, candidate, seed, epochs, batch_size, learning_rate
+                    xs[fit_idx],
+                    y[fit_idx],
+                    n_labels,
+                    candidate,
+                    seed,
+                    epochs,
+                    batch_size,
+                    learning_rate,
+                    counts=counts[fit_idx],
                 )
                 logits = np.add(exact.matmul(xs[held], w), b)
-                correct += int((logits.argmax(axis=1) == y[held]).sum())
-            cv[f"{candidate:g}"] = correct / len(y)
+                correct += int(counts[held][logits.argmax(axis=1) == y[held]].sum())
+            cv[f"{candidate:g}"] = correct / int(counts.sum())
         # Highest CV accuracy; ties go to the stronger penalty (simpler model).
         l2 = max(L2_GRID, key=lambda c: (cv[f"{c:g}"], c))
-    w, b = _fit(xs, y, n_labels, l2, seed, epochs, batch_size, learning_rate, on_epoch)
+    w, b = _fit(xs, y, n_labels, l2, seed, epochs, batch_size, learning_rate, on_epoch, counts)
     return Head(w, b, mean, scale, l2, cv)
 
 
@@ -185,14 +209,24 @@ class LogisticResult:
 
 
 def train_logistic(
-    x: np.ndarray, y: np.ndarray, n_labels: int, *, seed: int, l2: float, calibrate: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    n_labels: int,
+    *,
+    seed: int,
+    l2: float,
+    calibrate: bool,
+    counts: np.ndarray | None = None,
 ) -> LogisticResult:
-    """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds."""
-    mean, scale = standardisation(x)
+    """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
+
+    Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times)."""
+    counts = _counts(len(y), counts)
+    mean, scale = standardisation(x, counts)
     xs = np.multiply(np.subtract(np.asarray(x, np.float64), mean), scale)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)
-    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid)
-    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram)
-    temperature = logistic.fit_temperature(cv.out_of_fold_logits, y) if calibrate else 1.0
+    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid, counts=counts)
+    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram, counts=counts)
+    temperature = logistic.fit_temperature(cv.out_of_fold_logits, y, counts) if calibrate else 1.0
     head = Head(fit.kernel, fit.bias, mean, scale, cv.l2, cv.accuracy if l2 < 0 else {}, temperature)
     return LogisticResult(head, cv.out_of_fold_logits, cv.folds, fit.iterations, fit.converged)

@@ -20,7 +20,7 @@ from store import LocalStore, ObjectStore
 from .bases.registry import base_ref, ensure_base
 from .config import Settings
 from .fetch import FetchPolicy
-from .manifest import load_manifest, manifest_sha1
+from .manifest import load_manifest, manifest_rows, manifest_sha1
 from .recipe import Recipe
 
 
@@ -34,9 +34,13 @@ def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) ->
     for sha1 in [
         recipe.csv_sha1,
         *(sha1 for _name, sha1 in recipe.bases()),
-        *(img["image_sha1"] for img in manifest["inputs"]["images"]),
     ]:
         dst.put(src.get(sha1))
+    copied = set()
+    for row in manifest_rows(src, manifest):
+        if row["image_sha1"] not in copied:
+            dst.put(src.get(row["image_sha1"]))
+            copied.add(row["image_sha1"])
     for name, _sha1 in recipe.bases():
         raw = src.get_ref(base_ref(name))
         if raw is not None:
@@ -56,22 +60,22 @@ def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any
             return {"base_sha1": base_sha1}
     base_sha1 = recipe.base_sha1
     out = train_model(store, recipe, None, settings, FetchPolicy(allow_paths=False))
-    manifest = load_manifest(store, recipe.sha1)
     return {
         "base_sha1": base_sha1,
         "weights_sha1": out["weights_sha1"],
         "manifest_sha1": out["manifest_sha1"],
-        "images": manifest["inputs"]["images"],
     }
 
 
-def _first_difference(manifest: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[str, str] | None:
+def _first_difference(
+    store: ObjectStore, manifest: dict[str, Any], scratch: ObjectStore, rebuilt: dict[str, Any]
+) -> tuple[str, str] | None:
     recipe = manifest["recipe"]
     if rebuilt["base_sha1"] != recipe["base_sha1"]:
         return "base", f"base weights rebuilt as {rebuilt['base_sha1']}, manifest has {recipe['base_sha1']}"
-    pairs = list(zip(manifest["inputs"]["images"], rebuilt["images"], strict=True))
+    again = load_manifest(scratch, manifest["model_sha1"])
     for stage, field in (("tensor", "tensor_sha1"), ("features", "features_sha1")):
-        for want, got in pairs:
+        for want, got in zip(manifest_rows(store, manifest), manifest_rows(scratch, again), strict=True):
             if want[field] != got[field]:
                 return stage, f"{stage} of CSV line {want['line']} differs: {got[field]} != {want[field]}"
     want_w = manifest["outputs"]["weights"]["sha1"]
@@ -83,7 +87,8 @@ def _first_difference(manifest: dict[str, Any], rebuilt: dict[str, Any]) -> tupl
 def verify_model(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     manifest = load_manifest(store, model_sha1)
     with tempfile.TemporaryDirectory(prefix="stl-verify-") as scratch:
-        copy_inputs(store, LocalStore(scratch), manifest)
+        scratch_store = LocalStore(scratch)
+        copy_inputs(store, scratch_store, manifest)
         proc = subprocess.run(
             [sys.executable, "-m", "model.verify", scratch, json.dumps(manifest["recipe"])],
             capture_output=True,
@@ -99,9 +104,11 @@ def verify_model(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
                 "message": f"rebuild failed: {tail}",
             }
         rebuilt = json.loads(proc.stdout.strip().splitlines()[-1])
-    diff = (
-        _first_difference(manifest, rebuilt) if "weights_sha1" in rebuilt else ("base", "base weights differ")
-    )
+        diff = (
+            _first_difference(store, manifest, scratch_store, rebuilt)
+            if "weights_sha1" in rebuilt
+            else ("base", "base weights differ")
+        )
     report: dict[str, Any] = {
         "model_sha1": model_sha1,
         "identical": diff is None,

@@ -55,7 +55,11 @@ def test_train_infer_show_verify_over_http(tmp_path: Path, file_server: FileServ
 
     shown = json.loads(run_stl(["show", model], data).out)
     assert shown["model_sha1"] == model and shown["outputs"]["weights"]["sha1"] == result["weights_sha1"]
-    assert len(shown["inputs"]["images"]) == 12 and shown["labels"] == ["checks", "dots", "stripes"]
+    assert shown["labels"] == ["checks", "dots", "stripes"]
+    # The rows are in a table of their own, one JSON line per CSV row, linked by hash.
+    assert (shown["inputs"]["rows"]["rows"], shown["inputs"]["rows"]["images"]) == (12, 12)
+    rows = LocalStore(data).get(shown["inputs"]["rows"]["sha1"]).decode().splitlines()
+    assert len(rows) == 12 and {json.loads(r)["split"] for r in rows} <= {"train", "validation"}
 
     verify = run_stl(["verify", model], data)
     assert verify.code == 0, verify.err

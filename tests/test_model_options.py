@@ -12,6 +12,7 @@ from stl_testing import EXAMPLE, run_stl, small_dataset
 
 from model.config import Settings
 from model.infer import Predictor
+from model.manifest import manifest_rows
 from model.tensors import load_tensors
 from store import LocalStore
 
@@ -35,7 +36,7 @@ def test_crop_views_are_cached_and_recorded(dataset: Path, tmp_path: Path) -> No
     assert first.code == 0, first.err[-2000:]
     manifest = _manifest(data, first.json["model_sha1"])
     assert manifest["recipe"]["views"] == ["original", "center", "bottom-left"]
-    image = manifest["inputs"]["images"][0]
+    image = next(manifest_rows(LocalStore(data), manifest))
     assert len(image["features_sha1"]) == 3 and len(set(image["features_sha1"])) == 3
     assert image["crop_tensor_sha1"] != image["tensor_sha1"]  # cut from the image squashed to 110 px
     assert load_tensors(LocalStore(data).get(image["crop_tensor_sha1"]))["image"].shape == (110, 110, 3)
@@ -58,7 +59,7 @@ def test_a_second_base_appends_its_features_and_verifies(dataset: Path, tmp_path
     manifest = _manifest(data, run.json["model_sha1"])
     assert manifest["inputs"]["extra_base"]["name"] == "efficientnet-lite1"
     assert manifest["outputs"]["weights"]["tensors"]["kernel"] == [2560, 3]  # 1280 + 1280 features
-    assert len(manifest["inputs"]["images"][0]["features_sha1"]) == 2
+    assert len(next(manifest_rows(LocalStore(data), manifest))["features_sha1"]) == 2
     verify = run_stl(["verify", run.json["model_sha1"]], data)
     assert verify.code == 0 and verify.json["identical"], verify.out + verify.err[-2000:]
 

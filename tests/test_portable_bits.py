@@ -39,7 +39,7 @@ EXAMPLE = {
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
     "model_sha1": "614564a7df106c268c4b555522c9cef6366c28d2",  # the recipe's sha1
     "weights_sha1": "b3732687570ea55eb9324c97531b823a6f323cd2",
-    "manifest_sha1": "88701dea08059cdae0486c046c520299fe7daad1",
+    "manifest_sha1": "ed71b9f5f4de11b2c865de14ed9ee9b3de3d8e33",
     "status": "ready",
     "validation_accuracy": 0.986111,
 }
@@ -68,7 +68,7 @@ EMULATED_EXAMPLE = {
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
     "model_sha1": "4d2d1144c968d752b47a8f7c609a5c1b4813805b",
     "weights_sha1": "e98f41763731c88c36482df4516628b27de43946",
-    "manifest_sha1": "157fdedeead512abfb77ab19c5751e12a98a3847",
+    "manifest_sha1": "94341016a1bc81cf75e9e430de583bf288662217",
     "status": "ready",
     "validation_accuracy": 0.958333,
 }

@@ -1,0 +1,73 @@
+"""Where a job's chunks run: in this process (``EXECUTOR=local``) or as Ray tasks (``EXECUTOR=ray``).
+
+An executor maps a chunk function over chunks and yields the results in the
+chunks' order, whatever order they finished in, so the job that consumes them
+is the same code, and gives the same bytes, on either. A chunk function is a
+module-level ``fn(store, chunk, *args)``: the local executor calls it with the
+caller's store; a Ray task opens the store the settings name (``model.ray_executor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from store import ObjectStore
+
+from .config import Settings
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: The executors EXECUTOR may name.
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    #: Names the executor in run records and logs ("local" or "ray").
+    name: str
+
+    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
+        """``fn(store, chunk, *args)`` for each chunk, results in the chunks' order."""
+        ...
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` as one task (a pure function: it gets no store)."""
+        ...
+
+
+class LocalExecutor:
+    """Runs each chunk in the calling thread, one after another: the embedded default."""
+
+    name = "local"
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
+        for chunk in chunks:
+            yield fn(self.store, chunk, *args)
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        return fn(*args)
+
+
+def executor_for(settings: Settings, store: ObjectStore) -> Executor:
+    """The executor ``settings.executor`` names (Ray is imported only when asked for)."""
+    if settings.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(settings)
+    return LocalExecutor(store)
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
