@@ -45,8 +45,12 @@ RUN groupadd --system --gid 10001 stl \
     && useradd --system --no-log-init --uid 10001 --gid stl --create-home --home-dir /home/stl stl
 
 # Pinned dependencies first: this layer is rebuilt only when the lock changes, not on every source edit.
-COPY requirements.txt ./
+COPY requirements.txt requirements-ray.txt ./
 RUN pip install --require-hashes -r requirements.txt
+# WITH_RAY=true (the compose `ray` profile): the same pins plus Ray, for EXECUTOR=ray and for the
+# image to run as a Ray head or worker. Off by default: Ray would double the image's size.
+ARG WITH_RAY=false
+RUN if [ "$WITH_RAY" = true ]; then pip install --require-hashes -r requirements-ray.txt; fi
 
 # The project itself, without touching the pinned dependencies above.
 COPY pyproject.toml README.md ./

@@ -27,8 +27,9 @@ LOCK := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashe
 	--custom-compile-command "make lock" pyproject.toml
 lock: $(VENV)/.installed-dev
 	$(LOCK) --extra serve --extra s3 -o requirements.txt
+	$(LOCK) --extra serve --extra s3 --extra ray -o requirements-ray.txt
 	$(LOCK) --extra serve --extra s3 --extra convert -o requirements-convert.txt
-	$(LOCK) requirements-dev.in --extra serve --extra s3 --extra convert -o requirements-dev.txt
+	$(LOCK) requirements-dev.in --extra serve --extra s3 --extra convert --extra ray -o requirements-dev.txt
 
 # Train on the bundled example images, label the held-out ones, print the hashes.
 demo: $(VENV)/.installed

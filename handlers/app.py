@@ -191,13 +191,15 @@ def readyz() -> Response:
 def _use_gunicorn_logging(log_format: str) -> None:
     # Under gunicorn, send our log lines to its error log, at its level.
     gunicorn_log = logging.getLogger("gunicorn.error")
-    ours = logging.getLogger("handlers")
+    # handlers: requests; model.runner: how each job this worker ran ended.
+    ours = [logging.getLogger("handlers"), logging.getLogger("model.runner")]
     if gunicorn_log.handlers:
-        ours.handlers = gunicorn_log.handlers
-        ours.setLevel(gunicorn_log.level)
-        ours.propagate = False
+        for logger in ours:
+            logger.handlers = gunicorn_log.handlers
+            logger.setLevel(gunicorn_log.level)
+            logger.propagate = False
     if log_format == "json":
-        use_json_logs(gunicorn_log, logging.getLogger("gunicorn.access"), ours)
+        use_json_logs(gunicorn_log, logging.getLogger("gunicorn.access"), *ours)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -194,8 +194,11 @@ def _infer_csv(
     from tqdm import tqdm
 
     from model.batch import label_csv
+    from model.executors import executor_for
 
-    results = label_csv(predictor, args.model, args.csv, policy, store, settings)
+    # EXECUTOR=ray: each chunk of rows is a task on the cluster; the lines still come in CSV order.
+    executor = executor_for(settings, store) if settings.executor == "ray" else None
+    results = label_csv(predictor, args.model, args.csv, policy, store, settings, executor)
     total = failed = expected = agreed = 0
     out = sys.stdout
     if args.out:

@@ -3,7 +3,8 @@
 The cheap part (validate, fetch and parse the CSV, hash the recipe) runs in the
 request so that bad input is a 4xx at once rather than an ``error`` status
 later. The job itself runs in a background thread of whichever worker won the
-lease; its state lives in the store, so every worker answers polls alike.
+lease, or with EXECUTOR=ray as a detached actor on the Ray cluster, which takes
+the lease over; its state lives in the store, so every worker answers polls alike.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 from model import jobs, publications
 from model.csvfile import parse_csv
-from model.errors import InvalidRequest
-from model.pipeline import prepare_recipe, train_model
-from model.publish import check_model_uri, publish_model
+from model.errors import ExecutorUnavailable, InvalidRequest
+from model.pipeline import prepare_recipe
+from model.publish import check_model_uri
 from model.recipe import Recipe
-from store import StoreError
+from model.runner import publisher, run_job
+from store import lease
 
 from .metrics import observe_training
 from .service import Service, resolve_client_source
@@ -114,10 +116,6 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _publisher(service: Service, model_sha1: str) -> publications.Publisher:
-    return lambda uri: publish_model(service.store, model_sha1, uri, service.settings.data_dir)
-
-
 def _start_publish(service: Service, model_sha1: str, uri: str) -> None:
     def run() -> None:
         publications.run(
@@ -126,7 +124,7 @@ def _start_publish(service: Service, model_sha1: str, uri: str) -> None:
             uri,
             _owner(),
             service.settings.lease_ttl,
-            _publisher(service, model_sha1),
+            publisher(service.store, model_sha1, service.settings),
             service.settings.retry_backoff,
         )
 
@@ -134,61 +132,37 @@ def _start_publish(service: Service, model_sha1: str, uri: str) -> None:
 
 
 def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
-    log.info("training started model=%s owner=%s pid=%d", recipe.sha1, owner, os.getpid())
-    settings = service.settings
+    """Run the job we won: on the Ray cluster (EXECUTOR=ray), else in a thread of this worker."""
+    if service.settings.executor == "ray":
+        _submit_to_ray(service, recipe, csv_source, owner)
+        return
 
     def run() -> None:
-        try:
-            record = jobs.run_with_lease(
-                service.store,
-                recipe.sha1,
-                owner,
-                settings.lease_ttl,
-                lambda progress: train_model(
-                    service.store, recipe, csv_source, settings, service.policy, progress
-                ),
-                settings.retry_backoff,
-            )
-            if record["status"] == "ready":
-                observe_training(record.get("cache", {}))
-                log.info(
-                    "training finished model=%s status=ready", recipe.sha1, extra={"model_sha1": recipe.sha1}
-                )
-                publications.run_due(
-                    service.store,
-                    recipe.sha1,
-                    owner,
-                    settings.lease_ttl,
-                    _publisher(service, recipe.sha1),
-                    settings.retry_backoff,
-                )
-            else:
-                log.warning(
-                    "training %s model=%s reason=%s",
-                    "cancelled" if record["status"] == "cancelled" else "failed",
-                    recipe.sha1,
-                    record.get("message"),
-                    extra={
-                        "model_sha1": recipe.sha1,
-                        "status": record["status"],
-                        "reason": record.get("message"),
-                    },
-                )
-        except (StoreError, OSError) as e:
-            # The world failed (store, disk): the status hides the location, the log names it.
-            log.error(
-                "training failed model=%s reason=%s: %s",
-                recipe.sha1,
-                type(e).__name__,
-                e,
-                extra={"model_sha1": recipe.sha1, "status": "error", "reason": f"{type(e).__name__}: {e}"},
-            )
-        except Exception:
-            # A bug: run_with_lease has already recorded the error status; keep the traceback.
-            log.exception(
-                "training crashed model=%s",
-                recipe.sha1,
-                extra={"model_sha1": recipe.sha1, "status": "error", "reason": "internal error"},
-            )
+        record = run_job(service.store, service.settings, service.policy, recipe, csv_source, owner)
+        if record is not None and record["status"] == "ready":
+            observe_training(record.get("cache", {}))
 
     threading.Thread(target=run, name=f"train-{recipe.sha1[:8]}", daemon=True).start()
+
+
+def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
+    """Hand the job (and its lease, held as ``owner``) to a detached actor; this request holds nothing."""
+    from model.ray_executor import submit_training
+
+    try:
+        submit_training(service.settings, service.policy, recipe, csv_source, owner)
+        log.info("training submitted to Ray model=%s owner=%s", recipe.sha1, owner)
+    except Exception as e:  # the cluster is unreachable or refused: a transient failure of the world
+        log.error("submitting model=%s to Ray failed: %s: %s", recipe.sha1, type(e).__name__, e)
+        attempt = int((jobs.read_status(service.store, recipe.sha1) or {}).get("attempt", 1))
+        jobs.write_status(
+            service.store,
+            recipe.sha1,
+            "error",
+            **jobs.error_fields(
+                ExecutorUnavailable(f"Ray cluster unavailable ({type(e).__name__})"),
+                attempt,
+                service.settings.retry_backoff,
+            ),
+        )
+        lease.release(service.store, jobs.lease_ref(recipe.sha1), owner)

@@ -25,6 +25,7 @@ from store import ObjectStore, open_store
 from . import jobs
 from .config import Settings
 from .errors import PipelineError
+from .executors import executor_for
 from .fetch import FetchPolicy
 from .pipeline import Progress, prepare_recipe, silent, train_model
 from .progress import tee
@@ -62,12 +63,17 @@ def train_job(
     on_wait: Callable[[str], None] | None = None,
 ) -> tuple[Recipe, dict[str, Any]]:
     """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status."""
+    if ctx.settings.executor == "ray" and csv and os.path.exists(csv):
+        csv = os.path.abspath(csv)  # Ray tasks resolve the rows' paths from another directory
     recipe = prepare_recipe(ctx.store, ctx.settings, params, csv, csv_sha1, ctx.policy)
     jobs.record_recipe(ctx.store, recipe, csv)
     bars = progress or silent
 
     def build(job_progress: Progress) -> dict[str, Any]:
-        return train_model(ctx.store, recipe, csv, ctx.settings, ctx.policy, tee(bars, job_progress))
+        executor = executor_for(ctx.settings, ctx.store)  # EXECUTOR=ray: this process drives the cluster
+        return train_model(
+            ctx.store, recipe, csv, ctx.settings, ctx.policy, tee(bars, job_progress), executor
+        )
 
     status = jobs.wait_or_run(
         ctx.store,

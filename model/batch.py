@@ -26,6 +26,7 @@ from store.hashing import is_sha1
 
 from .config import Settings
 from .errors import CsvError, PipelineError
+from .executors import Executor, chunked
 from .fetch import FetchPolicy, fetch_bytes, resolve_source
 from .infer import Predictor, top_label
 
@@ -63,15 +64,49 @@ def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
         yield ImageRow(n, fields[0], label or None, sha1)
 
 
-def _chunks(rows: Iterable[ImageRow], size: int) -> Iterator[list[ImageRow]]:
-    chunk: list[ImageRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def label_chunk(
+    predictor: Predictor, model_sha1: str, chunk: list[ImageRow], data: list[bytes | Exception]
+) -> list[dict[str, Any]]:
+    """The result lines of one chunk of rows, given each row's bytes (or why it has none)."""
+    results: dict[int, dict[str, Any] | Exception] = {}
+    good = [(r, d) for r, d in zip(chunk, data, strict=True) if isinstance(d, bytes)]
+    try:
+        probabilities = predictor.predict(
+            model_sha1, [d for _r, d in good], [f"CSV line {r.line} ({r.source})" for r, _d in good]
+        )
+        results.update({r.line: p for (r, _d), p in zip(good, probabilities, strict=True)})
+    except PipelineError:
+        # One bad image fails the batch call: label them one by one to find it.
+        for r, d in good:
+            try:
+                results[r.line] = predictor.predict(model_sha1, [d], [f"CSV line {r.line} ({r.source})"])[0]
+            except PipelineError as e:
+                results[r.line] = e
+    out = []
+    for row, d in zip(chunk, data, strict=True):
+        outcome = d if isinstance(d, Exception) else results[row.line]
+        record: dict[str, Any] = {"line": row.line, "image": row.source}
+        if isinstance(outcome, Exception):
+            record["error"] = str(outcome)
+        else:
+            record["label"] = top_label(outcome)
+            record["probabilities"] = outcome
+        if row.label is not None:
+            record["expected"] = row.label
+        out.append(record)
+    return out
+
+
+def _fetch_all(
+    rows: list[ImageRow], fetch: Callable[[ImageRow], bytes], pool: ThreadPoolExecutor
+) -> list[bytes | Exception]:
+    def fetched(row: ImageRow) -> bytes | Exception:
+        try:
+            return fetch(row)
+        except (PipelineError, StoreError, OSError) as e:  # this row's fault or its source's: say so
+            return e
+
+    return list(pool.map(fetched, rows))
 
 
 def label_rows(
@@ -84,43 +119,31 @@ def label_rows(
 ) -> Iterator[dict[str, Any]]:
     """One result per row, in the CSV's order: label and probabilities, or the row's error."""
     predictor.load(model_sha1)  # an unknown model fails before any image is fetched
-
-    def fetched(row: ImageRow) -> bytes | Exception:
-        try:
-            return fetch(row)
-        except (PipelineError, StoreError, OSError) as e:  # this row's fault or its source's: say so
-            return e
-
     with ThreadPoolExecutor(max(1, pool_size)) as pool:
-        for chunk in _chunks(rows, chunk_rows):
-            data = list(pool.map(fetched, chunk))
-            results: dict[int, dict[str, Any] | Exception] = {}
-            good = [(r, d) for r, d in zip(chunk, data, strict=True) if isinstance(d, bytes)]
-            try:
-                probabilities = predictor.predict(
-                    model_sha1, [d for _r, d in good], [f"CSV line {r.line} ({r.source})" for r, _d in good]
-                )
-                results.update({r.line: p for (r, _d), p in zip(good, probabilities, strict=True)})
-            except PipelineError:
-                # One bad image fails the batch call: label them one by one to find it.
-                for r, d in good:
-                    try:
-                        results[r.line] = predictor.predict(
-                            model_sha1, [d], [f"CSV line {r.line} ({r.source})"]
-                        )[0]
-                    except PipelineError as e:
-                        results[r.line] = e
-            for row, d in zip(chunk, data, strict=True):
-                outcome = d if isinstance(d, Exception) else results[row.line]
-                record: dict[str, Any] = {"line": row.line, "image": row.source}
-                if isinstance(outcome, Exception):
-                    record["error"] = str(outcome)
-                else:
-                    record["label"] = top_label(outcome)
-                    record["probabilities"] = outcome
-                if row.label is not None:
-                    record["expected"] = row.label
-                yield record
+        for chunk in chunked(rows, chunk_rows):
+            yield from label_chunk(predictor, model_sha1, chunk, _fetch_all(chunk, fetch, pool))
+
+
+_predictors: dict[int, Predictor] = {}
+
+
+def label_chunk_task(
+    store: ObjectStore,
+    chunk: list[ImageRow],
+    model_sha1: str,
+    csv: str,
+    policy: FetchPolicy,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """One chunk as a task of its own (EXECUTOR=ray): fetch its rows, label them, with this
+    process's Predictor (its models and bases stay loaded for the next chunk)."""
+    predictor = _predictors.setdefault(id(store), Predictor(store, settings))
+
+    def fetch(row: ImageRow) -> bytes:
+        return fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
+
+    with ThreadPoolExecutor(max(1, settings.download_pool_size)) as pool:
+        return label_chunk(predictor, model_sha1, chunk, _fetch_all(chunk, fetch, pool))
 
 
 def label_csv(
@@ -130,9 +153,22 @@ def label_csv(
     policy: FetchPolicy,
     store: ObjectStore,
     settings: Settings,
+    executor: Executor | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """``label_rows`` over the CSV at ``csv`` (a path, URL or ``sha1:``); rows' paths are relative to it."""
+    """``label_rows`` over the CSV at ``csv`` (a path, URL or ``sha1:``); rows' paths are relative to it.
+
+    On Ray (``executor``) each chunk is a task that fetches and labels its rows wherever it runs;
+    the lines come back in CSV order all the same."""
     rows = parse_image_list(fetch_bytes(csv, policy, store), settings.max_csv_rows)
+    if executor is not None and executor.name != "local":
+        predictor.load(model_sha1)  # an unknown model fails here, before any task starts
+        return (
+            record
+            for lines in executor.map(
+                label_chunk_task, chunked(rows, CHUNK_ROWS), model_sha1, csv, policy, settings
+            )
+            for record in lines
+        )
 
     def fetch(row: ImageRow) -> bytes:
         return fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)

@@ -66,3 +66,9 @@ class JobCancelled(PipelineError):
 
 class JobStateError(PipelineError):
     """The request is valid but the job's state forbids it (cancel a finished job, delete a running one)."""
+
+
+class ExecutorUnavailable(PipelineError):
+    """The executor a job was to run on (the Ray cluster at RAY_ADDRESS) could not take it."""
+
+    transient = True

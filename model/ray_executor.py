@@ -1,0 +1,185 @@
+"""EXECUTOR=ray: chunks as Ray tasks, and training jobs as detached Ray actors.
+
+The web tier only records and submits: ``submit_training`` starts a detached
+actor (named after the job, owned by the cluster rather than by the process that
+created it) that holds the job's lease, fans the chunks out as tasks, trains the
+head in one task, and writes the manifest. A gunicorn worker that restarts, or a
+Cloud Run container frozen after its response, takes nothing down with it.
+
+Every task opens the store the settings name (``STORE_URI``, else ``DATA_DIR``,
+made absolute), so on more than one machine the store must be shared (S3/MinIO,
+IPFS, or one volume). A task whose worker process or node dies is run again by
+Ray (``TASK_RETRIES``); since a chunk writes only content-addressed objects, each
+atomically, a half-done chunk leaves nothing wrong behind and its rerun writes
+the same bytes. Results come back in chunk order, so the job is the same code as
+the local executor's and gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import RayTaskError
+
+from store import ObjectStore, open_store
+
+from .config import Settings
+from .fetch import FetchPolicy
+from .recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Jobs' actors live in this Ray namespace, named ``train-<model sha1>-<owner>``.
+NAMESPACE = "stl"
+#: Times Ray reruns a task whose worker or node died (an exception raised by the task is final).
+TASK_RETRIES = 3
+#: Chunks in flight per CPU of the cluster: enough to keep every worker busy, few enough that
+#: results waiting to be consumed stay small.
+IN_FLIGHT_PER_CPU = 2
+
+_connect_lock = threading.Lock()
+
+
+def connect(settings: Settings) -> None:
+    """Join the cluster at RAY_ADDRESS once per process (a task or actor is already joined).
+
+    With no RAY_ADDRESS, Ray starts a cluster on this machine for the process (the CLI alone).
+    """
+    with _connect_lock:
+        if ray.is_initialized():
+            return
+        ray.init(
+            address=settings.ray_address or None,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+
+
+def portable(settings: Settings) -> Settings:
+    """Settings that mean the same in another process: the local store's path made absolute."""
+    return dataclasses.replace(settings, data_dir=os.path.abspath(settings.data_dir))
+
+
+_stores: dict[tuple[str, str], ObjectStore] = {}
+
+
+def store_for(settings: Settings) -> ObjectStore:
+    """This process's handle on the store ``settings`` name, opened once."""
+    key = (settings.store_uri, settings.data_dir)
+    if key not in _stores:
+        _stores[key] = open_store(settings.store_uri or None, settings.data_dir)
+    return _stores[key]
+
+
+@ray.remote(max_retries=TASK_RETRIES)
+def _chunk_task(fn: Callable[..., R], settings: Settings, chunk: Any, args: tuple[Any, ...]) -> R:
+    return fn(store_for(settings), chunk, *args)
+
+
+@ray.remote(max_retries=TASK_RETRIES)
+def _one_task(fn: Callable[..., R], args: tuple[Any, ...]) -> R:
+    return fn(*args)
+
+
+def _unwrap(error: RayTaskError) -> BaseException:
+    """The exception the task raised, as itself (its message is the user's one line)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+class RayExecutor:
+    """Runs chunks as Ray tasks across the cluster, yielding their results in order."""
+
+    name = "ray"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = portable(settings)
+        connect(self.settings)
+
+    def _window(self) -> int:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return max(2, cpus * IN_FLIGHT_PER_CPU)
+
+    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
+        pending: collections.deque[ray.ObjectRef] = collections.deque()
+        window = self._window()
+        settings = ray.put(self.settings)
+        shared = ray.put(args)  # one copy in the object store, not one per task
+        source = iter(chunks)
+        try:
+            for chunk in source:
+                pending.append(_chunk_task.remote(fn, settings, chunk, shared))
+                if len(pending) >= window:
+                    yield self._get(pending.popleft())
+            while pending:
+                yield self._get(pending.popleft())
+        finally:
+            for ref in pending:  # the job stopped early (failed, cancelled): drop the rest
+                ray.cancel(ref)
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        return self._get(_one_task.remote(fn, args))
+
+    @staticmethod
+    def _get(ref: ray.ObjectRef) -> Any:
+        try:
+            return ray.get(ref)
+        except RayTaskError as e:
+            raise _unwrap(e) from None
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class TrainingJob:
+    """One training job, held by the cluster: it outlives whoever submitted it.
+
+    The job runs in a thread started by the constructor, so that it depends on no
+    call from its creator (a method call dies with the caller's process); the
+    actor ends itself when the job is over.
+    """
+
+    def __init__(
+        self, settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+    ) -> None:
+        args = (settings, policy, recipe, csv_source, owner)
+        threading.Thread(target=self._run, args=args, name=f"job-{recipe.sha1[:8]}", daemon=True).start()
+
+    @staticmethod
+    def _run(
+        settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+    ) -> None:
+        from .runner import run_job
+
+        try:
+            run_job(store_for(settings), settings, policy, recipe, csv_source, owner, RayExecutor(settings))
+        finally:
+            ray.kill(ray.get_runtime_context().current_actor)
+
+    def started(self) -> bool:
+        return True
+
+
+#: Seconds a submitter waits for the cluster to start a job's actor.
+START_TIMEOUT = 120.0
+
+
+def submit_training(
+    settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+) -> None:
+    """Start the job on the cluster and return once it runs there; its status lives in the store."""
+    settings = portable(settings)
+    connect(settings)
+    actor = TrainingJob.options(  # type: ignore[attr-defined]
+        name=f"train-{recipe.sha1}-{owner}", namespace=NAMESPACE, lifetime="detached"
+    ).remote(settings, policy, recipe, csv_source, owner)
+    ray.get(actor.started.remote(), timeout=START_TIMEOUT)
