@@ -27,8 +27,13 @@ class Executor(Protocol):
     #: Names the executor in run records and logs ("local" or "ray").
     name: str
 
-    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
-        """``fn(store, chunk, *args)`` for each chunk, results in the chunks' order."""
+    def map(
+        self, fn: Callable[..., R], chunks: Iterable[T], *args: Any, tick: Callable[[], None] | None = None
+    ) -> Iterator[R]:
+        """``fn(store, chunk, *args)`` for each chunk, results in the chunks' order.
+
+        ``tick`` is called about twice a second while a result is awaited from elsewhere, so
+        that a job can report progress and notice a cancel; whatever it raises stops the map."""
         ...
 
     def run(self, fn: Callable[..., R], *args: Any) -> R:
@@ -44,8 +49,10 @@ class LocalExecutor:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
-        for chunk in chunks:
+    def map(
+        self, fn: Callable[..., R], chunks: Iterable[T], *args: Any, tick: Callable[[], None] | None = None
+    ) -> Iterator[R]:
+        for chunk in chunks:  # in this thread: the chunk's own progress is the job's
             yield fn(self.store, chunk, *args)
 
     def run(self, fn: Callable[..., R], *args: Any) -> R:

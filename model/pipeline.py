@@ -138,7 +138,14 @@ def fetch_images(
     with _tracking(progress, "fetch", len(images)) as bar:
         for chunk, found in zip(
             chunked(images, FETCH_CHUNK),
-            executor.map(fetch_chunk, chunked(images, FETCH_CHUNK), csv_source, settings, policy),
+            executor.map(
+                fetch_chunk,
+                chunked(images, FETCH_CHUNK),
+                csv_source,
+                settings,
+                policy,
+                tick=lambda: bar.update(0),
+            ),
             strict=True,
         ):
             mismatches.extend(found)
@@ -167,7 +174,8 @@ def extract_features(
     done = 0
     workers: set[str] = set()
     with _tracking(progress, "features", len(images)) as bar:
-        for result in executor.map(features_chunk, chunked(images, CHUNK_ROWS), recipe, settings):
+        chunks = chunked(images, CHUNK_ROWS)
+        for result in executor.map(features_chunk, chunks, recipe, settings, tick=lambda: bar.update(0)):
             n = len(result.records)
             if features is None:
                 features = np.empty((len(images), result.vectors.shape[1]), np.float32)

@@ -47,6 +47,9 @@ TASK_RETRIES = 3
 #: results waiting to be consumed stay small.
 IN_FLIGHT_PER_CPU = 2
 
+#: How often a job waiting on a task ticks (reports progress, sees a cancel).
+TICK_SECONDS = 0.5
+
 _connect_lock = threading.Lock()
 
 
@@ -111,7 +114,9 @@ class RayExecutor:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return max(2, cpus * IN_FLIGHT_PER_CPU)
 
-    def map(self, fn: Callable[..., R], chunks: Iterable[T], *args: Any) -> Iterator[R]:
+    def map(
+        self, fn: Callable[..., R], chunks: Iterable[T], *args: Any, tick: Callable[[], None] | None = None
+    ) -> Iterator[R]:
         pending: collections.deque[ray.ObjectRef] = collections.deque()
         window = self._window()
         settings = ray.put(self.settings)
@@ -121,9 +126,9 @@ class RayExecutor:
             for chunk in source:
                 pending.append(_chunk_task.remote(fn, settings, chunk, shared))
                 if len(pending) >= window:
-                    yield self._get(pending.popleft())
+                    yield self._get(pending.popleft(), tick)
             while pending:
-                yield self._get(pending.popleft())
+                yield self._get(pending.popleft(), tick)
         finally:
             for ref in pending:  # the job stopped early (failed, cancelled): drop the rest
                 ray.cancel(ref)
@@ -132,7 +137,10 @@ class RayExecutor:
         return self._get(_one_task.remote(fn, args))
 
     @staticmethod
-    def _get(ref: ray.ObjectRef) -> Any:
+    def _get(ref: ray.ObjectRef, tick: Callable[[], None] | None = None) -> Any:
+        if tick is not None:
+            while not ray.wait([ref], timeout=TICK_SECONDS)[0]:
+                tick()
         try:
             return ray.get(ref)
         except RayTaskError as e:

@@ -1,7 +1,7 @@
 """A real Ray cluster on this machine for the tests: `ray start --head` with 2 CPUs, token auth on.
 
 Its processes get this checkout on PYTHONPATH (so tasks import this code) and
-report no usage statistics. `ray stop` ends the cluster afterwards.
+report no usage statistics. Its process group is stopped afterwards.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ class RayCluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(cpus: int = 2) -> Iterator[RayCluster]:
+def ray_cluster(cpus: int = 2, token: str = "") -> Iterator[RayCluster]:
     # Ray's socket paths must stay short, so its session directory is not under pytest's tmp.
     temp = tempfile.mkdtemp(prefix="stl-ray-", dir="/tmp")
     port = free_port()
@@ -44,10 +45,13 @@ def ray_cluster(cpus: int = 2) -> Iterator[RayCluster]:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",  # as in production: no token, no tasks
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_AUTH_TOKEN": token or secrets.token_hex(32),
     }
     full = {**os.environ, **env}
-    started = subprocess.run(
+    # Its own session: `ray start` returns once its daemons run, and they (and the workers they
+    # spawn) stay in this process group, which is stopped as a whole at the end. (`ray stop` would
+    # stop every Ray cluster of this user on the machine.)
+    starter = subprocess.Popen(
         [
             str(RAY),
             "start",
@@ -60,16 +64,32 @@ def ray_cluster(cpus: int = 2) -> Iterator[RayCluster]:
             f"--temp-dir={temp}",
         ],
         env=full,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=180,
         cwd=REPO,
+        start_new_session=True,
     )
-    if started.returncode != 0:
-        raise RuntimeError(f"ray start failed: {started.stderr[-2000:]}")
     try:
+        output, _ = starter.communicate(timeout=180)
+        if starter.returncode != 0:
+            raise RuntimeError(f"ray start failed: {output[-2000:]}")
         yield RayCluster(f"127.0.0.1:{port}", {**env, "EXECUTOR": "ray", "RAY_ADDRESS": f"127.0.0.1:{port}"})
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=full, capture_output=True, timeout=120)
-        time.sleep(0.5)
+        _stop_group(starter.pid)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_group(pgid: int) -> None:
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

@@ -326,11 +326,28 @@ def test_services_exist_with_pinned_images(services: dict[str, dict[str, Any]]) 
         assert name in services, f"no `{name}` service"
     for name, service in services.items():
         image = service.get("image")
-        if image is None:
+        if image is None or "build" in service:  # built here from this Dockerfile: nothing to pull
             assert "build" in service, name
             continue
         tag = image.rsplit("/", 1)[-1].partition(":")[2]
         assert tag and tag != "latest", f"{name}: image {image} is not pinned by tag"
+
+
+def test_ray_profile_runs_a_head_and_workers_on_the_apis_store(services: dict[str, dict[str, Any]]) -> None:
+    head, worker, api = services["ray-head"], services["ray-worker"], services["api"]
+    assert head["profiles"] == worker["profiles"] == ["ray"]  # off unless --profile ray
+    assert "profiles" not in api
+    for node in (head, worker):
+        assert node["build"]["args"]["WITH_RAY"] == "true" and node["command"][:2] == ["ray", "start"]
+        env = _env(node)
+        # The same store as the API (tasks write features where the API reads them), token auth on.
+        for key in ("STORE_URI", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key] == _env(api)[key], key
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == _env(api)["RAY_AUTH_TOKEN"]
+    assert "--head" in head["command"] and "--port=6379" in head["command"]
+    assert "--address=ray-head:6379" in worker["command"]
+    assert "ports" not in head and "ports" not in worker  # the cluster is reachable from the network only
+    assert _env(api)["RAY_ADDRESS"] == "ray-head:6379" and _env(api)["EXECUTOR"] == "local"
 
 
 def test_api_uses_minio_as_its_store(services: dict[str, dict[str, Any]]) -> None:

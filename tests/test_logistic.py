@@ -147,3 +147,35 @@ def test_summary_names_precision_recall_and_overconfidence() -> None:
     assert s["per_label"]["c"] == {"precision": None, "recall": None, "support": 0}
     assert s["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
     assert s["overconfident_errors"] == 1 and s["validation_accuracy"] == round(2 / 3, 6)
+
+
+@pytest.mark.parametrize("n", [60, 20])  # primal (n > dim) and the Gram form (n <= dim)
+def test_a_row_counted_k_times_is_the_row_listed_k_times(n: int) -> None:
+    """Training on distinct rows with counts minimises the loss of the rows repeated: the same
+    head, and a head that differs from the unweighted one (the counts are not ignored)."""
+    from model.train import train_logistic
+
+    x, y = _problem(n=n, dim=40)
+    counts = (np.arange(len(y)) % 4) + 1  # 1, 2, 3, 4, 1, ...
+    repeated = np.repeat(np.arange(len(y)), counts)
+    kw = {"seed": 3, "l2": 0.01, "calibrate": False}
+    weighted = train_logistic(x, y, 3, counts=counts, **kw).head
+    listed = train_logistic(x[repeated], y[repeated], 3, **kw).head
+    plain = train_logistic(x, y, 3, **kw).head
+    assert np.allclose(weighted.mean, listed.mean, rtol=0, atol=1e-12)
+    assert np.allclose(weighted.kernel, listed.kernel, rtol=1e-5, atol=1e-7)
+    assert np.allclose(weighted.bias, listed.bias, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(weighted.kernel, plain.kernel, rtol=1e-3, atol=1e-5)
+
+
+def test_all_ones_counts_keep_the_unweighted_bits() -> None:
+    from model.train import train_head, train_logistic
+
+    x, y = _problem()
+    ones = np.ones(len(y), np.int64)
+    for fit in (
+        lambda **c: train_logistic(x, y, 3, seed=1, l2=-1.0, calibrate=True, **c).head,
+        lambda **c: train_head(x, y, 3, seed=1, epochs=3, batch_size=16, learning_rate=0.01, l2=-1.0, **c),
+    ):
+        a, b = fit(), fit(counts=ones)
+        assert all(np.array_equal(a.tensors()[k], b.tensors()[k]) for k in a.tensors())

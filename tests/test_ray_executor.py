@@ -159,6 +159,42 @@ def test_a_worker_killed_mid_chunk_is_retried_and_changes_no_bit(cluster: RayClu
     assert trained["weights_sha1"] == EMULATED_EXAMPLE["weights_sha1"]
 
 
+def test_a_cancelled_job_stops_its_tasks(cluster: RayCluster, tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowImages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = tmp_path / "data"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/train.csv"
+        env = {**os.environ, **cluster.env, "DATA_DIR": str(data), "DOWNLOAD_POOL_SIZE": "1"}
+        job = subprocess.Popen(
+            [sys.executable, "-m", "handlers.cli", *TRAIN[:1], url, *TRAIN[2:], "--seed", "11"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 120
+        while not cluster.task_pids("_chunk_task") and time.time() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        store = LocalStore(data)
+        (name,) = [n for n in store.list_refs("models") if n.endswith("/status")]
+        model_sha1 = name.split("/")[1]
+        cancelled = run_stl(["cancel", model_sha1], data)
+        assert cancelled.code == 0, cancelled.err
+        _out, err = job.communicate(timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert job.returncode != 0 and "cancelled on request" in err, err[-2000:]
+    assert json.loads(store.get_ref(name) or b"{}")["status"] == "cancelled"
+    deadline = time.time() + 30  # the fetch task is cancelled with the job, not left to finish
+    while cluster.task_pids("_chunk_task") and time.time() < deadline:
+        time.sleep(0.2)
+    assert not cluster.task_pids("_chunk_task")
+    assert len(list((data / "objects").rglob("*"))) < 72 + 20, "the chunk went on fetching every image"
+
+
 def test_batch_labelling_on_ray_prints_what_local_labelling_prints(
     cluster: RayCluster, tmp_path: Path
 ) -> None:

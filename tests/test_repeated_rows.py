@@ -1,0 +1,40 @@
+"""A CSV that lists images many times: each image is fetched and run through the base once, the head
+weighs each (image, label) pair by its rows, and the manifest stays small while its row table
+keeps every row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from stl_testing import EXAMPLE, run_stl
+
+from store import LocalStore
+
+CHEAP = ["--base", "efficientnet-lite0", "--image-size", "96", "--views", "original", "--seed", "1"]
+#: The example CSV listed three times over (216 rows).
+GOLDEN = {
+    "weights_sha1": "04eaeec86908f092e0d840d724092b8f55782467",
+    "manifest_sha1": "81b21b30dbd82f286aaefa7e8af6b2ec149c06db",
+}
+
+
+def test_repeated_rows_train_once_per_image_and_keep_every_row(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE / "images", tmp_path / "images")
+    table = tmp_path / "thrice.csv"
+    table.write_text((EXAMPLE / "train.csv").read_text() * 3)
+    data = tmp_path / "data"
+    run = run_stl(["train", str(table), *CHEAP], data)
+    assert run.code == 0, run.err[-2000:]
+    assert {k: run.json[k] for k in GOLDEN} == GOLDEN
+    store = LocalStore(data)
+    manifest = json.loads(store.get(run.json["manifest_sha1"]))
+    assert manifest["inputs"]["rows"]["rows"] == 216 and manifest["inputs"]["rows"]["images"] == 72
+    assert len(store.get(run.json["manifest_sha1"])) < 8_000  # no per-row entries in the manifest
+    lines = store.get(manifest["inputs"]["rows"]["sha1"]).decode().splitlines()
+    assert [json.loads(line)["line"] for line in lines] == list(range(1, 217))
+    assert manifest["metrics"]["train_images"] == 216  # metrics count rows, as the CSV lists them
+    (name,) = store.list_refs(f"models/{manifest['model_sha1']}/runs")
+    record = json.loads(store.get(store.get_ref(name).decode()))  # type: ignore[union-attr]
+    assert record["cache"]["base_forward"] == 72  # one forward pass per distinct image
