@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             **({"published": published} if published else {}),
         }
     )
-    if status["status"] == "error":
+    if status["status"] in ("error", "cancelled"):  # no model was built: say why, exit non-zero
         print(f"stl: error: {status['message']}", file=sys.stderr)
         return EXIT_ERROR
     if published and published["status"] != "ready":

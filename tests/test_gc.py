@@ -49,8 +49,9 @@ def test_a_dry_run_deletes_nothing_then_delete_reclaims_only_the_forgotten_model
     drop = api.train(str(csv), store=store, **{**QUICK, "random_seed": 7})
     keep_refs = referenced_by(store, keep.sha1)
     drop_only = referenced_by(store, drop.sha1) - keep_refs
-    # The second model shares the images, tensors and features; its weights and manifest are its own.
-    assert len(drop_only) == 2
+    # The second model shares the images, tensors and features; its weights, manifest and row table
+    # (another seed, another split) are its own.
+    assert len(drop_only) == 3
     jobs.delete(store, drop.sha1)
     before = set(store.list_objects())
 
@@ -112,10 +113,11 @@ def test_gc_during_a_training_keeps_everything_the_training_uses(tmp_path: Path)
     release.set()
     thread.join(120)
     model = result["model"]
-    # The old model's weights, manifest and run record went; what the running job reads stayed.
+    # The old model's weights, manifest, row table and run record went; what the running job reads
+    # stayed.
     gone = set(report.unreferenced)
-    assert report.deleted == 3
-    assert {old_weights, old_manifest} <= gone and len(gone) == 3, report.summary()
+    assert report.deleted == 4
+    assert {old_weights, old_manifest} <= gone and len(gone) == 4, report.summary()
     needed = referenced_by(store, model.sha1)
     assert needed <= set(store.list_objects())
     for sha1 in needed:
