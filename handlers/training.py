@@ -160,7 +160,7 @@ def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, own
             recipe.sha1,
             "error",
             **jobs.error_fields(
-                ExecutorUnavailable(f"Ray cluster unavailable ({type(e).__name__})"),
+                ExecutorUnavailable("the Ray cluster did not take the job; see the server log"),
                 attempt,
                 service.settings.retry_backoff,
             ),

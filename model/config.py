@@ -158,7 +158,9 @@ class Settings:
     log_format: str = "text"  # "json": one JSON object per log line
     #: Where jobs run: "local" (in the process that took the job) or "ray" (a Ray cluster).
     executor: str = "local"
-    ray_address: str = ""  # the cluster EXECUTOR=ray joins: "host:port", "auto"; "" starts a local one
+    #: The cluster EXECUTOR=ray joins: "host:6379" from a Ray node, "ray://host:10001" (Ray Client)
+    #: from anywhere else; "" starts a cluster inside the process.
+    ray_address: str = ""
     # CLI defaults (the 2019 names).
     default_csv_url: str = ""
     default_test_image_url: str = ""

@@ -31,6 +31,7 @@ from ray.exceptions import RayTaskError
 from store import ObjectStore, open_store
 
 from .config import Settings
+from .errors import ExecutorUnavailable
 from .fetch import FetchPolicy
 from .recipe import Recipe
 
@@ -53,19 +54,49 @@ TICK_SECONDS = 0.5
 _connect_lock = threading.Lock()
 
 
-def connect(settings: Settings) -> None:
+#: Seconds to wait for the cluster to answer when joining it.
+CONNECT_TIMEOUT = 30.0
+_joining: threading.Thread | None = None
+_join_error: list[BaseException] = []
+
+
+def connect(settings: Settings, timeout: float = CONNECT_TIMEOUT) -> None:
     """Join the cluster at RAY_ADDRESS once per process (a task or actor is already joined).
 
     With no RAY_ADDRESS, Ray starts a cluster on this machine for the process (the CLI alone).
+    ``ray.init`` itself waits as long as it takes for an unreachable cluster, so it runs in a
+    thread, and a caller (a web request) gives up after ``timeout`` with ExecutorUnavailable;
+    the next caller waits on the same attempt rather than starting another.
     """
+    global _joining
     with _connect_lock:
         if ray.is_initialized():
             return
-        ray.init(
-            address=settings.ray_address or None,
-            namespace=NAMESPACE,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
+        if _joining is None or not _joining.is_alive():
+            _join_error.clear()
+
+            def join() -> None:
+                try:
+                    ray.init(
+                        address=settings.ray_address or None,
+                        namespace=NAMESPACE,
+                        log_to_driver=False,
+                        logging_level=logging.WARNING,
+                    )
+                except BaseException as e:  # handed to the caller below
+                    _join_error.append(e)
+
+            _joining = threading.Thread(target=join, name="ray-connect", daemon=True)
+            _joining.start()
+        joining = _joining
+    joining.join(timeout)
+    if _join_error:
+        raise ExecutorUnavailable(
+            f"Ray cluster at {settings.ray_address or 'a new local one'}: {_join_error[0]}"
+        )
+    if not ray.is_initialized():
+        raise ExecutorUnavailable(
+            f"Ray cluster at {settings.ray_address} did not answer within {timeout:g} s"
         )
 
 

@@ -137,10 +137,12 @@ def python_base(docker: Docker) -> str:
     return PYTHON_IMAGE
 
 
-def build_project(docker: Docker, tag: str) -> None:
-    """The project's own Dockerfile, built on the stand-in base."""
+def build_project(docker: Docker, tag: str, *build_args: str) -> None:
+    """The project's own Dockerfile, built on the stand-in base (``build_args``: e.g. WITH_RAY)."""
     base = python_base(docker)
-    docker.run("build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", "-t", tag, str(REPO))
+    docker.run(
+        "build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}", *build_args, "-t", tag, str(REPO)
+    )
 
 
 def train_example(url: str, timeout: float = 300) -> dict:

@@ -347,7 +347,8 @@ def test_ray_profile_runs_a_head_and_workers_on_the_apis_store(services: dict[st
     assert "--head" in head["command"] and "--port=6379" in head["command"]
     assert "--address=ray-head:6379" in worker["command"]
     assert "ports" not in head and "ports" not in worker  # the cluster is reachable from the network only
-    assert _env(api)["RAY_ADDRESS"] == "ray-head:6379" and _env(api)["EXECUTOR"] == "local"
+    # The API is not a Ray node: it joins through Ray Client on the head (ray[client] is in the image).
+    assert _env(api)["RAY_ADDRESS"] == "ray://ray-head:10001" and _env(api)["EXECUTOR"] == "local"
 
 
 def test_api_uses_minio_as_its_store(services: dict[str, dict[str, Any]]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from ray_cluster import RayCluster, ray_cluster
-from stl_testing import EXAMPLE, REPO, run_stl
+from stl_testing import EXAMPLE, REPO, free_port, run_stl
 from test_portable_bits import EMULATED_EXAMPLE, EMULATED_FLAGS
 
 from store import LocalStore, lease
@@ -212,3 +212,26 @@ def test_batch_labelling_on_ray_prints_what_local_labelling_prints(
 
 #: sha1 of `stl infer --csv example-data/train.csv` with the emulated recipe's model.
 BATCH_STDOUT_SHA1 = "5e98c1707a10dcc3fa3dad642a386e2451b3a11b"
+
+
+def test_an_unreachable_cluster_is_a_clear_error_within_the_timeout(tmp_path: Path) -> None:
+    """ray.init waits as long as it takes; a web request must not: ExecutorUnavailable instead."""
+    probe = textwrap.dedent(
+        """
+        import time
+        from model.config import Settings
+        from model.errors import ExecutorUnavailable
+        from model.ray_executor import connect
+        started = time.monotonic()
+        try:
+            connect(Settings(executor="ray", ray_address=ADDRESS), timeout=3)
+        except ExecutorUnavailable as e:
+            print(round(time.monotonic() - started, 1), e)
+        """
+    ).replace("ADDRESS", repr(f"127.0.0.1:{free_port()}"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x" * 64, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    waited, message = out.stdout.strip().split(" ", 1)
+    assert float(waited) < 10 and "did not answer within 3 s" in message, out.stdout + out.stderr[-2000:]
