@@ -171,8 +171,12 @@ def livez() -> Response:
 
 def readyz() -> Response:
     """Ready for traffic: the store answers reads and takes writes (a read-only disk is not ready),
-    and this worker has loaded the default base network, so that a first /infer is fast."""
+    this worker has loaded the default base network, so that a first /infer is fast, and with
+    EXECUTOR=ray it has joined the cluster, so that it can hand jobs over."""
     svc = service()
+    if not svc.executor_joined.is_set():
+        reason = f" (last attempt: {svc.executor_error})" if svc.executor_error else ""
+        raise NotReady(f"joining the Ray cluster (EXECUTOR=ray){reason}")
     if not svc.base_loaded.is_set():
         if svc.base_error:
             raise NotReady(f"base network {svc.settings.base} could not be loaded: {svc.base_error}")
@@ -214,6 +218,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["stl"] = svc
     _use_gunicorn_logging(settings.log_format)
     svc.preload_base()
+    svc.join_executor()
 
     app.add_url_rule("/train", view_func=post_train, methods=["POST"])
     app.add_url_rule("/infer", view_func=post_infer, methods=["POST"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from store import ObjectStore, open_store
 if TYPE_CHECKING:
     from model.infer import Predictor
 
+#: Seconds between attempts to join the Ray cluster (each waits up to ray_executor.CONNECT_TIMEOUT).
+JOIN_RETRY_S = 2.0
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -71,6 +74,10 @@ class Service:
     base_loaded: threading.Event = field(default_factory=threading.Event, repr=False)
     #: Why loading the base failed, if it did (named by /readyz).
     base_error: str | None = None
+    #: Set once this worker has joined its executor (at once for EXECUTOR=local); /readyz waits.
+    executor_joined: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: The last failure to join the Ray cluster (the kind only: /readyz answers anyone).
+    executor_error: str | None = None
 
     @staticmethod
     def from_settings(settings: Settings) -> Service:
@@ -109,6 +116,28 @@ class Service:
                 self.base_error = f"{type(e).__name__}: {e}"
 
         threading.Thread(target=load, name="preload-base", daemon=True).start()
+
+    def join_executor(self) -> None:
+        """With EXECUTOR=ray, join the cluster in the background, retrying until it answers, so
+        that a worker is ready only once it can hand jobs over (and its first POST /train is quick)."""
+        if self.settings.executor != "ray":
+            self.executor_joined.set()
+            return
+
+        def join() -> None:
+            from model.errors import ExecutorUnavailable
+            from model.ray_executor import connect
+
+            while True:
+                try:
+                    connect(self.settings)
+                    self.executor_joined.set()
+                    return
+                except ExecutorUnavailable as e:
+                    self.executor_error = type(e.__cause__).__name__ if e.__cause__ else "no answer"
+                    time.sleep(JOIN_RETRY_S)
+
+        threading.Thread(target=join, name="join-ray", daemon=True).start()
 
     def fetch(self, source: str, sha1: str | None = None) -> bytes:
         return fetch_client_source(source, self.settings, self.policy, self.store, sha1)

@@ -51,11 +51,9 @@ IN_FLIGHT_PER_CPU = 2
 #: How often a job waiting on a task ticks (reports progress, sees a cancel).
 TICK_SECONDS = 0.5
 
-_connect_lock = threading.Lock()
-
-
 #: Seconds to wait for the cluster to answer when joining it.
 CONNECT_TIMEOUT = 30.0
+_connect_lock = threading.Lock()
 _joining: threading.Thread | None = None
 _join_error: list[BaseException] = []
 
@@ -93,7 +91,7 @@ def connect(settings: Settings, timeout: float = CONNECT_TIMEOUT) -> None:
     if _join_error:
         raise ExecutorUnavailable(
             f"Ray cluster at {settings.ray_address or 'a new local one'}: {_join_error[0]}"
-        )
+        ) from _join_error[0]
     if not ray.is_initialized():
         raise ExecutorUnavailable(
             f"Ray cluster at {settings.ray_address} did not answer within {timeout:g} s"

@@ -83,7 +83,7 @@ def ray_stack(docker: Docker) -> Iterator[Stack]:
         docker.run(*common, "--name", names[2], "-e", f"PORT={port}", "-e", "IMPORT_ROOT=/srv",
                    "-e", "EXECUTOR=ray", "-e", f"RAY_ADDRESS=ray://127.0.0.1:{client}", TAG)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180  # ready = the base loaded and the Ray cluster joined
         while True:
             try:
                 if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
@@ -93,7 +93,11 @@ def ray_stack(docker: Docker) -> Iterator[Stack]:
             for name in names:
                 state = docker.run("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
                 assert state == "running", f"{name}: {docker.run('logs', name).stderr[-3000:]}"
-            assert time.monotonic() < deadline, "the API container was not ready within 120 s"
+            assert time.monotonic() < deadline, (
+                "the API container was not ready within 180 s: "
+                + requests.get(f"{url}/readyz", timeout=5).text
+                + docker.run("logs", names[2]).stderr[-3000:]
+            )
             time.sleep(0.5)
         yield Stack(url, names)
     finally:
@@ -112,7 +116,8 @@ def test_the_ray_profile_trains_the_golden_model_with_the_api_only_submitting(
     docker: Docker, stack: Stack, tmp_path: Path
 ) -> None:
     trained = train_example(stack.url, timeout=600)
-    assert trained["status"] == "ready", trained
+    api_log = docker.run("logs", stack.names[2])
+    assert trained["status"] == "ready", (trained, (api_log.stdout + api_log.stderr)[-3000:])
     assert trained["model_sha1"] == GOLDEN_MODEL
     host = run_stl(["train", str(EXAMPLE / "train.csv"), "--seed", "1234"], tmp_path / "data")
     assert host.code == 0, host.err[-2000:]

@@ -235,3 +235,26 @@ def test_an_unreachable_cluster_is_a_clear_error_within_the_timeout(tmp_path: Pa
     )
     waited, message = out.stdout.strip().split(" ", 1)
     assert float(waited) < 10 and "did not answer within 3 s" in message, out.stdout + out.stderr[-2000:]
+
+
+def test_a_worker_is_not_ready_until_it_has_joined_the_cluster(tmp_path: Path) -> None:
+    probe = (
+        textwrap.dedent(
+            """
+        import time
+        from handlers.app import create_app
+        from model.config import Settings
+        app = create_app(Settings(data_dir=DATA, executor="ray", ray_address=ADDRESS, preload_base=False))
+        time.sleep(1)
+        r = app.test_client().get("/readyz")
+        print(r.status_code, r.get_json()["error"])
+        """
+        )
+        .replace("ADDRESS", repr(f"127.0.0.1:{free_port()}"))
+        .replace("DATA", repr(str(tmp_path / "data")))
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x" * 64, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "503 joining the Ray cluster (EXECUTOR=ray)", out.stdout + out.stderr[-2000:]
