@@ -24,7 +24,6 @@ from model.pipeline import prepare_recipe
 from model.publish import check_model_uri
 from model.recipe import Recipe
 from model.runner import publisher, run_job
-from store import lease
 
 from .metrics import observe_training
 from .service import Service, resolve_client_source
@@ -154,15 +153,5 @@ def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, own
         log.info("training submitted to Ray model=%s owner=%s", recipe.sha1, owner)
     except Exception as e:  # the cluster is unreachable or refused: a transient failure of the world
         log.error("submitting model=%s to Ray failed: %s: %s", recipe.sha1, type(e).__name__, e)
-        attempt = int((jobs.read_status(service.store, recipe.sha1) or {}).get("attempt", 1))
-        jobs.write_status(
-            service.store,
-            recipe.sha1,
-            "error",
-            **jobs.error_fields(
-                ExecutorUnavailable("the Ray cluster did not take the job; see the server log"),
-                attempt,
-                service.settings.retry_backoff,
-            ),
-        )
-        lease.release(service.store, jobs.lease_ref(recipe.sha1), owner)
+        refused = ExecutorUnavailable("the Ray cluster did not take the job; see the server log")
+        jobs.fail_to_start(service.store, recipe.sha1, owner, refused, service.settings.retry_backoff)

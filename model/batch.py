@@ -97,16 +97,9 @@ def label_chunk(
     return out
 
 
-def _fetch_all(
-    rows: list[ImageRow], fetch: Callable[[ImageRow], bytes], pool: ThreadPoolExecutor
-) -> list[bytes | Exception]:
-    def fetched(row: ImageRow) -> bytes | Exception:
-        try:
-            return fetch(row)
-        except (PipelineError, StoreError, OSError) as e:  # this row's fault or its source's: say so
-            return e
-
-    return list(pool.map(fetched, rows))
+def row_fetcher(csv: str, policy: FetchPolicy, store: ObjectStore) -> Callable[[ImageRow], bytes]:
+    """Fetches a row's image, its path relative to the CSV at ``csv``, verified if it gives a sha1."""
+    return lambda row: fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
 
 
 def label_rows(
@@ -119,9 +112,16 @@ def label_rows(
 ) -> Iterator[dict[str, Any]]:
     """One result per row, in the CSV's order: label and probabilities, or the row's error."""
     predictor.load(model_sha1)  # an unknown model fails before any image is fetched
+
+    def fetched(row: ImageRow) -> bytes | Exception:
+        try:
+            return fetch(row)
+        except (PipelineError, StoreError, OSError) as e:  # this row's fault or its source's: say so
+            return e
+
     with ThreadPoolExecutor(max(1, pool_size)) as pool:
         for chunk in chunked(rows, chunk_rows):
-            yield from label_chunk(predictor, model_sha1, chunk, _fetch_all(chunk, fetch, pool))
+            yield from label_chunk(predictor, model_sha1, chunk, list(pool.map(fetched, chunk)))
 
 
 _predictors: dict[int, Predictor] = {}
@@ -137,13 +137,11 @@ def label_chunk_task(
 ) -> list[dict[str, Any]]:
     """One chunk as a task of its own (EXECUTOR=ray): fetch its rows, label them, with this
     process's Predictor (its models and bases stay loaded for the next chunk)."""
-    predictor = _predictors.setdefault(id(store), Predictor(store, settings))
-
-    def fetch(row: ImageRow) -> bytes:
-        return fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
-
-    with ThreadPoolExecutor(max(1, settings.download_pool_size)) as pool:
-        return label_chunk(predictor, model_sha1, chunk, _fetch_all(chunk, fetch, pool))
+    if id(store) not in _predictors:  # one per store handle, which ray_executor.store_for keeps
+        _predictors[id(store)] = Predictor(store, settings)
+    predictor = _predictors[id(store)]
+    fetch = row_fetcher(csv, policy, store)
+    return list(label_rows(predictor, model_sha1, chunk, fetch, settings.download_pool_size, len(chunk)))
 
 
 def label_csv(
@@ -169,8 +167,6 @@ def label_csv(
             )
             for record in lines
         )
-
-    def fetch(row: ImageRow) -> bytes:
-        return fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
-
-    return label_rows(predictor, model_sha1, rows, fetch, settings.download_pool_size)
+    return label_rows(
+        predictor, model_sha1, rows, row_fetcher(csv, policy, store), settings.download_pool_size
+    )

@@ -113,9 +113,13 @@ def _log_format() -> str:
     return raw
 
 
+#: The executors EXECUTOR may name (``model.executors``).
+EXECUTORS = ("local", "ray")
+
+
 def _executor() -> str:
     raw = os.environ.get("EXECUTOR", "").strip().lower() or "local"
-    if raw not in ("local", "ray"):
+    if raw not in EXECUTORS:
         raise ValueError(f"EXECUTOR must be local or ray, got {raw!r}")
     return raw
 

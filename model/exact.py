@@ -139,8 +139,3 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, np.float64)
     e = exp(np.subtract(z, z.max(axis=1, keepdims=True)))
     return np.divide(e, tree_sum(e, axis=1)[:, None])
-
-
-def mean_rows(x: np.ndarray) -> np.ndarray:
-    """Column means of (n, d): ``tree_sum`` over rows, one correctly rounded division."""
-    return np.divide(tree_sum(x, axis=0), float(x.shape[0]))

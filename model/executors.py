@@ -19,9 +19,6 @@ from .config import Settings
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: The executors EXECUTOR may name.
-EXECUTORS = ("local", "ray")
-
 
 class Executor(Protocol):
     #: Names the executor in run records and logs ("local" or "ray").

@@ -220,6 +220,18 @@ def run_with_lease(
         lease.release(store, lease_ref(model_sha1), owner)
 
 
+def fail_to_start(
+    store: ObjectStore, model_sha1: str, owner: str, error: BaseException, backoff: float = DEFAULT_BACKOFF
+) -> dict[str, Any]:
+    """The job ``owner`` won could not be started (its executor refused it): record the error as
+    ``run_with_lease`` would, and free the lease so that a retry may take it."""
+    attempt = int((read_status(store, model_sha1) or {}).get("attempt", 1))
+    try:
+        return write_status(store, model_sha1, "error", **error_fields(error, attempt, backoff))
+    finally:
+        lease.release(store, lease_ref(model_sha1), owner)
+
+
 def next_attempt(current: dict[str, Any] | None) -> int:
     """The attempt number of a job started now: a failed or cancelled one counts up."""
     if current is not None and current["status"] in ("error", "cancelled"):

@@ -38,6 +38,11 @@ ARMIJO = 1e-4
 SOLVER = "lbfgs-armijo-primal-or-gram-float64-exact-v1"
 
 
+def row_counts(n: int, counts: np.ndarray | None) -> np.ndarray:
+    """How many photos each of ``n`` rows stands for: ``counts``, or one each."""
+    return np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64)
+
+
 @dataclass
 class Fit:
     kernel: np.ndarray  # (dim, labels)
@@ -58,7 +63,7 @@ class _Primal:
     ) -> None:
         self.x = np.ascontiguousarray(x, np.float64)
         self.onehot = np.eye(n_labels, dtype=np.float64)[y]
-        counts = np.ones(len(y), np.int64) if counts is None else counts
+        counts = row_counts(len(y), counts)
         # Row i stands for counts[i] identical photos: its loss terms weigh counts[i] (times 1.0 is
         # exact, so a CSV without repeats gives the same bits as before weights existed).
         self.weight = counts.astype(np.float64)[:, None]
@@ -297,7 +302,7 @@ def cross_validate(
 
     Row i stands for ``counts[i]`` photos (all ones by default): the folds deal rows, so one
     photo listed twice never sits on both sides of a fold, and accuracy counts photos."""
-    counts = np.ones(len(y), np.int64) if counts is None else counts
+    counts = row_counts(len(y), counts)
     # Never more folds than the rarest label has items, so every fold's training part has every label.
     k = int(max(2, min(folds, np.bincount(y, minlength=n_labels).min())))
     fold = stratified_folds(y, k, seed)
@@ -325,7 +330,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, counts: np.ndarray | None
     """
     onehot = np.eye(logits.shape[1], dtype=np.float64)[y]
     picked = exact.tree_sum(np.multiply(logits, onehot), axis=1)
-    weight = (np.ones(len(y), np.int64) if counts is None else counts).astype(np.float64)
+    weight = row_counts(len(y), counts).astype(np.float64)
 
     def slope(beta: float) -> float:
         p = exact.softmax(np.multiply(logits, beta))

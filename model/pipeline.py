@@ -135,19 +135,10 @@ def fetch_images(
     All images are tried so a mismatch report lists every offending row at once.
     """
     mismatches: list[Mismatch] = []
+    chunks = list(chunked(images, FETCH_CHUNK))
     with _tracking(progress, "fetch", len(images)) as bar:
-        for chunk, found in zip(
-            chunked(images, FETCH_CHUNK),
-            executor.map(
-                fetch_chunk,
-                chunked(images, FETCH_CHUNK),
-                csv_source,
-                settings,
-                policy,
-                tick=lambda: bar.update(0),
-            ),
-            strict=True,
-        ):
+        results = executor.map(fetch_chunk, chunks, csv_source, settings, policy, tick=lambda: bar.update(0))
+        for chunk, found in zip(chunks, results, strict=True):
             mismatches.extend(found)
             bar.update(len(chunk))
     if mismatches:

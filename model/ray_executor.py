@@ -150,9 +150,8 @@ class RayExecutor:
         window = self._window()
         settings = ray.put(self.settings)
         shared = ray.put(args)  # one copy in the object store, not one per task
-        source = iter(chunks)
         try:
-            for chunk in source:
+            for chunk in chunks:
                 pending.append(_chunk_task.remote(fn, settings, chunk, shared))
                 if len(pending) >= window:
                     yield self._get(pending.popleft(), tick)

@@ -76,10 +76,6 @@ class Head:
         return self.calibrated(self.logits(self.standardise(features)))
 
 
-def _counts(n: int, counts: np.ndarray | None) -> np.ndarray:
-    return np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64)
-
-
 def standardisation(x: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre each feature, but scale all by one number (row i weighing ``counts[i]`` photos).
 
@@ -88,7 +84,7 @@ def standardisation(x: np.ndarray, counts: np.ndarray | None = None) -> tuple[np
     keeps the features' relative sizes and only sets the optimiser's units.
     """
     x64 = np.asarray(x, np.float64)
-    counts = _counts(len(x64), counts)
+    counts = logistic.row_counts(len(x64), counts)
     weight = counts.astype(np.float64)
     total = float(counts.sum())
     mean = np.divide(exact.tree_sum(np.multiply(x64, weight[:, None]), axis=0), total)
@@ -117,7 +113,7 @@ def _fit(
 
     Batches deal rows; row i's terms weigh ``counts[i]`` (the photos it stands for)."""
     n, dim = x.shape
-    counts = _counts(n, counts)
+    counts = logistic.row_counts(n, counts)
     weight = counts.astype(np.float64)[:, None]
     onehot = np.eye(n_labels, dtype=np.float64)[y]
     w, b = np.zeros((dim, n_labels)), np.zeros(n_labels)
@@ -167,7 +163,7 @@ def train_head(
     counts: np.ndarray | None = None,
 ) -> Head:
     """Fit the head on (x, y), row i standing for ``counts[i]`` photos; l2 by cross-validation when < 0."""
-    counts = _counts(len(y), counts)
+    counts = logistic.row_counts(len(y), counts)
     mean, scale = standardisation(x, counts)
     probe = Head(np.zeros((x.shape[1], n_labels)), np.zeros(n_labels), mean, scale, l2)
     xs = probe.standardise(x)
@@ -221,7 +217,7 @@ def train_logistic(
     """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
 
     Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times)."""
-    counts = _counts(len(y), counts)
+    counts = logistic.row_counts(len(y), counts)
     mean, scale = standardisation(x, counts)
     xs = np.multiply(np.subtract(np.asarray(x, np.float64), mean), scale)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)

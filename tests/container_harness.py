@@ -145,6 +145,29 @@ def build_project(docker: Docker, tag: str, *build_args: str) -> None:
     )
 
 
+def wait_until_ready(docker: Docker, url: str, names: list[str], timeout: float) -> None:
+    """Poll ``url``/readyz until it answers 200; fail at once, with its log, if a container of
+    ``names`` stops running, and after ``timeout`` with the last answer and the last one's log."""
+    deadline = time.monotonic() + timeout
+    answer = "no answer"
+    while True:
+        try:
+            r = requests.get(f"{url}/readyz", timeout=5)
+            if r.status_code == 200:
+                return
+            answer = r.text
+        except requests.ConnectionError:
+            pass
+        for name in names:
+            state = docker.run("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
+            assert state == "running", f"{name}: {docker.run('logs', name).stderr[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"{names[-1]} was not ready within {timeout:g} s: {answer}\n"
+            + docker.run("logs", names[-1]).stderr[-3000:]
+        )
+        time.sleep(0.2)
+
+
 def train_example(url: str, timeout: float = 300) -> dict:
     """POST example-data/train.json to ``url`` until the job is ready or failed; the last status."""
     body = json.loads((EXAMPLE / "train.json").read_text())

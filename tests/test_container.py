@@ -8,7 +8,6 @@ The container trains example-data/train.json to the same model hash as the CLI o
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, Docker, build_project, docker_engine, train_example
+from container_harness import (
+    GOLDEN_MODEL,
+    PROJECT_IMAGE,
+    Docker,
+    build_project,
+    docker_engine,
+    train_example,
+    wait_until_ready,
+)
 from stl_testing import EXAMPLE, free_port, run_stl
 
 TAG = PROJECT_IMAGE
@@ -52,17 +59,7 @@ def container(docker: Docker, image: str) -> Iterator[Container]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            state = docker.run("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
-            assert state == "running", docker.run("logs", name).stderr[-3000:]
-            assert time.monotonic() < deadline, "the container was not ready within 60 s"
-            time.sleep(0.2)
+        wait_until_ready(docker, url, [name], timeout=60)
         yield Container(name, url)
     finally:
         docker.run("rm", "-f", name, check=False)

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, Docker, build_project, docker_engine, train_example
+from container_harness import (
+    GOLDEN_MODEL,
+    PROJECT_IMAGE,
+    Docker,
+    build_project,
+    docker_engine,
+    train_example,
+    wait_until_ready,
+)
 from stl_testing import EXAMPLE, free_port, run_stl
 
 TAG = PROJECT_IMAGE + "-ray"
@@ -83,22 +91,7 @@ def ray_stack(docker: Docker) -> Iterator[Stack]:
         docker.run(*common, "--name", names[2], "-e", f"PORT={port}", "-e", "IMPORT_ROOT=/srv",
                    "-e", "EXECUTOR=ray", "-e", f"RAY_ADDRESS=ray://127.0.0.1:{client}", TAG)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180  # ready = the base loaded and the Ray cluster joined
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            for name in names:
-                state = docker.run("inspect", "-f", "{{.State.Status}}", name).stdout.strip()
-                assert state == "running", f"{name}: {docker.run('logs', name).stderr[-3000:]}"
-            assert time.monotonic() < deadline, (
-                "the API container was not ready within 180 s: "
-                + requests.get(f"{url}/readyz", timeout=5).text
-                + docker.run("logs", names[2]).stderr[-3000:]
-            )
-            time.sleep(0.5)
+        wait_until_ready(docker, url, names, timeout=180)  # the base loaded and the Ray cluster joined
         yield Stack(url, names)
     finally:
         for name in names:
