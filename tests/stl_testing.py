@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -93,9 +93,14 @@ class Run:
 
 
 def run_stl(
-    args: list[str], data_dir: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+    args: list[str],
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    base_env: Mapping[str, str] | None = None,
 ) -> Run:
-    full_env = {**os.environ, "DATA_DIR": str(data_dir), **(env or {})}
+    """`stl ARGS` in a subprocess: ``base_env`` (default: this process's environment) plus ``env``."""
+    full_env = {**(os.environ if base_env is None else base_env), "DATA_DIR": str(data_dir), **(env or {})}
     proc = subprocess.run(
         [*(prefix or []), sys.executable, "-m", "handlers.cli", *args],
         capture_output=True,

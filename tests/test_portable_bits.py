@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dispatch_env import clean_dispatch_env
 from stl_testing import REPO, run_stl
 
 from model.bases.litert import Int8Base
@@ -32,8 +33,8 @@ from store import LocalStore
 
 BASE_SHA1 = "f7cc4ef30e82c333a019380c3544deb14b772b9b"  # efficientnet-lite0
 DEFAULT_BASE_SHA1 = "1157fdddd48e2b881de64100a3fef8d03c6a7e99"  # efficientnet-lite2, the default
-#: `stl train example-data/train.csv --seed 7` (every other setting at its default: Lite2, all
-#: seven views, the logistic head with 5-fold CV and a temperature, every photo trained on).
+#: `stl train example-data/train.csv --seed 7` (every other setting at its default: Lite2, the
+#: mirrored and center views, the logistic head with 5-fold CV and a temperature, every photo).
 EXAMPLE = {
     "base_sha1": DEFAULT_BASE_SHA1,
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
@@ -52,7 +53,7 @@ INFER_IMAGES = [
     "tests/data/coffee-progressive.jpg",
     "tests/data/rocket.jpg",
 ]
-#: Under qemu a whole default training (504 Lite2 runs) takes too long; this recipe takes every
+#: Under qemu a whole default training (144 Lite2 runs) takes too long; this recipe takes every
 #: code path the default takes (mirror and crop views, CV over the grid, dual form, temperature)
 #: on the cheaper base and size. The default base's own kernels are in the emulated probe.
 EMULATED_FLAGS = [
@@ -100,14 +101,22 @@ PROBE_DEFAULT_BASE = {
     "tensor:dots.png": "d2bb7b5d828e8bcb59a3f94ad31f9650f3f4cd13",
     "tensor:rocket.jpg": "6b7d93ed875d1d51e192c3f2dc13e5f69fafe2bd",
 }
+#: OpenBLAS kernel families to force (OPENBLAS_CORETYPE); SkylakeX needs AVX-512 on this CPU.
+#: The head uses no BLAS today, so these prove that numpy's BLAS cannot reach the bytes.
+OPENBLAS_CORES = ["Nehalem", "Sandybridge", "Haswell"] + (
+    ["SkylakeX"] if "avx512f" in Path("/proc/cpuinfo").read_text().split() else []
+)
 DISPATCH_VARIANTS = {
     "oneDNN SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
     "oneDNN AVX": {"ONEDNN_MAX_CPU_ISA": "AVX"},
     "oneDNN opts on": {"TF_ENABLE_ONEDNN_OPTS": "1"},
     "numpy without x86-64-v3": {"NPY_DISABLE_CPU_FEATURES": "X86_V3"},
-    "OpenBLAS Sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
+    **{f"OpenBLAS {core}": {"OPENBLAS_CORETYPE": core} for core in OPENBLAS_CORES},
 }
 EMULATED_CPUS = ["Haswell", "SandyBridge", "Westmere"]
+#: What a caller's shell may export: a kernel forced for the host CPU (AVX2), which none of the
+#: emulated CPUs but Haswell can run. Emulated runs must not inherit it (tests/dispatch_env.py).
+HOSTILE_EXPORTS = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_VERBOSE": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +141,17 @@ def _qemu() -> str:
 
 
 def _train_and_infer(
-    tmp: Path, env: dict[str, str], prefix: list[str] | None = None, flags: tuple[str, ...] = ()
+    tmp: Path,
+    env: dict[str, str],
+    prefix: list[str] | None = None,
+    flags: tuple[str, ...] = (),
+    base_env: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
     data = tmp / "data"
-    train = run_stl(["train", "example-data/train.csv", "--seed", "7", *flags], data, env=env, prefix=prefix)
+    train = run_stl(["train", "example-data/train.csv", "--seed", "7", *flags], data, env, prefix, base_env)
     assert train.code == 0, train.err[-2000:]
     infer = run_stl(
-        ["infer", "--model", train.json["model_sha1"], *INFER_IMAGES], data, env=env, prefix=prefix
+        ["infer", "--model", train.json["model_sha1"], *INFER_IMAGES], data, env, prefix, base_env
     )
     assert infer.code == 0, infer.err[-2000:]
     return train.json, hashlib.sha1(infer.out.encode()).hexdigest()
@@ -177,13 +190,52 @@ def test_example_training_and_inference_are_golden_without_tensorflow(
 def test_example_training_is_golden_under_cpu_dispatch_settings(
     tmp_path: Path, variant: str, no_tensorflow: dict[str, str]
 ) -> None:
-    trained, infer_sha1 = _train_and_infer(tmp_path, {**no_tensorflow, **DISPATCH_VARIANTS[variant]})
+    # Each variant alone, on a clean environment: what the caller exports does not mix in.
+    env = {**no_tensorflow, **DISPATCH_VARIANTS[variant]}
+    trained, infer_sha1 = _train_and_infer(tmp_path, env, base_env=clean_dispatch_env())
     assert (trained, infer_sha1) == (EXAMPLE, INFER_STDOUT_SHA1)
+
+
+@pytest.mark.parametrize("core", OPENBLAS_CORES)
+def test_openblas_variants_load_the_kernels_they_name(core: str) -> None:
+    """A variant that OpenBLAS ignored would prove nothing: it says which core it loaded."""
+    env = {**clean_dispatch_env(), "OPENBLAS_CORETYPE": core, "OPENBLAS_VERBOSE": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import numpy"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"Core: {core}" in (proc.stdout + proc.stderr).splitlines()
+
+
+def test_clean_dispatch_env_drops_forcing_variables_only() -> None:
+    caller = {
+        "PATH": "/usr/bin",
+        "OPENBLAS_NUM_THREADS": "1",  # a thread count forces no kernel: kept
+        "STL_BASE_CACHE": "/x",
+        **HOSTILE_EXPORTS,
+        "OPENBLAS_L2_SIZE": "1048576",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V3",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "DNNL_MAX_CPU_ISA": "AVX2",
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "QEMU_CPU": "max",
+    }
+    assert clean_dispatch_env(caller) == {
+        "PATH": "/usr/bin",
+        "OPENBLAS_NUM_THREADS": "1",
+        "STL_BASE_CACHE": "/x",
+    }
 
 
 @pytest.mark.parametrize("cpu", EMULATED_CPUS)
 @pytest.mark.parametrize("base", ["lite0", "lite2"])
-def test_probe_is_golden_on_emulated_cpus(cpu: str, base: str, base_cache: Path) -> None:
+def test_probe_is_golden_on_emulated_cpus(
+    cpu: str, base: str, base_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a host-only OpenBLAS kernel exported, as a user's shell may have it."""
+    for name, value in HOSTILE_EXPORTS.items():
+        monkeypatch.setenv(name, value)
     qemu = _qemu()
     sha1, size, golden = (
         (BASE_SHA1, 224, PROBE) if base == "lite0" else (DEFAULT_BASE_SHA1, 260, PROBE_DEFAULT_BASE)
@@ -193,6 +245,7 @@ def test_probe_is_golden_on_emulated_cpus(cpu: str, base: str, base_cache: Path)
         [qemu, "-cpu", cpu, sys.executable, str(REPO / "tests/portable_probe.py"), str(path), str(size)],
         capture_output=True,
         text=True,
+        env=clean_dispatch_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -227,11 +280,16 @@ def test_example_manifest_is_the_default_recipe(tmp_path: Path, no_tensorflow: d
 
 @pytest.mark.parametrize("cpu", ["SandyBridge", "Haswell"])
 def test_full_example_training_is_golden_on_emulated_cpus(
-    tmp_path: Path, cpu: str, no_tensorflow: dict[str, str]
+    tmp_path: Path, cpu: str, no_tensorflow: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A whole `stl train` and `stl infer` of the example request under qemu."""
+    """A whole `stl train` and `stl infer` of the example request under qemu, with a host-only
+    kernel exported by the caller (SandyBridge has no AVX2)."""
+    for name, value in HOSTILE_EXPORTS.items():
+        monkeypatch.setenv(name, value)
     prefix = [_qemu(), "-cpu", cpu]
-    trained, infer_sha1 = _train_and_infer(tmp_path, no_tensorflow, prefix, tuple(EMULATED_FLAGS))
+    trained, infer_sha1 = _train_and_infer(
+        tmp_path, no_tensorflow, prefix, tuple(EMULATED_FLAGS), clean_dispatch_env()
+    )
     assert (trained, infer_sha1) == (EMULATED_EXAMPLE, EMULATED_INFER_STDOUT_SHA1)
 
 
