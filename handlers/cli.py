@@ -320,8 +320,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from model.gc import collect
+    from model.gc import MIN_GRACE_S, collect
 
+    if args.delete and args.grace < MIN_GRACE_S and not args.force:
+        raise InvalidRequest(
+            f"--grace {args.grace:g} is below {MIN_GRACE_S:g} s: uploads not yet named by a training "
+            "would be deleted; add --force if nothing is uploading"
+        )
     store, _settings, _policy = _context(args)
     report = collect(store, grace_s=args.grace, delete=args.delete, keep_caches=args.keep_caches)
     _emit(report.summary())
@@ -492,6 +497,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         type=float,
         default=GC_GRACE_S,
         help=f"keep objects and cache entries younger than this many seconds (default {GC_GRACE_S:g})",
+    )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="allow --delete with a grace period under an hour (uploads in flight may be lost)",
     )
     g.add_argument(
         "--keep-caches",

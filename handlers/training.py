@@ -24,6 +24,7 @@ from model.pipeline import prepare_recipe
 from model.publish import check_model_uri
 from model.recipe import Recipe
 from model.runner import publisher, run_job
+from store.hashing import sha1_bytes
 
 from .metrics import observe_training
 from .service import Service, resolve_client_source
@@ -70,7 +71,9 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
         data = service.store.get(sha1)
     elif url is not None:
         data = service.fetch(url, sha1)
-        sha1 = service.store.put(data)
+        sha1 = sha1_bytes(data)
+        if not service.store.has(sha1):  # held already: nothing to write (a read-only store polls)
+            service.store.put(data)
     elif sha1 is not None:
         raise InvalidRequest(f"CSV {sha1} is not in the store; give its csv.url")
     else:
@@ -90,6 +93,9 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     recipe = prepare_recipe(
         service.store, service.settings, body.get("metadata", {}), csv_source, csv_sha1, service.policy
     )
+    ready = jobs.ready_status(service.store, recipe.sha1)
+    if ready is not None and not publish_to:
+        return public_status(ready)  # a poll of a finished model writes nothing
     jobs.record_recipe(service.store, recipe, csv_source)
     if publish_to:
         # Stored with the job, so that whichever worker finishes the training honours it.

@@ -22,12 +22,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from model import publications
+from model import gc_fence, publications
 from model.bases.registry import BASES
 from model.catalog import model_rows, model_state
 from model.errors import ModelNotFound
 from model.features import VIEWS
-from model.manifest import manifest_rows
+from model.manifest import manifest_rows, missing_objects
 from store.hashing import is_sha1
 
 from .auth import TOKEN_COOKIE
@@ -124,6 +124,13 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
     labels = manifest.get("labels", [])
     # The first rows from the row table (read only here, never on the API's hot path).
     images = list(itertools.islice(manifest_rows(store, manifest), MAX_LISTED_IMAGES)) if manifest else []
+    # Only after a gc (or for a model from before gc's fence): a ready model checked at the
+    # current gc epoch cannot have lost anything since.
+    missing = (
+        missing_objects(store, manifest)
+        if manifest and (found.status or {}).get("gc_epoch") != gc_fence.epoch(store)
+        else []
+    )
     inputs = manifest.get("inputs", {})
     image_count = inputs["rows"]["rows"] if "rows" in inputs else len(inputs.get("images", []))
     return render_template(
@@ -143,6 +150,8 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
         image_count=image_count,
         publications=[publications.public(r) for r in publications.all_for(store, model_sha1)],
         corrupt=found.corrupt,
+        missing=missing[:MAX_LISTED_IMAGES],
+        missing_count=len(missing),
     )
 
 

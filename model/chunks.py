@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,9 @@ from .fetch import FetchPolicy, fetch_bytes, resolve_source
 from .images import decode_image
 from .recipe import Recipe
 
+#: A job's beat within a chunk (progress, cancel); it changes nothing computed.
+Tick = Callable[[], None]
+
 
 @dataclass(frozen=True)
 class Image:
@@ -72,8 +76,11 @@ def fetch_chunk(
     csv_source: str | None,
     settings: Settings,
     policy: FetchPolicy,
+    tick: Tick | None = None,
 ) -> list[Mismatch]:
-    """Put each image not yet in the store into it, verified; the ones whose bytes were wrong."""
+    """Put each image not yet in the store into it, verified; the ones whose bytes were wrong.
+
+    ``tick`` is called as each fetch ends (a job's cancel check: what it raises stops the rest)."""
     missing = [i for i in images if not store.has(i.sha1)]
 
     def fetch(image: Image) -> Mismatch | None:
@@ -86,8 +93,17 @@ def fetch_chunk(
 
     if not missing:
         return []
-    with ThreadPoolExecutor(max(1, min(settings.download_pool_size, len(missing)))) as pool:
-        return [m for m in pool.map(fetch, missing) if m is not None]
+    pool = ThreadPoolExecutor(max(1, min(settings.download_pool_size, len(missing))))
+    found: list[Mismatch] = []
+    try:
+        for mismatch in pool.map(fetch, missing):
+            if mismatch is not None:
+                found.append(mismatch)
+            if tick is not None:
+                tick()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a cancel starts no further fetch
+    return found
 
 
 @dataclass
@@ -112,9 +128,12 @@ def _extractor(store: ObjectStore, name: str, sha1: str) -> FeatureExtractor:
 
 
 def features_chunk(
-    store: ObjectStore, images: list[Image], recipe: Recipe, settings: Settings
+    store: ObjectStore, images: list[Image], recipe: Recipe, settings: Settings, tick: Tick | None = None
 ) -> ChunkFeatures:
-    """Tensors and features for ``images`` (cached ones read back, the rest computed and stored)."""
+    """Tensors and features for ``images`` (cached ones read back, the rest computed and stored).
+
+    ``tick`` is called after each decode and each base run (a job's cancel check: it may raise)."""
+    beat = tick or (lambda: None)
     views = recipe.views
     bases = recipe.bases()
     # One feature per (base, view), in that order; each base's views are averaged, then the bases
@@ -133,27 +152,33 @@ def features_chunk(
             return tsha1, load_tensor(store, tsha1)
         stats["decoded"] += 1
         pixels = decode_image(store.get(image.sha1), size, settings.max_image_pixels, image.name)
+        beat()
         return store_tensor(store, tkey, pixels), pixels
 
     keys = [[FeatureKey(i.sha1, recipe.image_size, bases[b][1], v) for b, v in slots] for i in images]
     found = [[cached(store, k.ref) for k in ks] for ks in keys]
     todo: list[tuple[int, int, np.ndarray]] = []  # (image in chunk, slot, pixels)
-    tensor_sha1s: list[list[str | None]] = []
+    tensor_sha1s: list[list[str]] = []
     for i, image in enumerate(images):
-        if all(found[i]):
-            stats["feature_cache_hits"] += len(slots)
-            tensor_sha1s.append([cached(store, TensorKey(image.sha1, s).ref) for s in sizes])
-            continue
         needed = [v for j, (_b, v) in enumerate(slots) if found[i][j] is None]
+        stats["feature_cache_hits"] += len(slots) - len(needed)
         pixels: list[np.ndarray | None] = [None] * len(sizes)
-        shas: list[str | None] = [None] * len(sizes)
+        shas: list[str] = []
         for k, size in enumerate(sizes):
             crop_size = k == 1
-            if any((v in CROPS) == crop_size for v in needed):
-                shas[k], pixels[k] = tensor(image, size)
-            else:
-                shas[k] = cached(store, TensorKey(image.sha1, size).ref)
+            # The row table names every tensor: one that gc dropped is made again, so that a
+            # model's manifest is the same bytes whatever the cache held.
+            known = (
+                None
+                if any((v in CROPS) == crop_size for v in needed)
+                else cached(store, TensorKey(image.sha1, size).ref)
+            )
+            if known is None:
+                known, pixels[k] = tensor(image, size)
+            shas.append(known)
         tensor_sha1s.append(shas)
+        if not needed:
+            continue
         todo.extend(
             (i, j, view_of(v, recipe.image_size, pixels[0], pixels[-1]))
             for j, (_b, v) in enumerate(slots)
@@ -163,7 +188,7 @@ def features_chunk(
         mine = [t for t in todo if slots[t[1]][0] == b]
         if not mine:
             continue
-        out = _extractor(store, name, sha1).features(np.stack([p for _, _, p in mine]))
+        out = _extractor(store, name, sha1).features(np.stack([p for _, _, p in mine]), beat)
         stats["base_forward"] += len(mine)
         for (i, j, _), vector in zip(mine, out, strict=True):
             found[i][j] = store_features(store, keys[i][j], vector)

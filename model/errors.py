@@ -72,3 +72,9 @@ class ExecutorUnavailable(PipelineError):
     """The executor a job was to run on (the Ray cluster at RAY_ADDRESS) could not take it."""
 
     transient = True
+
+
+class StoreChanged(PipelineError):
+    """Objects a job read were deleted (by gc) before it could commit, again and again."""
+
+    transient = True

@@ -29,8 +29,10 @@ class Executor(Protocol):
     ) -> Iterator[R]:
         """``fn(store, chunk, *args)`` for each chunk, results in the chunks' order.
 
-        ``tick`` is called about twice a second while a result is awaited from elsewhere, so
-        that a job can report progress and notice a cancel; whatever it raises stops the map."""
+        ``tick`` is called about twice a second while a result is awaited from elsewhere, or
+        handed to ``fn`` (as ``tick=``) to call between its items where the chunk runs in this
+        thread, so that a job can report progress and notice a cancel within a second or so;
+        whatever it raises stops the map."""
         ...
 
     def run(self, fn: Callable[..., R], *args: Any) -> R:
@@ -49,8 +51,8 @@ class LocalExecutor:
     def map(
         self, fn: Callable[..., R], chunks: Iterable[T], *args: Any, tick: Callable[[], None] | None = None
     ) -> Iterator[R]:
-        for chunk in chunks:  # in this thread: the chunk's own progress is the job's
-            yield fn(self.store, chunk, *args)
+        for chunk in chunks:  # in this thread: the chunk beats the job's progress itself
+            yield fn(self.store, chunk, *args, **({"tick": tick} if tick is not None else {}))
 
     def run(self, fn: Callable[..., R], *args: Any) -> R:
         return fn(*args)

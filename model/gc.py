@@ -16,20 +16,33 @@ An unmarked object is deleted only if the backend knows its age and it is older 
 ``grace_s``: objects being written by a job whose ref does not exist yet are young
 (re-putting an existing object renews its age). A backend that cannot tell an age
 (IPFS) keeps everything. The default is a dry run.
+
+A deleting run holds gc's fence (``model.gc_fence``) from before it reads the
+refs until its last deletion, and a training commits its manifest only inside
+the same fence, after checking that every object it names exists. So a job
+that starts after the mark, reads cache entries that the sweep then drops, and
+finishes during the sweep, waits, finds what went missing, and builds it again:
+no ready model ever names a deleted object. The grace period still protects
+what no ref names yet and no job will check: an upload waiting for the
+training that will name it (``MIN_GRACE_S``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from store import ObjectStore, StoreError
 from store.cas import object_key
 
+from . import gc_fence
 from .csvfile import parse_csv
 from .errors import PipelineError
 from .features import CROPS, FeatureKey, TensorKey, crop_source_size
@@ -39,6 +52,11 @@ _SHA1 = re.compile(rb"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
 CACHE_PREFIX = "cache/"
 #: Objects larger than this are never read as JSON while marking.
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+#: The shortest grace period ``stl gc`` takes without --force: an object uploaded (POST /objects,
+#: the web page) for a training that has not been sent yet is protected by its age alone.
+MIN_GRACE_S = 3600.0
+#: Deletions between two confirmations that this gc still holds the fence.
+CONFIRM_EVERY = 64
 
 
 def sha1s_in(data: bytes) -> set[str]:
@@ -131,8 +149,22 @@ def collect(
     now: float | None = None,
 ) -> Report:
     """Mark and sweep (see the module doc); with ``delete`` False nothing is changed."""
+    if not delete:
+        return _collect(store, grace_s, keep_caches, now, None)
+    owner = f"gc-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with gc_fence.sweep_window(store, owner) as window:
+        return _collect(store, grace_s, keep_caches, now, window)
+
+
+def _collect(
+    store: ObjectStore,
+    grace_s: float,
+    keep_caches: bool,
+    now: float | None,
+    window: gc_fence.SweepWindow | None,
+) -> Report:
     now = time.time() if now is None else now
-    report = Report(dry_run=not delete)
+    report = Report(dry_run=window is None)
     names = store.list_refs("")
     cache_names = [n for n in names if n.startswith(CACHE_PREFIX)]
     marked: set[str] = set()
@@ -170,13 +202,16 @@ def collect(
         else:
             report.unreferenced.append(sha1)
             report.unreferenced_bytes += stat[1]
-    if delete:
+    if window is not None:
+        window.confirm()
         for name in report.cache_refs_dropped:
             store.delete_ref(name)
-        for sha1 in report.unreferenced:
+        for i, sha1 in enumerate(report.unreferenced):
+            if i and i % CONFIRM_EVERY == 0:
+                window.confirm()  # FenceLost: stop here; what is left goes at the next run
             store.delete_object(sha1)
             report.deleted += 1
     return report
 
 
-__all__ = ["Report", "collect", "sha1s_in"]
+__all__ = ["MIN_GRACE_S", "Report", "collect", "sha1s_in"]

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from store import ObjectStore, StoreError, lease
+from store import ObjectStore, StoreError, StoreUnwritable, lease
 
+from . import gc_fence
 from .errors import JobCancelled, JobStateError, ModelNotFound, PipelineError
-from .manifest import load_manifest, manifest_ref
+from .manifest import load_manifest, manifest_ref, missing_objects
 from .progress import JobProgress, cancel_ref, request_cancel
 from .recipe import Recipe
 
@@ -57,13 +57,25 @@ def retry_delay(attempt: int, backoff: float) -> float:
     return min(backoff * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
 
 
-def manifest_intact(store: ObjectStore, model_sha1: str) -> bool:
-    """Whether the model's manifest is in the store and hashes to its name."""
+def model_intact(store: ObjectStore, model_sha1: str, record: dict[str, Any]) -> bool:
+    """Whether a ready model is whole: its manifest hashes to its name and, if a gc has run since
+    the ready ``record`` was last checked (``model.gc_fence``), every object it names is here."""
     try:
-        load_manifest(store, model_sha1)
-        return True
+        manifest = load_manifest(store, model_sha1)
     except (ModelNotFound, StoreError):
         return False
+    current = gc_fence.epoch(store)
+    if record.get("gc_epoch") == current:
+        return True
+    if missing_objects(store, manifest):
+        return False
+    # Checked at this epoch: later polls are cheap. Best effort, and only over the record we read
+    # (a read-only store still answers, and a newer status is never overwritten).
+    raw = store.get_ref(status_ref(model_sha1))
+    if raw is not None and json.loads(raw) == record:
+        with contextlib.suppress(StoreError, OSError):
+            store.replace_ref(status_ref(model_sha1), raw, _encode({**record, "gc_epoch": current}))
+    return True
 
 
 def retry_due(record: dict[str, Any]) -> bool:
@@ -92,9 +104,13 @@ def read_status(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw is not None else None
 
 
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True).encode()
+
+
 def write_status(store: ObjectStore, model_sha1: str, status: str, **fields: Any) -> dict[str, Any]:
     record = {"model_sha1": model_sha1, "status": status, "updated_at": time.time(), **fields}
-    store.set_ref(status_ref(model_sha1), json.dumps(record, sort_keys=True).encode())
+    store.set_ref(status_ref(model_sha1), _encode(record))
     return record
 
 
@@ -122,30 +138,6 @@ def list_models(store: ObjectStore) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r.get("updated_at", 0), reverse=True)
 
 
-class _Heartbeat:
-    """Renews a lease in the background while the job runs."""
-
-    def __init__(self, store: ObjectStore, name: str, owner: str, ttl: float) -> None:
-        self._stop = threading.Event()
-        self._args = (store, name, owner, ttl)
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{name}")
-
-    def _run(self) -> None:
-        store, name, owner, ttl = self._args
-        while not self._stop.wait(ttl / 3):
-            # A missed beat is fine: the lease outlives several intervals.
-            with contextlib.suppress(StoreError):
-                lease.renew(store, name, owner, ttl)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 #: Builds the model, reporting through the progress it is given; returns the ready-status fields.
 Trainer = Callable[[JobProgress], dict[str, Any]]
 
@@ -167,6 +159,8 @@ def error_message(error: BaseException) -> str:
     """The one line a client sees; store errors name the kind of failure, never the store's location."""
     if isinstance(error, PipelineError):
         return str(error)
+    if isinstance(error, StoreUnwritable):  # its message names the reason, never the location
+        return f"store unavailable: {error}"
     if isinstance(error, StoreError):
         return f"store error ({type(error).__name__}); see the server log"
     if isinstance(error, OSError):
@@ -204,7 +198,7 @@ def run_with_lease(
         )
 
     try:
-        with _Heartbeat(store, lease_ref(model_sha1), owner, ttl):
+        with lease.Heartbeat(store, lease_ref(model_sha1), owner, ttl):
             write_status(store, model_sha1, "in_progress", owner=owner, attempt=attempt, started_at=started)
             fields = train(JobProgress(store, model_sha1, owner, progress_status))
             return write_status(store, model_sha1, "ready", attempt=attempt, started_at=started, **fields)
@@ -239,6 +233,14 @@ def next_attempt(current: dict[str, Any] | None) -> int:
     return 1
 
 
+def ready_status(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
+    """The model's status record if it is ready and whole (``model_intact``), else None."""
+    current = read_status(store, model_sha1)
+    if current is not None and current["status"] == "ready" and model_intact(store, model_sha1, current):
+        return current
+    return None
+
+
 def submit(
     store: ObjectStore,
     model_sha1: str,
@@ -255,9 +257,10 @@ def submit(
     """
     current = read_status(store, model_sha1)
     if current is not None and current["status"] == "ready":
-        if manifest_intact(store, model_sha1):
+        if model_intact(store, model_sha1, current):
             return current
-        # Reported ready, but the manifest is gone or corrupt: build it again (puts repair objects).
+        # Reported ready, but the manifest or an object it names is gone or corrupt: build it
+        # again (puts repair objects).
         current = {**current, "status": "error", "error_kind": "transient", "retry_at": 0}
     if current is not None and current["status"] == "error" and not retry_due(current):
         return current
@@ -328,7 +331,7 @@ def wait_or_run(
             status is not None
             and status["status"] == "ready"
             and not force
-            and manifest_intact(store, model_sha1)
+            and model_intact(store, model_sha1, status)
         ):
             return status
         if lease.acquire(store, lease_ref(model_sha1), owner, ttl):

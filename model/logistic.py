@@ -20,6 +20,7 @@ unseen photos.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ GRADIENT_TOLERANCE = 1e-6
 ARMIJO = 1e-4
 #: Names the arithmetic in manifests; change it (and CODE_VERSION) when the bits change.
 SOLVER = "lbfgs-armijo-primal-or-gram-float64-exact-v1"
+#: Called once per solver iteration; it changes nothing computed (a job's cancel check).
+Tick = Callable[[], None]
 
 
 def row_counts(n: int, counts: np.ndarray | None) -> np.ndarray:
@@ -185,8 +188,12 @@ def _direction(g: Pair, steps: list[tuple[Pair, Pair, float]]) -> Pair:
     return np.negative(q), np.negative(mq)
 
 
-def minimise(problem: _Primal, start: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
-    """L-BFGS from ``start`` (zeros by default): the parameters, iterations used, and convergence."""
+def minimise(
+    problem: _Primal, start: np.ndarray | None = None, tick: Tick | None = None
+) -> tuple[np.ndarray, int, bool]:
+    """L-BFGS from ``start`` (zeros by default): the parameters, iterations used, and convergence.
+
+    ``tick`` is called once an iteration (a job checks for a cancel there; it may raise)."""
     theta = np.zeros(problem.rows * problem.k + problem.k) if start is None else start.copy()
     m_theta = problem.metric(theta)
     z = problem.logits(theta, m_theta)
@@ -194,6 +201,8 @@ def minimise(problem: _Primal, start: np.ndarray | None = None) -> tuple[np.ndar
     g = problem.gradient(z, theta, m_theta)
     steps: list[tuple[Pair, Pair, float]] = []
     for iteration in range(MAX_ITERATIONS):
+        if tick is not None:
+            tick()
         norm = float(np.sqrt(exact.dot(g[0], g[1])))
         if norm <= GRADIENT_TOLERANCE:
             return theta, iteration, True
@@ -260,10 +269,11 @@ def fit(
     start: np.ndarray | None = None,
     gram_matrix: np.ndarray | None = None,
     counts: np.ndarray | None = None,
+    tick: Tick | None = None,
 ) -> tuple[Fit, np.ndarray]:
     """Minimise the loss on (x, y); the fit, and its parameters (to warm-start the same form)."""
     problem = problem_for(x, y, n_labels, l2, gram_matrix, counts)
-    theta, iterations, converged = minimise(problem, start)
+    theta, iterations, converged = minimise(problem, start, tick)
     w, b = problem.weights(theta)
     return Fit(w, b, iterations, converged), theta
 
@@ -296,6 +306,7 @@ def cross_validate(
     grid: tuple[float, ...] = L2_GRID,
     folds: int = CV_FOLDS,
     counts: np.ndarray | None = None,
+    tick: Tick | None = None,
 ) -> CrossValidation:
     """Pick l2 from ``grid`` (strongest first) by k-fold accuracy, ties to the stronger penalty,
     keeping the out-of-fold logits at the chosen strength.
@@ -314,7 +325,7 @@ def cross_validate(
         fold_gram = None if full_gram is None else full_gram[np.ix_(train, train)]
         start = None
         for l2 in grid:
-            result, start = fit(x[train], y[train], n_labels, l2, start, fold_gram, counts[train])
+            result, start = fit(x[train], y[train], n_labels, l2, start, fold_gram, counts[train], tick)
             logits[l2][held] = np.add(exact.matmul(x[held], result.kernel), result.bias)
     total = int(counts.sum())
     accuracy = {f"{l2:g}": int(counts[logits[l2].argmax(axis=1) == y].sum()) / total for l2 in grid}

@@ -82,3 +82,35 @@ def manifest_rows(store: ObjectStore, manifest: dict[str, Any]) -> Iterator[dict
         return
     for line in store.get(inputs["rows"]["sha1"]).splitlines():
         yield json.loads(line)
+
+
+#: The row-table fields that name an object (besides the image): its cache intermediates.
+ROW_OBJECT_FIELDS = ("tensor_sha1", "crop_tensor_sha1", "features_sha1")
+
+
+def named_objects(store: ObjectStore, manifest: dict[str, Any]) -> dict[str, str]:
+    """Every object the manifest names, each with what it is ("features of CSV line 3", ...)."""
+    inputs, recipe = manifest["inputs"], manifest["recipe"]
+    named = {inputs["csv"]["sha1"]: "the CSV", recipe["base_sha1"]: "the base network"}
+    if recipe.get("extra_base_sha1"):
+        named[recipe["extra_base_sha1"]] = "the extra base network"
+    if "rows" in inputs:
+        named[inputs["rows"]["sha1"]] = "the row table"
+    named[manifest["outputs"]["weights"]["sha1"]] = "the weights"
+    rows_sha1 = inputs.get("rows", {}).get("sha1")
+    if rows_sha1 is not None and not store.has(rows_sha1):
+        return named  # the table is missing itself: the rows it would name cannot be listed
+    for row in manifest_rows(store, manifest):
+        where = f"CSV line {row['line']}"
+        named.setdefault(row["image_sha1"], f"the image of {where}")
+        for field in ROW_OBJECT_FIELDS:
+            values = row.get(field)
+            for sha1 in values if isinstance(values, list) else [values]:
+                if sha1:
+                    named.setdefault(sha1, f"{field.removesuffix('_sha1').replace('_', ' ')} of {where}")
+    return named
+
+
+def missing_objects(store: ObjectStore, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(sha1, what it is) for each object the manifest names that the store lacks, in manifest order."""
+    return [(sha1, what) for sha1, what in named_objects(store, manifest).items() if not store.has(sha1)]

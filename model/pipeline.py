@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,15 +25,15 @@ import numpy as np
 from store import ObjectStore
 from store.hashing import is_sha1, sha256_bytes
 
-from . import logistic
+from . import gc_fence, logistic
 from .bases.registry import ensure_base
 from .chunks import Image, Mismatch, features_chunk, fetch_chunk
 from .config import Settings
 from .csvfile import Row, parse_csv
-from .errors import ChecksumMismatch, DataError, InvalidRequest
+from .errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
 from .executors import Executor, LocalExecutor, chunked
 from .fetch import FetchPolicy, fetch_bytes
-from .manifest import FORMAT, ROWS_FORMAT, encode_rows, save_manifest
+from .manifest import FORMAT, ROWS_FORMAT, encode_rows, missing_objects, save_manifest
 from .recipe import Recipe, make_recipe, parse_hyperparameters
 from .split import split_rows
 from .tensors import dump_tensors
@@ -240,10 +241,12 @@ def fit_head(
     train: Examples,
     held: Examples,
     on_epoch: Callable[[], None] | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> FittedHead:
     """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
 
-    ``features`` has one row per distinct image; the pairs index into it.
+    ``features`` has one row per distinct image; the pairs index into it. ``on_epoch`` counts the
+    Adam head's epochs; ``tick`` is called once per logistic solver iteration (a cancel check).
     """
     from .metrics import summary
     from .train import train_head, train_logistic
@@ -259,6 +262,7 @@ def fit_head(
             l2=recipe.l2,
             calibrate=recipe.calibrate,
             counts=train.counts,
+            tick=tick,
         )
         head = fitted.head
         training.update(
@@ -293,25 +297,33 @@ def fit_head(
     return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)
 
 
-def train_model(
+#: Builds of one job when a gc keeps sweeping what it read: then a transient error, retried later.
+COMMIT_ATTEMPTS = 3
+
+
+@dataclass
+class Built:
+    """A model ready to commit: its manifest (objects stored, manifest ref not yet written)."""
+
+    manifest: dict[str, Any]
+    weights_sha1: str
+    timings: dict[str, float]
+    stats: dict[str, int]
+    workers: list[str]
+
+
+def build_model(
     store: ObjectStore,
     recipe: Recipe,
     csv_source: str | None,
     settings: Settings,
     policy: FetchPolicy,
-    progress: Progress | None = None,
-    executor: Executor | None = None,
-) -> dict[str, Any]:
-    """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s).
+    progress: Progress,
+    executor: Executor,
+) -> Built:
+    """Every stage of the training; stores every object the manifest names, but not its ref."""
+    from .runtime import numeric_path
 
-    Memory follows the distinct images, not the rows: each image is fetched, run
-    through the base and held once however many rows list it, and the head
-    trains on distinct (image, label) pairs weighted by their row counts.
-    """
-    from .runtime import environment, numeric_path
-
-    progress = progress or silent
-    executor = executor or LocalExecutor(store)
     started = time.time()
     timings: dict[str, float] = {}
     csv_bytes = load_csv(store, recipe, csv_source, policy)
@@ -334,9 +346,11 @@ def train_model(
     t = time.time()
     with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
         # One task: on Ray the features travel once through its object store; locally the Adam
-        # head reports each epoch.
-        on_epoch = (lambda: bar.update(1)) if executor.name == "local" and recipe.head != "logistic" else None
-        fitted = executor.run(fit_head, recipe, labels, features, train, held, on_epoch)
+        # head reports each epoch and the logistic head beats each iteration (a cancel check).
+        local = executor.name == "local"
+        on_epoch = (lambda: bar.update(1)) if local and recipe.head != "logistic" else None
+        tick = (lambda: bar.update(0)) if local else None
+        fitted = executor.run(fit_head, recipe, labels, features, train, held, on_epoch, tick)
         if on_epoch is None:
             bar.update(1 if recipe.head == "logistic" else recipe.epochs)
     timings["train"] = time.time() - t
@@ -397,23 +411,72 @@ def train_model(
         "training": fitted.training,
         "numeric_path": numeric_path(),
     }
-    manifest_sha1 = save_manifest(store, manifest)
-    timings["total"] = time.time() - started
+    return Built(manifest, weights_sha1, timings, stats, workers)
+
+
+def commit_model(store: ObjectStore, built: Built, progress: Progress) -> tuple[str, int] | None:
+    """Write the manifest ref if every object it names is in the store, inside gc's fence
+    (``model.gc_fence``); its sha1 and the gc epoch it was checked at, or None if a gc swept some."""
+    owner = f"commit-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with _tracking(progress, "commit", 1) as bar:
+        with gc_fence.commit_window(store, owner, on_wait=lambda: bar.update(0)) as epoch:
+            if missing_objects(store, built.manifest):
+                return None
+            manifest_sha1 = save_manifest(store, built.manifest)
+        bar.update(1)
+    return manifest_sha1, epoch
+
+
+def train_model(
+    store: ObjectStore,
+    recipe: Recipe,
+    csv_source: str | None,
+    settings: Settings,
+    policy: FetchPolicy,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s).
+
+    Memory follows the distinct images, not the rows: each image is fetched, run
+    through the base and held once however many rows list it, and the head
+    trains on distinct (image, label) pairs weighted by their row counts. If a gc
+    deleted something the build read before it could commit, the build runs again:
+    what is still stored is a cache hit, what went is made afresh.
+    """
+    from .runtime import environment
+
+    progress = progress or silent
+    executor = executor or LocalExecutor(store)
+    started = time.time()
+    for _attempt in range(COMMIT_ATTEMPTS):
+        built = build_model(store, recipe, csv_source, settings, policy, progress, executor)
+        committed = commit_model(store, built, progress)
+        if committed is not None:
+            break
+    else:
+        raise StoreChanged(
+            "objects this training read were deleted by gc before it could finish "
+            f"({COMMIT_ATTEMPTS} times); send the request again"
+        )
+    manifest_sha1, epoch = committed
+    timings = {**built.timings, "total": time.time() - started}
     record_run(
         store,
         recipe.sha1,
         manifest_sha1,
         csv_source,
         timings,
-        stats,
-        {**environment(), "executor": executor.name, "feature_workers": workers},
+        built.stats,
+        {**environment(), "executor": executor.name, "feature_workers": built.workers},
     )
     return {
         "manifest_sha1": manifest_sha1,
-        "weights_sha1": weights_sha1,
-        "labels": labels,
-        "validation_accuracy": manifest["metrics"]["validation_accuracy"],
-        "cache": stats,
+        "weights_sha1": built.weights_sha1,
+        "labels": built.manifest["labels"],
+        "validation_accuracy": built.manifest["metrics"]["validation_accuracy"],
+        "cache": built.stats,
+        "gc_epoch": epoch,
     }
 
 

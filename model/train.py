@@ -213,16 +213,18 @@ def train_logistic(
     l2: float,
     calibrate: bool,
     counts: np.ndarray | None = None,
+    tick: logistic.Tick | None = None,
 ) -> LogisticResult:
     """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
 
-    Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times)."""
+    Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times);
+    ``tick`` is called once per solver iteration (a job's cancel check)."""
     counts = logistic.row_counts(len(y), counts)
     mean, scale = standardisation(x, counts)
     xs = np.multiply(np.subtract(np.asarray(x, np.float64), mean), scale)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)
-    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid, counts=counts)
-    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram, counts=counts)
+    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid, counts=counts, tick=tick)
+    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram, counts=counts, tick=tick)
     temperature = logistic.fit_temperature(cv.out_of_fold_logits, y, counts) if calibrate else 1.0
     head = Head(fit.kernel, fit.bias, mean, scale, cv.l2, cv.accuracy if l2 < 0 else {}, temperature)
     return LogisticResult(head, cv.out_of_fold_logits, cv.folds, fit.iterations, fit.converged)

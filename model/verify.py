@@ -20,7 +20,7 @@ from store import LocalStore, ObjectStore
 from .bases.registry import base_ref, ensure_base
 from .config import Settings
 from .fetch import FetchPolicy
-from .manifest import load_manifest, manifest_rows, manifest_sha1
+from .manifest import load_manifest, manifest_rows, manifest_sha1, missing_objects
 from .recipe import Recipe
 
 
@@ -84,8 +84,29 @@ def _first_difference(
     return None
 
 
+#: Missing objects named one by one in a report's message; the rest are counted.
+MAX_NAMED_MISSING = 5
+
+
+def missing_report(model_sha1: str, missing: list[tuple[str, str]]) -> dict[str, Any]:
+    """A failed verification that names what the store lacks (a rebuild would hide it)."""
+    named = "; ".join(f"{what} ({sha1})" for sha1, what in missing[:MAX_NAMED_MISSING])
+    more = f"; and {len(missing) - MAX_NAMED_MISSING} more" if len(missing) > MAX_NAMED_MISSING else ""
+    return {
+        "model_sha1": model_sha1,
+        "identical": False,
+        "stage": "missing",
+        "missing": [{"sha1": sha1, "what": what} for sha1, what in missing],
+        "message": f"{len(missing)} object(s) the manifest names are not in the store: {named}{more}; "
+        "train the recipe again to repair them",
+    }
+
+
 def verify_model(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     manifest = load_manifest(store, model_sha1)
+    missing = missing_objects(store, manifest)
+    if missing:
+        return missing_report(model_sha1, missing)
     with tempfile.TemporaryDirectory(prefix="stl-verify-") as scratch:
         scratch_store = LocalStore(scratch)
         copy_inputs(store, scratch_store, manifest)

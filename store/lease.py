@@ -8,11 +8,15 @@ stops renewing; after ``ttl`` seconds the next caller takes over.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from .cas import ObjectStore
+from .errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -72,3 +76,49 @@ def release(store: ObjectStore, name: str, owner: str) -> None:
 def holder(store: ObjectStore, name: str) -> Lease | None:
     current = store.get_ref(name)
     return Lease.decode(current) if current is not None else None
+
+
+class Heartbeat:
+    """Renews a lease in the background while its holder works."""
+
+    def __init__(self, store: ObjectStore, name: str, owner: str, ttl: float) -> None:
+        self._stop = threading.Event()
+        self._args = (store, name, owner, ttl)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lease-{name}")
+
+    def _run(self) -> None:
+        store, name, owner, ttl = self._args
+        while not self._stop.wait(ttl / 3):
+            # A missed beat is fine: the lease outlives several intervals.
+            with contextlib.suppress(StoreError):
+                renew(store, name, owner, ttl)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def held(
+    store: ObjectStore,
+    name: str,
+    owner: str,
+    ttl: float,
+    poll: float = 0.2,
+    on_wait: Callable[[Lease | None], None] | None = None,
+) -> Iterator[None]:
+    """Hold the lease ``name`` for the block: wait (calling ``on_wait`` with the holder each poll,
+    which may raise to give up) until it is free, renew it while the block runs, release it after."""
+    while not acquire(store, name, owner, ttl):
+        if on_wait is not None:
+            on_wait(holder(store, name))
+        time.sleep(poll)
+    try:
+        with Heartbeat(store, name, owner, ttl):
+            yield
+    finally:
+        release(store, name, owner)

@@ -12,7 +12,8 @@ from typing import Any
 from stl_testing import run_stl, small_dataset
 
 from model import api, gc, jobs
-from model.manifest import load_manifest
+from model.manifest import load_manifest, manifest_rows
+from model.verify import verify_model
 from store import LocalStore
 
 QUICK = {"epochs": 5, "l2": 0.001, "image_size": 96, "head": "adam", "train_percentage": 75}
@@ -143,8 +144,105 @@ def test_stl_gc_is_a_dry_run_unless_told(tmp_path: Path) -> None:
     dry = run_stl(["gc", "--grace", "0"], tmp_path / "d")
     assert dry.code == 0 and dry.json["dry_run"] is True and dry.json["unreferenced"] > 0
     assert "would be deleted; run `stl gc --delete`" in dry.err
-    real = run_stl(["gc", "--grace", "0", "--delete"], tmp_path / "d")
+    real = run_stl(["gc", "--grace", "0", "--delete", "--force"], tmp_path / "d")
     assert real.code == 0 and real.json["deleted"] == dry.json["unreferenced"]
     assert run_stl(["gc", "--grace", "0"], tmp_path / "d").json["unreferenced"] == 0
     again = run_stl(["delete", model_sha1], tmp_path / "d")
     assert again.code == 1 and again.err.strip() == f"stl: error: unknown model {model_sha1}"
+
+
+class PausingStore(LocalStore):
+    """A LocalStore whose ``list_objects`` (gc calls it after the mark, before the sweep) first runs
+    a hook: a deterministic place to put a job between gc's mark and its sweep."""
+
+    hook: Any = None
+
+    def list_objects(self) -> list[str]:
+        listed = super().list_objects()
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return listed
+
+
+def named_by(store: LocalStore, model_sha1: str) -> set[str]:
+    """Every object the model's manifest and its row table name (tensors, features, images too)."""
+    manifest = load_manifest(store, model_sha1)
+    table = store.get(manifest["inputs"]["rows"]["sha1"])
+    return referenced_by(store, model_sha1) | gc.sha1s_in(table)
+
+
+def missing_named(store: LocalStore, model_sha1: str) -> list[str]:
+    """Objects that the model's manifest or row table names but the store lacks."""
+    return sorted(sha1 for sha1 in named_by(store, model_sha1) if not store.has(sha1))
+
+
+def test_a_job_started_after_the_mark_never_commits_an_object_the_sweep_deletes(tmp_path: Path) -> None:
+    """Two models; A is deleted, its objects are old; gc marks; then A's request comes again and
+    its training reads A's old cache entries; then gc sweeps them. A must end ready and whole."""
+    csv = small_dataset(tmp_path / "set")
+    store = PausingStore(tmp_path / "data")
+    a = api.train(str(csv), store=store, **QUICK)
+    b = api.train(str(csv), store=store, **{**QUICK, "image_size": 128})  # shares only the images
+    a_manifest = (store.get_ref(f"models/{a.sha1}/manifest") or b"").decode()
+    a_named = named_by(store, a.sha1)
+    jobs.delete(store, a.sha1)
+    age_everything(tmp_path / "data", 2 * DAY)
+    result: dict[str, Any] = {}
+    trainer = threading.Thread(target=lambda: result.update(model=api.train(str(csv), store=store, **QUICK)))
+
+    def between_mark_and_sweep() -> None:
+        trainer.start()
+        # Until A's job has read every cache entry: it is ready (no fence) or waits to commit.
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = jobs.read_status(store, a.sha1) or {}
+            if status.get("status") == "ready" or (status.get("progress") or {}).get("stage") == "commit":
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"A's training never got to its commit: {status}")
+
+    store.hook = between_mark_and_sweep
+    report = gc.collect(store, grace_s=DAY, delete=True)
+    trainer.join(120)
+    assert result["model"].sha1 == a.sha1
+    # The sweep did delete A's old intermediates (B does not use them) ...
+    assert len(set(report.unreferenced) & a_named) > 10, report.summary()
+    # ... and A's training saw that, made them again, and then committed the same manifest.
+    assert missing_named(store, a.sha1) == []
+    assert (store.get_ref(f"models/{a.sha1}/manifest") or b"").decode() == a_manifest
+    for sha1 in named_by(store, a.sha1):
+        store.get(sha1)  # present and intact
+    assert (jobs.read_status(store, a.sha1) or {})["status"] == "ready"
+    assert missing_named(store, b.sha1) == []
+
+
+def test_a_ready_model_with_missing_objects_is_repaired_by_the_next_train_request(tmp_path: Path) -> None:
+    """As a store that an older gc damaged: a named tensor and feature vector are gone."""
+    csv = small_dataset(tmp_path / "set")
+    store = LocalStore(tmp_path / "data")
+    model = api.train(str(csv), store=store, **QUICK)
+    rows = list(manifest_rows(store, model.manifest))
+    lost = [rows[0]["tensor_sha1"], rows[1]["features_sha1"][0]]
+    for sha1 in lost:
+        store.delete_object(sha1)
+    gc.collect(store, grace_s=DAY, delete=True)  # a gc has run since the model was checked
+    assert sorted(missing_named(store, model.sha1)) == sorted(lost)
+    report = verify_model(store, model.sha1)
+    assert report["identical"] is False and report["stage"] == "missing"
+    assert f"tensor of CSV line {rows[0]['line']} ({lost[0]})" in report["message"]
+    again = api.train(str(csv), store=store, **QUICK)
+    assert again.sha1 == model.sha1
+    assert missing_named(store, model.sha1) == []
+    assert verify_model(store, model.sha1)["identical"] is True
+
+
+def test_stl_gc_refuses_a_short_grace_unless_forced(tmp_path: Path) -> None:
+    refused = run_stl(["gc", "--delete", "--grace", "0"], tmp_path / "d")
+    assert refused.code == 2
+    assert refused.error_line == (
+        "stl: error: --grace 0 is below 3600 s: uploads not yet named by a training would be "
+        "deleted; add --force if nothing is uploading"
+    )
+    assert run_stl(["gc", "--grace", "0"], tmp_path / "d").code == 0  # a dry run deletes nothing
+    assert run_stl(["gc", "--delete", "--grace", "0", "--force"], tmp_path / "d").code == 0

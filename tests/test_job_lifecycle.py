@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,63 @@ def test_delete_forgets_the_model_and_keeps_its_objects(tmp_path: Path) -> None:
         jobs.delete(store, model.sha1)
     with pytest.raises(ModelNotFound):
         api.load(model.sha1, store=store)
+
+
+#: One features chunk that takes many seconds: 48 photos, 7 views each, at 640 px on Lite0.
+SLOW_CHUNK = {
+    **QUICK,
+    "base": "efficientnet-lite0",
+    "image_size": 640,
+    "views": ["original", "mirrored", "center", "top-left", "top-right", "bottom-left", "bottom-right"],
+}
+
+
+def test_a_cancel_during_features_is_honoured_within_about_a_second(tmp_path: Path) -> None:
+    """Not once per chunk: between images. (Measured against the chunk it interrupts.)"""
+    csv = small_dataset(tmp_path / "set", per_label=16)
+    store = LocalStore(tmp_path / "data")
+    in_features = threading.Event()
+
+    def watch(stage: str, total: int) -> Any:
+        if stage == "features":
+            in_features.set()
+        return _Quiet()
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            api.train(str(csv), store=store, progress=watch, **SLOW_CHUNK)
+        except Exception as e:
+            outcome["error"] = e
+
+    from model.api import Context
+    from model.pipeline import prepare_recipe
+
+    ctx = Context.open(store)
+    sha1 = prepare_recipe(store, ctx.settings, dict(SLOW_CHUNK), str(csv), None, ctx.policy).sha1
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert in_features.wait(60)
+    asked = time.monotonic()
+    jobs.cancel(store, sha1)
+    thread.join(120)
+    took = time.monotonic() - asked
+    assert str(outcome["error"]) == "cancelled on request"
+    # The chunk (48 photos x 7 views, all in one chunk) stopped part-way: none of its feature
+    # vectors was stored, as they are only when the chunk's base runs are done.
+    assert store.list_refs("cache/features") == []
+    # A cancel waits for one more image (or the base's first preparation at this size) and the
+    # one-second progress beat, not for the chunk's 336 base runs (timed uncancelled, afresh).
+    whole = time.monotonic()
+    api.train(str(csv), store=LocalStore(tmp_path / "fresh"), **SLOW_CHUNK)
+    whole = time.monotonic() - whole
+    assert took < whole / 2, f"the cancel took {took:.1f} s, a whole training {whole:.1f} s"
+
+
+class _Quiet:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

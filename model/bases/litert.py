@@ -14,6 +14,7 @@ rather than run partly by other kernels.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -75,12 +76,12 @@ class Int8Base:
                 return
         raise BaseModelError(f"{self.name} is not run entirely by XNNPACK, so its features are not portable")
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, images: np.ndarray, each: Callable[[], None] | None = None) -> np.ndarray:
         """(n, s, s, 3) uint8 pixels -> (n, dim) float32 features, one image per invocation.
 
         Each image runs alone, so its features never depend on its batch-mates.
         Dequantisation, (q - zero point) * scale, is one correctly rounded float32
-        multiply per value.
+        multiply per value. ``each`` is called after every image (a job's cancel check).
         """
         n, size = len(images), images.shape[1]
         raw = np.empty((n, self.dim), np.int8)
@@ -92,4 +93,6 @@ class Int8Base:
                 self._interpreter.set_tensor(self._in, shifted[i : i + 1])
                 self._interpreter.invoke()
                 raw[i] = self._interpreter.get_tensor(self._out)[0]
+                if each is not None:
+                    each()
         return np.multiply(raw.astype(np.float32) - np.float32(self.zero_point), self.scale)

@@ -1,0 +1,73 @@
+"""A store that turns read-only or fills up: polls of a finished model still answer, and a job that
+runs out of space says so in its status (this namespace's own mounts; nothing touches the host)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from api_testing import Api, Site, poll_until_done, run_api, train_body
+
+
+def _wait_ready(server: Api) -> None:
+    deadline = time.time() + 60
+    while requests.get(server.url + "/readyz", timeout=30).status_code != 200:
+        assert time.time() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True)
+
+
+def test_a_ready_model_answers_ready_from_a_store_that_became_read_only(tmp_path: Path, site: Site) -> None:
+    """The 2019 contract: send the same request again to poll; nothing needs writing for that."""
+    with run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server:
+        _wait_ready(server)
+        with_sha1, url_only = train_body(site, random_seed=61), train_body(site, with_sha1=False, random_seed=61)
+        ready = poll_until_done(server, with_sha1)[-1].json()
+        assert ready["status"] == "ready", ready
+        data = str(server.data_dir)
+        _mount("--bind", data, data)
+        _mount("-o", "remount,ro,bind", data)
+        try:
+            for body in (with_sha1, url_only):
+                again = server.post("/train", json=body)
+                assert again.status_code == 200, again.text
+                assert again.json() == ready
+            assert server.get(f"/models/{ready['model_sha1']}").json()["status"] == "ready"
+        finally:
+            subprocess.run(["umount", data], check=True)
+        assert "Traceback" not in server.log()
+
+
+@contextlib.contextmanager
+def _small_disk(tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "data"
+    data.mkdir()
+    # Room for the base network the worker copies in (5.6 MB) and a few of the job's tensors.
+    _mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data))
+    try:
+        yield data
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=True)
+
+
+def test_a_job_that_fills_the_disk_says_so_in_its_status(tmp_path: Path, site: Site) -> None:
+    with (
+        _small_disk(tmp_path),
+        run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server,
+    ):
+        _wait_ready(server)
+        failed = poll_until_done(server, train_body(site, random_seed=62))[-1].json()
+        assert failed["status"] == "error", failed
+        assert failed["error_kind"] == "transient"
+        assert (
+            failed["message"]
+            == "store unavailable: the local store is not writable (No space left on device)"
+        )
+        assert str(server.data_dir) not in failed["message"]
