@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, redirect, request, send_file, url_for
 
 from model import jobs, publications
-from model.catalog import model_state
+from model.catalog import STALLED_MESSAGE, model_state
 from model.config import Settings
 from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
@@ -31,7 +31,7 @@ from .logs import use_json_logs
 from .metrics import exposition, instrument, record_request
 from .openapi import query_parameters
 from .service import Service
-from .training import public_status, submit_training
+from .training import public_status, start_resumer, submit_training
 
 MAX_LIST_LIMIT = 1000
 
@@ -73,8 +73,9 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 def list_models() -> Response:
     limit = int_arg("limit", 100, 1, MAX_LIST_LIMIT)
     offset = int_arg("offset", 0, 0, 10**9)
-    records = jobs.list_models(service().store)[offset : offset + limit]
-    return jsonify(models=[public_status(r) for r in records])
+    store = service().store
+    records = jobs.list_models(store)[offset : offset + limit]
+    return jsonify(models=[public_status({**r, "status": jobs.shown_status(store, r)}) for r in records])
 
 
 def get_model(model_sha1: str) -> Response:
@@ -89,6 +90,8 @@ def get_model(model_sha1: str) -> Response:
     }
     if found.corrupt:
         body["message"] = "the stored manifest does not match its hash; POST /train again to rebuild it"
+    if found.stalled:
+        body["message"] = STALLED_MESSAGE
     if found.status is not None:
         body["job"] = public_status(found.status)
     body["publications"] = [publications.public(r) for r in publications.all_for(store, model_sha1)]
@@ -219,6 +222,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _use_gunicorn_logging(settings.log_format)
     svc.preload_base()
     svc.join_executor()
+    start_resumer(svc)
 
     app.add_url_rule("/train", view_func=post_train, methods=["POST"])
     app.add_url_rule("/infer", view_func=post_infer, methods=["POST"])

@@ -8,8 +8,8 @@ Defaults, each overridable by the arguments (later options win) or by
   threads keep a worker answering polls while its training thread computes;
 * ``--timeout 120``: a gthread worker's heartbeat comes from its main loop, but the
   first inference builds the base network and can hold a request for a while;
-* ``--graceful-timeout 30``; a training thread cut short by a restart is taken over
-  by another worker once its lease expires;
+* ``--graceful-timeout 30``; a stopping worker hands its training threads' leases over
+  (``handlers.training.hand_over_running``) and every worker resumes stalled jobs;
 * no ``--preload``: TensorFlow must be imported after the fork, never half-initialised in the master;
 * no control socket (gunicorn >= 24 opens one at a fixed path, so two servers on one
   machine would clash), unless ``--control-socket`` is given;

@@ -9,6 +9,7 @@ the lease over; its state lives in the store, so every worker answers polls alik
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -136,6 +137,11 @@ def _start_publish(service: Service, model_sha1: str, uri: str) -> None:
     threading.Thread(target=run, name=f"publish-{model_sha1[:8]}", daemon=True).start()
 
 
+#: The jobs this worker's threads run (model sha1 -> lease owner), handed over when it stops.
+_running: dict[str, tuple[Service, str]] = {}
+_running_lock = threading.Lock()
+
+
 def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
     """Run the job we won: on the Ray cluster (EXECUTOR=ray), else in a thread of this worker."""
     if service.settings.executor == "ray":
@@ -143,11 +149,63 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
         return
 
     def run() -> None:
-        record = run_job(service.store, service.settings, service.policy, recipe, csv_source, owner)
+        with _running_lock:
+            _running[recipe.sha1] = (service, owner)
+        try:
+            record = run_job(service.store, service.settings, service.policy, recipe, csv_source, owner)
+        finally:
+            with _running_lock:
+                _running.pop(recipe.sha1, None)
         if record is not None and record["status"] == "ready":
             observe_training(record.get("cache", {}))
 
     threading.Thread(target=run, name=f"train-{recipe.sha1[:8]}", daemon=True).start()
+
+
+def hand_over_running() -> list[str]:
+    """At a worker's stop (even a graceful one, which does not wait for training threads): give
+    up the leases of the jobs its threads run, so that another worker resumes them at once."""
+    with _running_lock:
+        running = list(_running.items())
+    for model_sha1, (service, owner) in running:
+        try:
+            jobs.hand_over(service.store, model_sha1, owner)
+            log.warning("training handed over at stop model=%s", model_sha1, extra={"model_sha1": model_sha1})
+        except Exception as e:  # the store is gone too: the lease lapses by itself after LEASE_TTL
+            log.error("handing over model=%s failed: %s: %s", model_sha1, type(e).__name__, e)
+    return [sha1 for sha1, _ in running]
+
+
+def resume_stalled(service: Service) -> list[str]:
+    """Take over every job whose process died or stopped (its lease lapsed); the ones started here."""
+    started = []
+    for model_sha1 in jobs.stalled(service.store):
+        found = jobs.read_recipe(service.store, model_sha1)
+        if found is None:
+            continue
+        recipe, csv_source = found
+        owner = _owner()
+        if jobs.take_over(service.store, model_sha1, owner, service.settings.lease_ttl) is None:
+            continue  # another worker was quicker, or it finished meanwhile
+        log.info("resuming stalled training model=%s owner=%s", model_sha1, owner)
+        _start(service, recipe, csv_source, owner)
+        started.append(model_sha1)
+    return started
+
+
+def start_resumer(service: Service) -> None:
+    """Resume stalled jobs now and every half LEASE_TTL, with no client asking; hand over at exit."""
+    atexit.register(hand_over_running)
+
+    def loop() -> None:
+        while True:
+            try:
+                resume_stalled(service)
+            except Exception as e:  # a store hiccup: try again at the next round
+                log.error("resuming stalled jobs failed: %s: %s", type(e).__name__, e)
+            time.sleep(max(service.settings.lease_ttl / 2, 0.5))
+
+    threading.Thread(target=loop, name="resume-stalled", daemon=True).start()
 
 
 def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:

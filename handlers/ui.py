@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 
 from model import gc_fence, publications
 from model.bases.registry import BASES
-from model.catalog import model_rows, model_state
+from model.catalog import STALLED_MESSAGE, model_rows, model_state
 from model.errors import ModelNotFound
 from model.features import VIEWS
 from model.manifest import manifest_rows, missing_objects
@@ -150,6 +150,7 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
         image_count=image_count,
         publications=[publications.public(r) for r in publications.all_for(store, model_sha1)],
         corrupt=found.corrupt,
+        stalled_message=STALLED_MESSAGE,
         missing=missing[:MAX_LISTED_IMAGES],
         missing_count=len(missing),
     )

@@ -16,8 +16,14 @@ from store.errors import HashMismatch
 from store.hashing import is_sha1
 
 from .errors import ModelNotFound
-from .jobs import read_recipe, read_status, recipe_ref
+from .jobs import RUNNING, lease_lapsed, read_recipe, read_status, recipe_ref, shown_status
 from .manifest import load_manifest, manifest_ref
+
+
+def _row_status(store: ObjectStore, status: dict[str, Any] | None, has_manifest: bool) -> str:
+    if status is None:
+        return "ready" if has_manifest else "new"
+    return shown_status(store, status)
 
 
 def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str, Any]:
@@ -26,7 +32,7 @@ def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str,
     recipe = json.loads(raw_recipe)["recipe"] if raw_recipe else {}
     row: dict[str, Any] = {
         "model_sha1": model_sha1,
-        "status": (status or {}).get("status", "ready" if manifest_ref(model_sha1) in names else "new"),
+        "status": _row_status(store, status, manifest_ref(model_sha1) in names),
         "labels": (status or {}).get("labels"),
         "validation_accuracy": (status or {}).get("validation_accuracy"),
         "base": recipe.get("base"),
@@ -58,13 +64,23 @@ class ModelState:
     recipe: dict[str, Any] | None
     manifest: dict[str, Any] | None
     corrupt: bool  # a manifest is named but does not hash to its name
+    stalled: bool = False  # recorded as running, but nobody holds its lease
 
     @property
     def state(self) -> str:
         # The manifest is written just before the ready status: it is the truth.
         if self.corrupt:
             return "error"
-        return "ready" if self.manifest is not None else (self.status or {}).get("status", "new")
+        if self.manifest is not None:
+            return "ready"
+        return "stalled" if self.stalled else (self.status or {}).get("status", "new")
+
+
+#: What a stalled job's state says (the same words on the API, the CLI and the page).
+STALLED_MESSAGE = (
+    "the process running this job stopped; a running server resumes it within half the lease "
+    "time (LEASE_TTL), or send the training request again"
+)
 
 
 def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
@@ -81,4 +97,10 @@ def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
     if status is None and found is None and manifest is None and not corrupt:
         raise ModelNotFound(model_sha1)
     recipe = found[0].to_dict() if found else (manifest or {}).get("recipe")
-    return ModelState(model_sha1, status, recipe, manifest, corrupt)
+    stalled = (
+        manifest is None
+        and status is not None
+        and status["status"] in RUNNING
+        and lease_lapsed(store, model_sha1)
+    )
+    return ModelState(model_sha1, status, recipe, manifest, corrupt, stalled)

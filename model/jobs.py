@@ -276,6 +276,63 @@ def submit(
     return record
 
 
+def lease_lapsed(store: ObjectStore, model_sha1: str) -> bool:
+    """Whether nobody holds the job's lease now (never taken, released, or expired)."""
+    held = lease.holder(store, lease_ref(model_sha1))
+    return held is None or held.expired()
+
+
+def shown_status(store: ObjectStore, record: dict[str, Any]) -> str:
+    """A status record's status as clients see it: ``stalled`` for a running job nobody holds."""
+    if record["status"] in RUNNING and lease_lapsed(store, record["model_sha1"]):
+        return "stalled"
+    return record["status"]
+
+
+def stalled(store: ObjectStore) -> list[str]:
+    """Jobs recorded as new or running whose lease lapsed: their process died or was stopped."""
+    out = []
+    for name in store.list_refs("models"):
+        if name.endswith("/status"):
+            raw = store.get_ref(name)
+            model_sha1 = name.split("/")[1]
+            if (
+                raw is not None
+                and json.loads(raw).get("status") in RUNNING
+                and lease_lapsed(store, model_sha1)
+            ):
+                out.append(model_sha1)
+    return sorted(out)
+
+
+def take_over(store: ObjectStore, model_sha1: str, owner: str, ttl: float) -> dict[str, Any] | None:
+    """Take a stalled job's lease for ``owner`` and record it as new again (the same attempt: the
+    world interrupted it); None if it is not stalled any more or another process won it."""
+    current = read_status(store, model_sha1)
+    if current is None or current["status"] not in RUNNING or not lease_lapsed(store, model_sha1):
+        return None
+    if not lease.acquire(store, lease_ref(model_sha1), owner, ttl):
+        return None
+    return write_status(
+        store, model_sha1, "new", owner=owner, attempt=int(current.get("attempt", 1)), resumed=True
+    )
+
+
+#: Who holds a lease that a stopping process handed back: nobody renews it, anybody may take it.
+HANDED_OVER = "handed-over"
+
+
+def hand_over(store: ObjectStore, model_sha1: str, owner: str) -> None:
+    """A process that stops gives up the job it runs as ``owner``: the lease lapses at once (its
+    heartbeat cannot renew it: the holder is no longer ``owner``), so another worker resumes it."""
+    current = store.get_ref(lease_ref(model_sha1))
+    held = lease.Lease.decode(current) if current is not None else None
+    if held is not None and held.owner == owner:
+        store.replace_ref(
+            lease_ref(model_sha1), current, lease.Lease(HANDED_OVER, 0.0, held.acquired_at).encode()
+        )  # type: ignore[arg-type]
+
+
 def cancel(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     """Ask a new or running job to stop at its next progress beat; its status record now.
 

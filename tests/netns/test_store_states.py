@@ -28,7 +28,10 @@ def test_a_ready_model_answers_ready_from_a_store_that_became_read_only(tmp_path
     """The 2019 contract: send the same request again to poll; nothing needs writing for that."""
     with run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server:
         _wait_ready(server)
-        with_sha1, url_only = train_body(site, random_seed=61), train_body(site, with_sha1=False, random_seed=61)
+        with_sha1, url_only = (
+            train_body(site, random_seed=61),
+            train_body(site, with_sha1=False, random_seed=61),
+        )
         ready = poll_until_done(server, with_sha1)[-1].json()
         assert ready["status"] == "ready", ready
         data = str(server.data_dir)

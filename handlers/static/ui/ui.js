@@ -36,7 +36,7 @@ function modelPage() {
   const job = document.getElementById("job");
   if (!job) return;
   const sha1 = job.dataset.sha1;
-  if (["new", "in_progress"].includes(job.dataset.state)) {
+  if (["new", "in_progress", "stalled"].includes(job.dataset.state)) {
     const timer = setInterval(async () => {
       let model;
       try { model = await api("GET", `/models/${sha1}`); } catch (e) { return; }
@@ -51,7 +51,7 @@ function modelPage() {
         bar.max = progress.total || 1;
         bar.value = progress.done;
       }
-      if (!["new", "in_progress"].includes(status)) {
+      if (!["new", "in_progress", "stalled"].includes(status)) {
         clearInterval(timer);
         window.location.reload();
       }
