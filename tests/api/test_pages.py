@@ -83,3 +83,27 @@ def test_an_unknown_model_page_is_an_html_404(tmp_path: Path, monkeypatch: pytes
     assert r.status_code == 404 and r.mimetype == "text/html"
     assert f'This store knows no model <code class="hash">{"a" * 40}</code>' in r.get_data(as_text=True)
     assert web.get("/ui/models/not-a-hash").status_code == 404  # nothing is looked up for it
+
+
+def test_a_model_page_names_the_objects_its_store_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stl_testing import small_dataset
+
+    from model import api, gc
+    from model.manifest import manifest_rows
+
+    web, store = client(tmp_path, monkeypatch)
+    csv = small_dataset(tmp_path / "set")
+    model = api.train(str(csv), store=store, epochs=5, l2=0.001, image_size=96, head="adam")
+    page = web.get(f"/ui/models/{model.sha1}").get_data(as_text=True)
+    assert 'id="missing"' not in page
+    row = next(manifest_rows(store, model.manifest))
+    store.delete_object(row["features_sha1"][0])  # as a gc before the fence could have
+    gc.collect(store, grace_s=86400.0, delete=True)
+    page = web.get(f"/ui/models/{model.sha1}").get_data(as_text=True)
+    assert "1 object(s) that the manifest names are not in the store" in page
+    assert (
+        f'<li>features of CSV line {row["line"]} <code class="hash">{row["features_sha1"][0]}</code></li>'
+        in page
+    )
