@@ -58,8 +58,10 @@ def _reference(tmp_path: Path, site: Site, body: dict[str, Any]) -> dict[str, st
 
 def _ready_without_a_post(server: Api, model: str) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
+        # The manifest lands a moment before the ready record: wait for the record, which names
+        # the weights.
         body = server.get(f"/models/{model}").json()
-        return body if body["status"] == "ready" else None
+        return body if (body.get("job") or {}).get("status") == "ready" else None
 
     return _wait_until(ready, 180, f"{model} was not resumed")
 
