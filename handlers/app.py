@@ -22,10 +22,10 @@ from model.config import Settings
 from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
 
-from . import errors, swagger, ui
-from .auth import check_token
+from . import errors, swagger, ui, web_guard
+from .auth import check_token, presents_token, refuse_if_throttled
 from .bodies import json_body
-from .errors import InvalidInput, NotReady, Unauthorized
+from .errors import CrossSiteRefused, InvalidInput, NotReady, Unauthorized, UnknownHost, WrongToken
 from .inference import infer
 from .logs import use_json_logs
 from .metrics import exposition, instrument, record_request
@@ -244,11 +244,29 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ui.blueprint)
     errors.register(app)
 
+    allowed_hosts = settings.allowed_hosts or web_guard.default_allowed_hosts(settings.api_host)
+    throttle = web_guard.SignInThrottle(settings.signin_max_failures, settings.signin_window_s)
+    app.extensions["stl-throttle"] = throttle
+
     @app.before_request
-    def authenticate_then_check_query() -> Response | None:
+    def guard_then_authenticate_then_check_query() -> Response | None:
         g.started = time.perf_counter()
+        if not web_guard.host_allowed(request.host, allowed_hosts):
+            raise UnknownHost(f"host {request.host!r} is not one this service answers to (ALLOWED_HOSTS)")
+        trusted = settings.forwarded_allow_ips
+        foreign = web_guard.foreign_origin(request, settings.allowed_origins)
+        if foreign is not None:
+            raise CrossSiteRefused(
+                f"cross-site request refused: origin {foreign} is not this service's (ALLOWED_ORIGINS)"
+            )
+        address = web_guard.client_address(request, trusted)
+        if settings.api_token and presents_token(request):
+            refuse_if_throttled(throttle, address)
         try:
             check_token(request, settings.api_token)
+        except WrongToken:
+            throttle.failed(address)
+            raise
         except Unauthorized:
             if ui.is_page(request.path):  # a browser: to the sign-in page, then back
                 return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
@@ -261,6 +279,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def tag_worker(response: Response) -> Response:
         # Which worker answered: lets clients and tests see requests spread over workers.
         response.headers["X-Worker-Pid"] = str(os.getpid())
+        web_guard.add_security_headers(response, request.path)
         record_request(response, g.get("started", time.perf_counter()))
         return response
 

@@ -53,6 +53,26 @@ class Unauthorized(ApiError):
     pass
 
 
+class WrongToken(Unauthorized):
+    """A token was given and it is not the server's (counted against the client's address)."""
+
+
+class UnknownHost(ApiError):
+    """The Host header names a host this service does not answer to (ALLOWED_HOSTS)."""
+
+
+class CrossSiteRefused(ApiError):
+    """A state-changing request from another site's page (Origin/Referer)."""
+
+
+class TooManyAttempts(ApiError):
+    """This client address failed to sign in too often; it may try again in ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UploadTooLarge(ApiError):
     pass
 
@@ -73,7 +93,9 @@ STATUS: dict[type[BaseException], int] = {
     InvalidHash: 400,
     InvalidRefName: 400,
     InvalidUrl: 400,
+    UnknownHost: 400,
     Unauthorized: 401,
+    CrossSiteRefused: 403,
     FetchRefused: 403,
     ModelNotFound: 404,
     ObjectNotFound: 404,
@@ -82,6 +104,7 @@ STATUS: dict[type[BaseException], int] = {
     UploadTooLarge: 413,
     ObjectTooLarge: 413,
     UnsupportedContentType: 415,
+    TooManyAttempts: 429,
     # Well-formed, but the data it names is unusable: unreachable URL, sha1
     # mismatch, bad CSV, not an image, a base network that is not installed.
     DataError: 422,
@@ -110,6 +133,12 @@ def error_response(status: int, message: str) -> Response:
     return response
 
 
+def too_many_attempts(error: TooManyAttempts) -> Response:
+    response = error_response(429, str(error))
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
 def handle(error: Exception) -> Response:
     if isinstance(error, RequestEntityTooLarge):
         return error_response(413, "request body is larger than the limit (MAX_DOWNLOAD_BYTES)")
@@ -131,6 +160,8 @@ def handle(error: Exception) -> Response:
         return error_response(status, f"store unavailable: {error}")
     if isinstance(error, NotReady):
         return error_response(status, str(error))
+    if isinstance(error, TooManyAttempts):
+        return too_many_attempts(error)
     if status >= 500:
         # The store's messages name its location; that is for the log, not the client.
         log.error("%s: %s", type(error).__name__, error)

@@ -19,7 +19,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, request
 from markupsafe import Markup, escape
 
 from model import gc_fence, publications
@@ -30,7 +30,9 @@ from model.features import VIEWS
 from model.manifest import manifest_rows, missing_objects
 from store.hashing import is_sha1
 
-from .auth import TOKEN_COOKIE
+from . import web_guard
+from .auth import TOKEN_COOKIE, refuse_if_throttled
+from .errors import TooManyAttempts
 from .training import public_status
 
 blueprint = Blueprint(
@@ -177,16 +179,28 @@ def train_page() -> str:
 
 @blueprint.route("/ui/login", methods=["GET", "POST"])
 def login() -> Response | str:
-    token = _service().settings.api_token
+    settings = _service().settings
+    token, trusted = settings.api_token, settings.forwarded_allow_ips
     error = ""
     if request.method == "POST":
+        throttle = current_app.extensions["stl-throttle"]
+        address = web_guard.client_address(request, trusted)
+        try:
+            refuse_if_throttled(throttle, address)
+        except TooManyAttempts as e:
+            page = render_template("login.html", error=str(e), needed=bool(token))
+            return Response(page, 429, {"Retry-After": str(e.retry_after)}, mimetype="text/html")
         given = request.form.get("token", "")
         if token and hmac.compare_digest(given.encode(), token.encode()):
-            response = redirect(request.args.get("next") or url_for("ui.models_page"))
+            throttle.succeeded(address)
+            target = web_guard.safe_redirect_target(request.args.get("next"), "/")
+            response = redirect(target)
+            secure = web_guard.via_https(request, trusted)  # behind a trusted TLS proxy too
             response.set_cookie(
-                TOKEN_COOKIE, given, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+                TOKEN_COOKIE, given, httponly=True, samesite="Strict", secure=secure, path="/"
             )
             return response
+        throttle.failed(address)
         error = "That is not the server's API token."
     return render_template("login.html", error=error, needed=bool(token))
 

@@ -153,6 +153,17 @@ class Settings:
     fetch_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     import_root: str = ""
     api_token: str = ""
+    #: The address `stl serve` binds (API_HOST); with loopback and this machine's name, the hosts
+    #: a request may name unless ALLOWED_HOSTS lists them ("*": any; see handlers.web_guard).
+    api_host: str = "0.0.0.0"
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+    #: Other sites' origins whose pages may change state here (besides this service's own).
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Proxies whose X-Forwarded-Proto/-For are believed (gunicorn's own setting and default).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Wrong tokens one client address may offer within the window before it is locked out.
+    signin_max_failures: int = 5
+    signin_window_s: float = 60.0
     lease_ttl: float = 30.0
     retry_backoff: float = 5.0  # seconds before a transient job error may retry; doubles per attempt
     #: URI prefixes a client may name as model.uri (the server's own store is always allowed).
@@ -199,6 +210,12 @@ class Settings:
             fetch_allow_hosts=_list("FETCH_ALLOW_HOSTS"),
             import_root=os.environ.get("IMPORT_ROOT", ""),
             api_token=os.environ.get("API_TOKEN", ""),
+            api_host=os.environ.get("API_HOST") or d.api_host,
+            allowed_hosts=_list("ALLOWED_HOSTS"),
+            allowed_origins=_list("ALLOWED_ORIGINS"),
+            forwarded_allow_ips=_list("FORWARDED_ALLOW_IPS") or d.forwarded_allow_ips,
+            signin_max_failures=_int("SIGNIN_MAX_FAILURES", d.signin_max_failures),
+            signin_window_s=_float("SIGNIN_WINDOW_S", d.signin_window_s),
             lease_ttl=_float("LEASE_TTL", d.lease_ttl),
             retry_backoff=_float("RETRY_BACKOFF", d.retry_backoff),
             model_uri_allow=_list("MODEL_URI_ALLOW"),

@@ -181,3 +181,55 @@ def test_a_job_error_names_no_store_path(tmp_path: Path) -> None:
     assert record is not None and record["status"] == "error" and record["error_kind"] == "transient"
     assert "secret-location" not in record["message"]
     assert record["message"] == "store error (ObjectNotFound); see the server log"
+
+
+def test_only_local_paths_are_redirect_targets() -> None:
+    from handlers.web_guard import safe_redirect_target
+
+    for local in ("/", "/ui/models?page=2", "/ui/models/ab#x"):
+        assert safe_redirect_target(local) == local
+    for foreign in (
+        None,
+        "",
+        "https://evil.example/",
+        "//evil.example",
+        "///evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "ui/models",
+        "/ui\n/x",
+        "/ui\x7f",
+    ):
+        assert safe_redirect_target(foreign, "/home") == "/home", foreign
+
+
+def test_host_names_are_compared_without_ports_and_case() -> None:
+    from handlers.web_guard import host_allowed
+
+    allowed = ("localhost", "127.0.0.1", "::1", "api.example")
+    for host in ("localhost", "LOCALHOST:8080", "127.0.0.1:1", "[::1]:8080", "[::1]", "api.example:443"):
+        assert host_allowed(host, allowed), host
+    for host in ("attacker.example", "attacker.example:8080", "127.0.0.2", "[::2]:80", "localhost.evil"):
+        assert not host_allowed(host, allowed), host
+    assert host_allowed("anything:1", ("*",))
+
+
+def test_sign_in_throttle_locks_an_address_for_its_window_and_forgets_the_oldest() -> None:
+    from handlers.web_guard import SignInThrottle
+
+    now = [1000.0]
+    throttle = SignInThrottle(max_failures=3, window_s=60.0, max_addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("a") is None
+        throttle.failed("a")
+        now[0] += 1
+    assert throttle.retry_after("a") == 57  # at 1003: the first failure leaves the window at 1060
+    assert throttle.retry_after("b") is None  # per address
+    now[0] = 1060.5
+    assert throttle.retry_after("a") is None
+    throttle.failed("b")
+    throttle.failed("c")
+    throttle.failed("d")  # only two addresses are remembered
+    assert len(throttle._failures) == 2
+    throttle.succeeded("d")
+    assert "d" not in throttle._failures

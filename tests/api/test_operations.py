@@ -99,7 +99,7 @@ def test_polls_report_progress_while_training(api: Api, site: Site) -> None:
     assert job["status"] == "ready", job
     assert "progress" not in job["job"]
     assert seen, "no poll saw the job's progress"
-    assert {p["stage"] for p in seen} <= {"fetch", "features", "head"}
+    assert {p["stage"] for p in seen} <= {"fetch", "features", "head", "commit"}
     assert all(0 <= p["done"] <= p["total"] for p in seen)
     features = [p for p in seen if p["stage"] == "features"]
     assert features and features[0]["total"] == 72

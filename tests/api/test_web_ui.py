@@ -81,7 +81,7 @@ def test_train_watch_progress_inspect_verify_and_label_in_a_browser(
     progress = driver.find_elements(By.ID, "progress")
     assert progress, "the model page showed no progress while training"
     WebDriverWait(driver, 60).until(
-        lambda d: d.find_element(By.ID, "stage").text in ("fetch", "features", "head")
+        lambda d: d.find_element(By.ID, "stage").text in ("fetch", "features", "head", "commit")
     )
     save(driver, shots, "2-progress")
     WebDriverWait(driver, 240).until(ec.presence_of_element_located((By.ID, "accuracy")))
