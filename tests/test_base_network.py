@@ -20,10 +20,10 @@ LITE0 = BASES["efficientnet-lite0"]
 #: Every packaged base, with the int8 sha1 its conversion gives (written here, not read from BASES,
 #: so that changing a pin without the bytes fails) and its output quantisation.
 PINNED = {
-    "efficientnet-lite0": ("f7cc4ef30e82c333a019380c3544deb14b772b9b", 0.020468657836318016),
-    "efficientnet-lite1": ("7d311cd68482e1457066190dd57bdbf7af8a1ce1", None),
-    "efficientnet-lite2": ("1157fdddd48e2b881de64100a3fef8d03c6a7e99", None),
-    "efficientnet-lite2-multilayer": ("2f74fa0d1bc48dbd88f92e150b052bab39be27f6", None),
+    "efficientnet-lite0": ("bc49998771f10ee503640d26bd579553c2da8373", 0.02046866901218891),
+    "efficientnet-lite1": ("3d022d0d321755b6f7d7d3702c10a13c8f2160e6", None),
+    "efficientnet-lite2": ("141fb4fb6a2da441d31bb0fa934973dfdb03a581", None),
+    "efficientnet-lite2-multilayer": ("0abc6a2af126bb9be824d5eb7350aafc6f9e9389", None),
 }
 
 
@@ -102,3 +102,49 @@ def test_imported_base_must_be_present(tmp_path: Path) -> None:
 def test_a_float_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BaseModelError, match="is not a LiteRT model"):
         Int8Base(b"not a flatbuffer at all", "junk")
+
+
+def test_batch_norms_fold_in_float64_and_round_once() -> None:
+    from model.bases.efficientnet_lite import fold_batch_norms
+
+    eps = float(np.float32(1e-3))
+    # var + eps is 4 and 0.25 (to float32's precision): scales 3/2 and 1/0.5 = 2.
+    gamma, beta, mean = np.float32([3.0, 1.0]), np.float32([0.5, -1.0]), np.float32([1.0, 2.0])
+    var = np.float32([4.0 - eps, 0.25 - eps])
+    kernel = np.float32([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, in=2, out=2): scaled per column
+    weights = {"x_conv/0": kernel, "x_dw_conv/0": np.float32([[[[1.0], [1.0]]]])}  # (1, 1, 2, 1)
+    for layer in ("x_", "x_dw_"):
+        weights |= {f"{layer}bn/{i}": a for i, a in enumerate([gamma, beta, mean, var])}
+    folded = fold_batch_norms(weights)
+    assert sorted(folded) == ["x_conv/0", "x_conv/1", "x_dw_conv/0", "x_dw_conv/1"]
+    scale = np.float64(gamma) / np.sqrt(np.float64(var) + eps)  # float64 throughout
+    assert np.array_equal(folded["x_conv/0"], (np.float64(kernel) * scale).astype(np.float32))
+    assert np.allclose(folded["x_conv/0"][0, 0], [[1.5, 4.0], [4.5, 8.0]], rtol=1e-6)
+    assert np.array_equal(folded["x_dw_conv/0"][0, 0, :, 0], scale.astype(np.float32))
+    assert np.array_equal(
+        folded["x_conv/1"], (np.float64(beta) - np.float64(mean) * scale).astype(np.float32)
+    )
+    assert all(a.dtype == np.float32 for a in folded.values())
+
+
+def test_calibration_ranges_are_each_tensors_own(tmp_path: Path) -> None:
+    """A residual block's projection gets its own range, not the ADD's (TensorFlow's calibrator
+    reads the ADD's input after the ADD overwrote it in place), and the ranges are float64's."""
+    from model.bases.calibrate import exact_ranges
+    from model.bases.quantize import fresh_keras
+
+    keras = fresh_keras()
+    import tensorflow as tf
+
+    inputs = keras.Input((4, 4, 2))
+    project = keras.layers.Conv2D(2, 1, use_bias=False, name="project")(inputs)
+    added = keras.layers.Add()([project, inputs])
+    model = keras.Model(inputs, added)
+    model.get_layer("project").set_weights([np.float32([[[[-3.0, 0.0], [0.0, 0.5]]]])])
+    float_model = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    image = np.arange(32, dtype=np.float32).reshape(1, 4, 4, 2) / 8  # 0 .. 3.875
+    ranges = sorted(exact_ranges(float_model, [image]).values())
+    x0, x1 = image[..., 0], image[..., 1]
+    projected = (float(min((-3 * x0).min(), (0.5 * x1).min())), float(max((-3 * x0).max(), (0.5 * x1).max())))
+    summed = (float(min((-2 * x0).min(), (1.5 * x1).min())), float(max((-2 * x0).max(), (1.5 * x1).max())))
+    assert ranges == sorted([(0.0, 3.875), projected, summed])

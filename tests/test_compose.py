@@ -25,7 +25,7 @@ from stl_testing import EXAMPLE, REPO, free_port, missing_tool
 
 PROJECT = "stl-compose-ci"
 #: The pinned int8 EfficientNet-Lite0; the runtime image has no TensorFlow, so S3 gets it from the image.
-BASE_INT8 = "1157fdddd48e2b881de64100a3fef8d03c6a7e99"  # efficientnet-lite2, the default
+BASE_INT8 = "141fb4fb6a2da441d31bb0fa934973dfdb03a581"  # efficientnet-lite2, the default
 
 
 @dataclass

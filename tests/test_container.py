@@ -79,10 +79,10 @@ def test_base_network_is_pinned_in_the_image(docker: Docker, image: str) -> None
     listed = docker.run("run", "--rm", "--network", "none", image, "stl", "base", "list")
     bases = {entry["base"]: entry for entry in map(json.loads, listed.stdout.splitlines())}
     pinned = {
-        "efficientnet-lite0": "f7cc4ef30e82c333a019380c3544deb14b772b9b",
-        "efficientnet-lite1": "7d311cd68482e1457066190dd57bdbf7af8a1ce1",
-        "efficientnet-lite2": "1157fdddd48e2b881de64100a3fef8d03c6a7e99",
-        "efficientnet-lite2-multilayer": "2f74fa0d1bc48dbd88f92e150b052bab39be27f6",
+        "efficientnet-lite0": "bc49998771f10ee503640d26bd579553c2da8373",
+        "efficientnet-lite1": "3d022d0d321755b6f7d7d3702c10a13c8f2160e6",
+        "efficientnet-lite2": "141fb4fb6a2da441d31bb0fa934973dfdb03a581",
+        "efficientnet-lite2-multilayer": "0abc6a2af126bb9be824d5eb7350aafc6f9e9389",
     }
     for name, sha1 in pinned.items():
         assert bases[name]["in_store"] and bases[name]["pinned"] and bases[name]["weights_sha1"] == sha1, (

@@ -31,21 +31,21 @@ from model.fetch import FetchPolicy
 from model.pipeline import prepare_recipe
 from store import LocalStore
 
-BASE_SHA1 = "f7cc4ef30e82c333a019380c3544deb14b772b9b"  # efficientnet-lite0
-DEFAULT_BASE_SHA1 = "1157fdddd48e2b881de64100a3fef8d03c6a7e99"  # efficientnet-lite2, the default
+BASE_SHA1 = "bc49998771f10ee503640d26bd579553c2da8373"  # efficientnet-lite0
+DEFAULT_BASE_SHA1 = "141fb4fb6a2da441d31bb0fa934973dfdb03a581"  # efficientnet-lite2, the default
 #: `stl train example-data/train.csv --seed 7` (every other setting at its default: Lite2, the
 #: mirrored and center views, the logistic head with 5-fold CV and a temperature, every photo).
 EXAMPLE = {
     "base_sha1": DEFAULT_BASE_SHA1,
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
-    "model_sha1": "614564a7df106c268c4b555522c9cef6366c28d2",  # the recipe's sha1
-    "weights_sha1": "b3732687570ea55eb9324c97531b823a6f323cd2",
-    "manifest_sha1": "ed71b9f5f4de11b2c865de14ed9ee9b3de3d8e33",
+    "model_sha1": "59850a5786090bed4a0a5eef7503c029d9fd421c",  # the recipe's sha1
+    "weights_sha1": "4c8e0308331c86b630b442c9280d2abf75453d7b",
+    "manifest_sha1": "eba66de2e55ec725a377379315709d463fb3d2ff",
     "status": "ready",
     "validation_accuracy": 0.986111,
 }
 #: sha1 of `stl infer`'s stdout for the three example-data/infer PNGs and the two JPEGs.
-INFER_STDOUT_SHA1 = "ab77920cd460a72d9e2a7bf040801113758d9c70"
+INFER_STDOUT_SHA1 = "f34aaf91a0e0772fbaef21d8170a784f4c455938"
 INFER_IMAGES = [
     "example-data/infer/checks.png",
     "example-data/infer/dots.png",
@@ -67,35 +67,35 @@ EMULATED_FLAGS = [
 EMULATED_EXAMPLE = {
     "base_sha1": BASE_SHA1,
     "csv_sha1": "31648560fba7a670b2c977b2a93cbfbf9b2bdbf2",
-    "model_sha1": "4d2d1144c968d752b47a8f7c609a5c1b4813805b",
-    "weights_sha1": "e98f41763731c88c36482df4516628b27de43946",
-    "manifest_sha1": "94341016a1bc81cf75e9e430de583bf288662217",
+    "model_sha1": "694c997242e4834819cce0b79ec5eabbfd4f8a8e",
+    "weights_sha1": "522a8766257b8be1a278a6ddbccdbe49bb0c76ef",
+    "manifest_sha1": "e91ebe694cb86f8f14a456d6543ad98db5c961d8",
     "status": "ready",
     "validation_accuracy": 0.958333,
 }
-EMULATED_INFER_STDOUT_SHA1 = "d2c062a7f00c748f3834d642615297b61c8e9d62"
+EMULATED_INFER_STDOUT_SHA1 = "69550f9f6ef424322810402a1dcc73641730b7ff"
 #: tests/portable_probe.py: decoded tensors and features of PNGs and JPEGs, and exact softmax.
 PROBE = {
-    "features:checks-000.png": "3422a6ceb2ae94d3122347ef4270a78c5ff9c55e",
-    "features:coffee-progressive.jpg": "1d896a366649e6db48000714c2af83c9343f8505",
-    "features:dots.png": "f4c834d8bb6f62f311cb220e8f0ffb4181078cc5",
-    "features:rocket.jpg": "eb6c8b0725216a4a09b3707eb90211752b99b3fd",
-    "features:rocket.jpg:crops": "d7fe6a557f7826f599d41002ac38a70e87dffbca",
-    "logistic": "c006afd48ca9fa88e03331e247e448bef29e0f6c",
-    "probabilities": "deb218190e8be714d84783c7e887e3e9e19f0406",
+    "features:checks-000.png": "5994096d4c75bf044aeb9485f6623f513fd8178a",
+    "features:coffee-progressive.jpg": "d14682dfc5d4458eac45823b9130a17b5ebae32a",
+    "features:dots.png": "550f0e7eb88cb986528c89e8f9182055a581bc58",
+    "features:rocket.jpg": "aecf2296135719881c71e56c8131819dd7a711a0",
+    "features:rocket.jpg:crops": "24ac2f121aaa9ac1471fef3cdd70cfaf745cffb2",
+    "logistic": "aab2a890772fb353ce0a6da83d005ac4a5c464f5",
+    "probabilities": "a9e8e1bb23a042952a503d017b94daf067220537",
     "tensor:checks-000.png": "1969b33b2a2d00adc41f9637276eaf9fa5277446",
     "tensor:coffee-progressive.jpg": "ab2bc3d0fb6722b5ab4558d0555912ac50ceb543",
     "tensor:dots.png": "a777ae6c5ccba49bfc0314ddd4b34aaf683ff58c",
     "tensor:rocket.jpg": "3e13331c930a8fee5040aee3b5bf5a4be9ec2d71",
 }
 PROBE_DEFAULT_BASE = {
-    "features:checks-000.png": "08608a5a5ab5be17680686d4db16e8649020640d",
-    "features:coffee-progressive.jpg": "a16d916adcec2dbd695c1098d2c38e5f762303e5",
-    "features:dots.png": "7396b18d21d68860e99cb54cbc3bef2e018b45b1",
-    "features:rocket.jpg": "f5d5a104f885a52a3e565aabb4b056eb7ac6de52",
-    "features:rocket.jpg:crops": "302351de4ac0608e0242102061031c6f29cf1134",
-    "logistic": "b528119030c8117a6aab37a3ff439c62f2e15402",
-    "probabilities": "c2e6e8ff88b246ffb3af061e537246245febb5ca",
+    "features:checks-000.png": "ffed3186fa48e6405c154f355b034e41031ac5a2",
+    "features:coffee-progressive.jpg": "2fd4c829bbc01712282ad4d4d7ff63fbb3dd75cf",
+    "features:dots.png": "e052fa81ac6828b4416825cd8d616a202c778dd1",
+    "features:rocket.jpg": "c883c25b528bf51172cd13baad2e52ba4599752f",
+    "features:rocket.jpg:crops": "81e7082cf7b7ad8a03ad02947061d4012b26a4e4",
+    "logistic": "50506550df8c6325a95bd670d51c11d492c3bee2",
+    "probabilities": "fae6e813106deb67952f316f265fe27f83effdb2",
     "tensor:checks-000.png": "c600c308e692a9dfa4e3ef60838409a49ee5574f",
     "tensor:coffee-progressive.jpg": "4361252ded5b23ea85cfcffb5dc66b906287d0f1",
     "tensor:dots.png": "d2bb7b5d828e8bcb59a3f94ad31f9650f3f4cd13",

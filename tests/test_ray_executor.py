@@ -211,7 +211,7 @@ def test_batch_labelling_on_ray_prints_what_local_labelling_prints(
 
 
 #: sha1 of `stl infer --csv example-data/train.csv` with the emulated recipe's model.
-BATCH_STDOUT_SHA1 = "5e98c1707a10dcc3fa3dad642a386e2451b3a11b"
+BATCH_STDOUT_SHA1 = "2189d46c40fc7ad1ff1a87797d805590d9a3c969"
 
 
 def test_an_unreachable_cluster_is_a_clear_error_within_the_timeout(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ def build_lite(
     depth: float = 1.0,
     name: str = "efficientnet_lite0",
     tap_stage: int = 0,
+    folded: bool = False,
 ) -> keras.Model:
     """The network: ``include_top`` gives 1000 ImageNet logits, else pooled 1280-d features.
 
@@ -85,17 +86,21 @@ def build_lite(
     the features (multi-layer features: the head's, then an earlier, less
     ImageNet-specific layer's). It takes uint8-range RGB (float32, 0..255) and
     normalises inside the graph, so callers never need to know the base's input convention.
+    ``folded``: each batch norm is already folded into its convolution's kernel and bias
+    (``fold_batch_norms``), so the graph has none.
     """
     import keras
     from keras import layers
 
     def bn(name: str) -> layers.Layer:
+        if folded:
+            return layers.Identity(name=name)
         return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
 
     relu6 = layers.ReLU(6.0)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalize")(inputs)
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=folded, name="stem_conv")(x)
     x = relu6(bn("stem_bn")(x))
     tap = stage_end(tap_stage, depth) if tap_stage else -1
     tapped = None
@@ -103,19 +108,19 @@ def build_lite(
         shortcut = x
         p = f"block{i}_"
         if expand != 1:
-            x = layers.Conv2D(fin * expand, 1, padding="same", use_bias=False, name=p + "expand_conv")(x)
+            x = layers.Conv2D(fin * expand, 1, padding="same", use_bias=folded, name=p + "expand_conv")(x)
             x = relu6(bn(p + "expand_bn")(x))
         x = layers.DepthwiseConv2D(
-            kernel, strides=stride, padding="same", use_bias=False, name=p + "dw_conv"
+            kernel, strides=stride, padding="same", use_bias=folded, name=p + "dw_conv"
         )(x)
         x = relu6(bn(p + "dw_bn")(x))
-        x = layers.Conv2D(fout, 1, padding="same", use_bias=False, name=p + "project_conv")(x)
+        x = layers.Conv2D(fout, 1, padding="same", use_bias=folded, name=p + "project_conv")(x)
         x = bn(p + "project_bn")(x)
         if stride == 1 and fin == fout:
             x = layers.Add(name=p + "add")([x, shortcut])
         if i == tap:
             tapped = x
-    x = layers.Conv2D(FEATURE_DIM, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = layers.Conv2D(FEATURE_DIM, 1, padding="same", use_bias=folded, name="head_conv")(x)
     x = relu6(bn("head_bn")(x))
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if tapped is not None and not include_top:
@@ -178,6 +183,27 @@ def convert_lite_state_dict(
         raise BaseModelError(
             f"EfficientNet-Lite checkpoint has more blocks than width {width}, depth {depth}"
         )
+    return out
+
+
+def fold_batch_norms(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``convert_lite_state_dict`` output with every ``<x>_bn`` folded into its ``<x>_conv``:
+    kernel * gamma / sqrt(var + eps), and bias beta - mean * gamma / sqrt(var + eps).
+
+    In float64, rounded to float32 once: TensorFlow's converter folds them itself otherwise,
+    with vectorised float32 kernels whose last bit differs between CPUs (an AVX-512 machine
+    and an emulated Haswell gave 95 differing tensors), and those bits reach the int8 file."""
+    out = {k: v for k, v in weights.items() if not k.split("/")[0].endswith("_bn")}
+    for key in [k for k in weights if k.endswith("_conv/0")]:
+        layer = key.split("/")[0]
+        bn = layer.removesuffix("conv") + "bn"
+        gamma, beta, mean, var = (weights[f"{bn}/{i}"].astype(np.float64) for i in range(4))
+        scale = gamma / np.sqrt(var + np.float64(np.float32(BN_EPSILON)))
+        kernel = weights[key].astype(np.float64)
+        # Conv2D kernels are (kh, kw, in, out); depthwise ones (kh, kw, channels, 1).
+        kernel = kernel * (scale[:, None] if layer.endswith("dw_conv") else scale)
+        out[key] = kernel.astype(np.float32)
+        out[f"{layer}/1"] = (beta - mean * scale).astype(np.float32)
     return out
 
 

@@ -1,6 +1,6 @@
 """Turn a float Keras base network into a full-integer (int8) LiteRT model: a one-off step.
 
-This is the only place TensorFlow is used. The int8 model is what every
+Conversion (this module and ``calibrate``) is the only use of TensorFlow. The int8 model is what every
 training and inference runs, and integer accumulation gives the same features
 on every CPU, where float kernels (chosen by CPUID, oneDNN, BLAS) do not.
 
@@ -11,13 +11,15 @@ synthetic image holding pixel values 0 and 255 so that the input's range, and
 so its quantisation, is exactly pixel/128 - 127/128 (scale 1/128, zero point -1).
 That lets callers feed raw pixels shifted to int8, losslessly.
 
-The bytes of a conversion depend on TensorFlow's float calibration, so the
-sha1 each packaged base must convert to is pinned in ``registry.BASES``; a
+TensorFlow's own calibration ranges depend on the CPU's float kernels, so they are replaced
+by ranges computed in float64 (``calibrate``), which do not. The sha1 each packaged base must
+convert to is still pinned in ``registry.BASES`` (it also pins TensorFlow's quantiser), and a
 machine whose conversion differs is told to import the published file instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..errors import BaseModelError
 from ..images import decode_image
+from .calibrate import with_exact_ranges
 from .quiet import silenced
 
 #: skimage/data files used for calibration; colour photos of natural scenes and objects.
@@ -97,7 +100,7 @@ def to_int8(keras_model: Any, size: int) -> bytes:
         for pixels in images:
             yield [normalise(pixels)[None]]
 
-    with silenced(1, 2):
+    with silenced(1, 2), exact_calibration([normalise(pixels)[None] for pixels in images]):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -105,6 +108,30 @@ def to_int8(keras_model: Any, size: int) -> bytes:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         return bytes(converter.convert())
+
+
+@contextlib.contextmanager
+def exact_calibration(images: list[np.ndarray]) -> Iterator[None]:
+    """Within this block TensorFlow's calibration gives the CPU-independent ranges of
+    ``calibrate.with_exact_ranges`` over ``images`` (the same inputs it was fed)."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    cls = calibrator.Calibrator
+    init, calibrate = cls.__init__, cls.calibrate
+    seen: dict[int, bytes] = {}
+
+    def capture(self: Any, model_content: bytes, *args: Any, **kwargs: Any) -> None:
+        seen[id(self)] = bytes(model_content)  # the float model, as TensorFlow will calibrate it
+        init(self, model_content, *args, **kwargs)
+
+    def exact(self: Any, dataset_gen: Any) -> bytes:
+        return with_exact_ranges(calibrate(self, dataset_gen), seen[id(self)], images)
+
+    cls.__init__, cls.calibrate = capture, exact
+    try:
+        yield
+    finally:
+        cls.__init__, cls.calibrate = init, calibrate
 
 
 def fresh_keras() -> Any:
@@ -137,11 +164,11 @@ def lite_int8(
 ) -> bytes:
     """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
     keras = fresh_keras()
-    from .efficientnet_lite import build_lite, convert_lite_state_dict, load_weights
+    from .efficientnet_lite import build_lite, convert_lite_state_dict, fold_batch_norms, load_weights
 
     # The Keras name ends up in the file's tensor names, so it is part of the pinned bytes.
-    model = build_lite(False, size, width, depth, name=f"efficientnet_{name}", tap_stage=tap_stage)
-    load_weights(model, convert_lite_state_dict(state_dict, width, depth))
+    model = build_lite(False, size, width, depth, f"efficientnet_{name}", tap_stage, folded=True)
+    load_weights(model, fold_batch_norms(convert_lite_state_dict(state_dict, width, depth)))
     # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
     core = keras.Model(model.get_layer("normalize").output, model.output)
     return to_int8(normalised_input_model(core), size)
