@@ -11,7 +11,7 @@ synthetic image holding pixel values 0 and 255 so that the input's range, and
 so its quantisation, is exactly pixel/128 - 127/128 (scale 1/128, zero point -1).
 That lets callers feed raw pixels shifted to int8, losslessly.
 
-TensorFlow's own calibration ranges depend on the CPU's float kernels, so they are replaced
+TensorFlow's own calibration ranges depend on the CPU's float kernels, so for the packaged bases they are replaced
 by ranges computed in float64 (``calibrate``), which do not. The sha1 each packaged base must
 convert to is still pinned in ``registry.BASES`` (it also pins TensorFlow's quantiser), and a
 machine whose conversion differs is told to import the published file instead.
@@ -88,10 +88,13 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD
 
 
-def to_int8(keras_model: Any, size: int) -> bytes:
+def to_int8(keras_model: Any, size: int, exact: bool = False) -> bytes:
     """Full-integer conversion of ``keras_model`` (normalised float input -> pooled features).
 
     Input and output are int8; the input must come out as scale 1/128, zero point -1.
+    ``exact``: calibrate with ``calibrate``'s float64 ranges (the pinned bases, whose graphs it
+    runs); otherwise with TensorFlow's own, which vary with the CPU (imported bases, which
+    are not pinned: their int8 file is stored once and travels by hash).
     """
     tf = tensorflow()
     images = calibration_images(size)
@@ -100,7 +103,8 @@ def to_int8(keras_model: Any, size: int) -> bytes:
         for pixels in images:
             yield [normalise(pixels)[None]]
 
-    with silenced(1, 2), exact_calibration([normalise(pixels)[None] for pixels in images]):
+    ranges = exact_calibration if exact else lambda _images: contextlib.nullcontext()
+    with silenced(1, 2), ranges([normalise(pixels)[None] for pixels in images]):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -171,7 +175,7 @@ def lite_int8(
     load_weights(model, fold_batch_norms(convert_lite_state_dict(state_dict, width, depth)))
     # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
     core = keras.Model(model.get_layer("normalize").output, model.output)
-    return to_int8(normalised_input_model(core), size)
+    return to_int8(normalised_input_model(core), size, exact=True)
 
 
 def keras_app_int8(name: str, h5_path: str, size: int) -> bytes:

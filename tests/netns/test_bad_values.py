@@ -49,7 +49,7 @@ def test_a_chunked_body_over_the_limit_is_413(api: Api) -> None:
     sock = socket.create_connection((host, int(port)), timeout=60)
     try:
         sock.sendall(
-            b"POST /train HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /train HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
