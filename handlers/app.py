@@ -92,8 +92,8 @@ def get_model(model_sha1: str) -> Response:
         body["message"] = "the stored manifest does not match its hash; POST /train again to rebuild it"
     if found.stalled:
         body["message"] = STALLED_MESSAGE
-    if found.status is not None:
-        body["job"] = public_status(found.status)
+    if found.job is not None:
+        body["job"] = public_status(found.job)
     body["publications"] = [publications.public(r) for r in publications.all_for(store, model_sha1)]
     return jsonify(body)
 

@@ -26,8 +26,8 @@ from model import gc_fence, publications
 from model.bases.registry import BASES
 from model.catalog import STALLED_MESSAGE, model_rows, model_state
 from model.errors import ModelNotFound
-from model.features import VIEWS
 from model.manifest import manifest_rows, missing_objects
+from model.views import VIEWS
 from store.hashing import is_sha1
 
 from . import web_guard
@@ -139,7 +139,7 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
         "model.html",
         sha1=model_sha1,
         state=found.state,
-        job=public_status(found.status) if found.status else None,
+        job=public_status(found.job) if found.job else None,
         recipe=found.recipe or {},
         manifest=found.manifest,
         metrics=metrics,

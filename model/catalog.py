@@ -75,6 +75,14 @@ class ModelState:
             return "ready"
         return "stalled" if self.stalled else (self.status or {}).get("status", "new")
 
+    @property
+    def job(self) -> dict[str, Any] | None:
+        """The job record as it should be read: between the manifest's write and the
+        ready record's, a record that still says running is one write behind."""
+        if self.status is None or self.manifest is None or self.status["status"] not in RUNNING:
+            return self.status
+        return {k: v for k, v in self.status.items() if k != "progress"} | {"status": "ready"}
+
 
 #: What a stalled job's state says (the same words on the API, the CLI and the page).
 STALLED_MESSAGE = (

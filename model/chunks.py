@@ -27,23 +27,21 @@ from store.hashing import sha1_bytes
 
 from .config import Settings
 from .features import (
-    CROPS,
     FeatureExtractor,
     FeatureKey,
     TensorKey,
     average_views,
     build_extractor,
     cached,
-    crop_source_size,
     load_features,
     load_tensor,
     store_features,
     store_tensor,
-    view_of,
 )
 from .fetch import FetchPolicy, fetch_bytes, resolve_source
 from .images import decode_image
 from .recipe import Recipe
+from .views import CROPS, tensor_sizes, view_of
 
 #: A job's beat within a chunk (progress, cancel); it changes nothing computed.
 Tick = Callable[[], None]
@@ -140,9 +138,7 @@ def features_chunk(
     # concatenated.
     slots = [(b, v) for b in range(len(bases)) for v in views]
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
-    sizes = [recipe.image_size]
-    if any(v in CROPS for v in views):
-        sizes.append(crop_source_size(recipe.image_size))
+    sizes = tensor_sizes(recipe.image_size, views)
 
     def tensor(image: Image, size: int) -> tuple[str, np.ndarray]:
         tkey = TensorKey(image.sha1, size)

@@ -33,11 +33,11 @@ from store import ObjectStore
 from store.files import write_atomically
 
 from .errors import InvalidRequest
-from .features import CROPS, crop_source_size
 from .manifest import load_manifest
 from .recipe import Recipe
 from .tensors import load_tensors
 from .train import Head
+from .views import crop_offset, tensor_sizes
 
 FORMATS = ("tflite",)
 EXPORT_FORMAT = "stl-export/1"
@@ -187,7 +187,7 @@ def build_tflite(manifest: dict[str, Any], head: Head, base_models: list[bytes])
     uint8_quant = ([input_quant[0]], [input_quant[1] + 128])  # the same reals as the base's int8
     int8_quant = ([input_quant[0]], [input_quant[1]])
     inputs, int8_inputs = [], []
-    sizes = [size] + ([crop_source_size(size)] if any(v in CROPS for v in views) else [])
+    sizes = tensor_sizes(size, views)
     for name, side in zip(("image", "crop_image"), sizes, strict=False):
         raw = g.tensor(name, [1, side, side, 3], types.UINT8, quant=uint8_quant)
         shifted = g.tensor(f"{name}/int8", [1, side, side, 3], types.INT8, quant=int8_quant)
@@ -208,9 +208,7 @@ def build_tflite(manifest: dict[str, Any], head: Head, base_models: list[bytes])
                 version=3,
             )
         else:
-            big = sizes[1]
-            top = {"center": (big - size) // 2, "top-left": 0, "top-right": 0}.get(view, big - size)
-            left = {"center": (big - size) // 2, "top-left": 0, "bottom-left": 0}.get(view, big - size)
+            top, left = crop_offset(view, sizes[1], size)
             begin = g.const(f"begin/{view}", np.array([0, top, left, 0], np.int32))
             extent = g.const(f"size/{view}", np.array([1, size, size, 3], np.int32))
             g.op(ops.SLICE, [int8_inputs[1], begin, extent], [out], s.SliceOptionsT(), version=2)

@@ -23,15 +23,9 @@ from store.hashing import sha1_bytes
 
 from .bases.litert import RUNTIME, Int8Base
 from .bases.registry import load_base
+from .canonical import CODE_VERSION, canonical_json
 from .images import RESIZE_METHOD
-from .recipe import CODE_VERSION, canonical_json
 from .tensors import dump_tensors, load_tensors
-
-#: The views a recipe may average: the squashed image, its mirror, and five fixed crops (centre
-#: and corners) of side CROP_FRACTION taken from the image squashed to size / CROP_FRACTION.
-VIEWS = ("original", "mirrored", "center", "top-left", "top-right", "bottom-left", "bottom-right")
-CROPS = VIEWS[2:]
-CROP_FRACTION = 0.875
 
 
 @dataclass(frozen=True)
@@ -95,27 +89,6 @@ def store_tensor(store: ObjectStore, key: TensorKey, pixels: np.ndarray) -> str:
 
 def load_tensor(store: ObjectStore, sha1: str) -> np.ndarray:
     return load_tensors(store.get(sha1))["image"]
-
-
-def crop_source_size(size: int) -> int:
-    """The side of the squashed image that the crop views are cut from."""
-    return round(size / CROP_FRACTION)
-
-
-def view_of(view: str, size: int, pixels: np.ndarray | None, larger: np.ndarray | None) -> np.ndarray:
-    """One view of an image, ``size`` square: from ``pixels`` (the image squashed to ``size``)
-    or, for a crop, from ``larger`` (squashed to ``crop_source_size(size)``)."""
-    if view == "original":
-        assert pixels is not None
-        return pixels
-    if view == "mirrored":
-        assert pixels is not None
-        return np.ascontiguousarray(pixels[:, ::-1, :])
-    assert larger is not None
-    big = larger.shape[0]
-    top = {"center": (big - size) // 2, "top-left": 0, "top-right": 0}.get(view, big - size)
-    left = {"center": (big - size) // 2, "top-left": 0, "bottom-left": 0}.get(view, big - size)
-    return np.ascontiguousarray(larger[top : top + size, left : left + size])
 
 
 #: What extracts features: (n, s, s, 3) uint8 pixels -> (n, dim) float32.

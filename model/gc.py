@@ -45,8 +45,9 @@ from store.cas import object_key
 from . import gc_fence
 from .csvfile import parse_csv
 from .errors import PipelineError
-from .features import CROPS, FeatureKey, TensorKey, crop_source_size
+from .features import FeatureKey, TensorKey
 from .jobs import RUNNING, read_recipe
+from .views import tensor_sizes
 
 _SHA1 = re.compile(rb"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
 CACHE_PREFIX = "cache/"
@@ -126,9 +127,7 @@ def in_flight_cache_refs(store: ObjectStore, model_sha1: str, marked: set[str]) 
         rows = parse_csv(store.get(recipe.csv_sha1), sys.maxsize)
     except (StoreError, PipelineError):
         return set()  # the CSV is not here (yet) or unusable: the job will fail or fetch it afresh
-    sizes = [recipe.image_size]
-    if any(v in CROPS for v in recipe.views):
-        sizes.append(crop_source_size(recipe.image_size))
+    sizes = tensor_sizes(recipe.image_size, recipe.views)
     refs = set()
     for row in rows:
         marked.add(row.sha1)

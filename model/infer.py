@@ -18,12 +18,13 @@ import numpy as np
 from store import ObjectStore
 
 from .config import Settings
-from .features import CROPS, FeatureExtractor, average_views, build_extractor, crop_source_size, view_of
+from .features import FeatureExtractor, average_views, build_extractor
 from .images import decode_image
 from .manifest import load_manifest
 from .recipe import Recipe
 from .tensors import load_tensors
 from .train import Head
+from .views import CROPS, crop_source_size, view_of
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,16 @@ its name).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from store.hashing import is_sha1, sha1_bytes
 
+from .canonical import CODE_VERSION, canonical_json
 from .config import Settings
 from .errors import InvalidRequest
+from .views import VIEWS
 
-#: Version of the code paths that shape a model's bytes (decode, resize, features, head).
-#: stl-2: int8 base on LiteRT/XNNPACK and a float64 exact-arithmetic head, portable across CPUs.
-#: stl-3: views (mirror, crops), the converged logistic head, temperature; contiguous exact matmul.
-CODE_VERSION = "stl-3"
 HEADS = ("adam", "logistic")
 #: Recipe fields that only the Adam head reads: zero for the logistic head, so they cannot
 #: give one model two names.
@@ -75,13 +72,6 @@ class Recipe:
         legacy = {"views": ["original", "mirrored"] if d.get("flip") else ["original"], "head": "adam"}
         d = {"calibrate": False, "extra_base": "", "extra_base_sha1": "", **legacy, **d}
         return Recipe(**{k: tuple(v) if k == "views" else v for k, v in d.items() if k in names})
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, ASCII: the same value always gives the same bytes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
 
 
 def recipe_sha1(recipe: Recipe) -> str:
@@ -157,8 +147,6 @@ def parse_hyperparameters(params: dict[str, Any], settings: Settings) -> dict[st
 
 def _views(params: dict[str, Any], settings: Settings) -> tuple[str, ...]:
     """The views to average, in the canonical order (the order of the sum is part of the bits)."""
-    from .features import VIEWS
-
     views = params.get("views", list(settings.views))
     if not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views):
         raise InvalidRequest(f"views must be a non-empty list of view names, got {views!r}")
