@@ -122,7 +122,7 @@ def run_wrk(url: str, body: dict, connections: int, duration: int, workdir: Path
 
 def direct(data_dir: Path, model_sha1: str, image: bytes, duration: float) -> dict[str, float]:
     from model.config import Settings
-    from model.infer import Predictor
+    from model.inference.predictor import Predictor
     from store import open_store
 
     settings = Settings.from_env()

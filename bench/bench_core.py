@@ -200,7 +200,7 @@ def train_ours(name: str, flags: list[str], train_csv: Path) -> Ours:
 def evaluate_ours(ours: Ours, test: list[Image]) -> None:
     """Held-out accuracy, and latency per image with the model already loaded (in-process)."""
     from model.config import Settings
-    from model.infer import Predictor, top_label
+    from model.inference.predictor import Predictor, top_label
     from store import open_store
 
     predictor = Predictor(open_store(str(WORK / f"data-{ours.name}")), Settings())
@@ -440,7 +440,7 @@ def report(
         "- Cold: `stl train` into an empty DATA_DIR (so converting the EfficientNet-Lite0 base from its "
         f"PyPI package is included). Warm: the same command with `--seed {WARM_SEED}` into the same "
         "DATA_DIR, so every feature is a cache hit (a new seed is a new model: new split, new head).",
-        "- Accuracy and latency: in-process `model.infer.Predictor`, model loaded once, one warm-up "
+        "- Accuracy and latency: in-process `model.inference.predictor.Predictor`, model loaded once, one warm-up "
         "prediction, then each of the 60 test images timed alone (JPEG decode + resize + base forward + "
         "head). p99 of 60 samples is close to the maximum.",
         f"- Scale: {VARIANTS} variants of each of the 300 photos (crop of 2–11 px from a rotating corner, "

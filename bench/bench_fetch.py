@@ -34,7 +34,7 @@ FASHION = REPO.parent / "shared" / "datasets" / "fashion-tiny" / "images"
 CHILD = """
 import json, statistics, sys, time
 from pathlib import Path
-from model.fetch import FetchPolicy, fetch_bytes
+from model.data.fetch import FetchPolicy, fetch_bytes
 from store import LocalStore
 base, names, store_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 policy = FetchPolicy(allow_private=False, allow_hosts=("127.0.0.1/32",))

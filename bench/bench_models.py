@@ -30,7 +30,7 @@ import bench_core as core
 import bench_portable as portable
 import numpy as np
 
-from model.metrics import expected_calibration_error
+from model.head.metrics import expected_calibration_error
 
 REPO = core.REPO
 WORK = REPO / "bench" / ".work" / "models"

@@ -83,9 +83,9 @@ def first_infer(store_dir: Path, model_sha1: str, preload: bool) -> tuple[float,
 
 
 def train_example(store_dir: Path, with_progress: bool) -> float:
-    from model import jobs
     from model.api import Context
-    from model.pipeline import prepare_recipe, silent, train_model
+    from model.jobs import state as jobs
+    from model.training.pipeline import prepare_recipe, silent, train_model
 
     ctx = Context.open(str(store_dir))
     recipe = prepare_recipe(ctx.store, ctx.settings, {}, str(EXAMPLE / "train.csv"), None, ctx.policy)
@@ -126,8 +126,10 @@ def main() -> None:
     def add(name: str, value: float) -> None:
         rows.setdefault(name, []).append(value)
 
-    from model import api, gc, jobs
-    from model.export import export_bytes
+    from model import api
+    from model.jobs import state as jobs
+    from model.lifecycle import gc
+    from model.lifecycle.export import export_bytes
 
     base = work / "base-store"
     model = api.train(str(EXAMPLE / "train.csv"), store=str(base))  # the default recipe, once
@@ -152,7 +154,7 @@ def main() -> None:
     add("export size (MB)", len(data) / 1e6)
     from ai_edge_litert.interpreter import Interpreter
 
-    from model.images import decode_image
+    from model.data.images import decode_image
 
     interpreter = Interpreter(model_content=data)
     interpreter.allocate_tensors()

@@ -59,7 +59,7 @@ def folds(images: list[core.Image]) -> list[list[core.Image]]:
 PREDICT = """
 import json, sys, time
 from model.config import Settings
-from model.infer import Predictor
+from model.inference.predictor import Predictor
 from store import LocalStore
 model, paths = sys.argv[1], sys.argv[2:]
 p = Predictor(LocalStore(Settings.from_env().data_dir), Settings.from_env())

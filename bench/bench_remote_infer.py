@@ -31,8 +31,8 @@ import sys, time, json
 t0 = time.perf_counter()
 from store import open_store
 from model.config import Settings
-from model.infer import Predictor
-from model.publish import ensure_model
+from model.inference.predictor import Predictor
+from model.lifecycle.publish import ensure_model
 store = open_store(None, sys.argv[1])
 t1 = time.perf_counter()
 ensure_model(store, sys.argv[2], sys.argv[3] or None)

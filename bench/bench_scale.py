@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/bench_scale.py [--out bench/results-scale.md]
   on CSVs of 1,000, 10,000 and 100,000 rows that list the 72 example images over and over:
   the process's peak RSS, its wall time, the manifest's size and the time to GET and parse
   it, and the row table's size.
-* **Feature throughput.** The features stage alone (``model.pipeline.extract_features``, the
+* **Feature throughput.** The features stage alone (``model.training.pipeline.extract_features``, the
   images already in a fresh store, its feature cache cold) over the fashion-tiny photos
   (``../shared``; the example images where it is absent) with the default recipe's base and
   views: the local executor, then Ray with 1 and with 2 worker CPUs (a `ray start --head`
@@ -119,10 +119,10 @@ def fresh_store(root: Path, images: list[tuple[str, Path]]):
 def features_once(tmp: Path, name: str, images: list[tuple[str, Path]], executor_of) -> float:
     from dataclasses import replace
 
-    from model.chunks import Image
     from model.config import Settings
-    from model.fetch import FetchPolicy
-    from model.pipeline import extract_features, prepare_recipe, silent
+    from model.data.fetch import FetchPolicy
+    from model.features.chunks import Image
+    from model.training.pipeline import extract_features, prepare_recipe, silent
 
     root = tmp / f"features-{name}-{time.monotonic_ns()}"
     store = fresh_store(root, images)
@@ -147,7 +147,7 @@ def throughput(tmp: Path) -> tuple[list[dict], float, str]:
     import ray
     from ray_cluster import ray_cluster
 
-    from model.executors import LocalExecutor
+    from model.execution.local import LocalExecutor
 
     images, described = feature_images()
     rows = []
@@ -157,7 +157,7 @@ def throughput(tmp: Path) -> tuple[list[dict], float, str]:
     for cpus in (1, 2):
         with ray_cluster(cpus=cpus, token=token) as cluster:
             os.environ.update(cluster.env)
-            from model.ray_executor import RayExecutor
+            from model.execution.ray_tasks import RayExecutor
 
             def on_ray(_store, settings):
                 from dataclasses import replace
@@ -190,7 +190,7 @@ def head_fit_times() -> list[tuple[int, float]]:
     features of 3 labels: the one step that stays on one machine."""
     import numpy as np
 
-    from model.train import train_logistic
+    from model.head.train import train_logistic
 
     out = []
     for n in (500, 1000, 2000, 4000):

@@ -16,9 +16,10 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request, send_file, url_for
 
-from model import jobs, publications
-from model.catalog import STALLED_MESSAGE, model_state
 from model.config import Settings
+from model.jobs import publications
+from model.jobs import state as jobs
+from model.lifecycle.catalog import STALLED_MESSAGE, model_state
 from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
 
@@ -122,14 +123,14 @@ def cancel_model(model_sha1: str) -> Response:
 
 def verify_model(model_sha1: str) -> Response:
     """Rebuild the model from its stored inputs in a fresh process and compare every stage's bytes."""
-    from model.verify import verify_model as rebuild_and_compare
+    from model.lifecycle.verify import verify_model as rebuild_and_compare
 
     path_sha1(model_sha1, "model_sha1")
     return jsonify(rebuild_and_compare(service().store, model_sha1))
 
 
 def export_model(model_sha1: str) -> Response:
-    from model.export import export_bytes
+    from model.lifecycle.export import export_bytes
 
     path_sha1(model_sha1, "model_sha1")
     fmt = request.args.get("format", "tflite")
@@ -199,7 +200,7 @@ def _use_gunicorn_logging(log_format: str) -> None:
     # Under gunicorn, send our log lines to its error log, at its level.
     gunicorn_log = logging.getLogger("gunicorn.error")
     # handlers: requests; model.runner: how each job this worker ran ended.
-    ours = [logging.getLogger("handlers"), logging.getLogger("model.runner")]
+    ours = [logging.getLogger("handlers"), logging.getLogger("model.run.runner")]
     if gunicorn_log.handlers:
         for logger in ours:
             logger.handlers = gunicorn_log.handlers

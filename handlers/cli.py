@@ -15,8 +15,8 @@ from typing import Any
 
 from model.bases.quiet import silence_native_output
 from model.config import Settings
+from model.data.fetch import FetchPolicy
 from model.errors import InvalidRequest, PipelineError
-from model.fetch import FetchPolicy
 from store import ObjectStore, StoreError
 
 EXIT_ERROR = 1
@@ -30,7 +30,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
-    from model.recipe import CODE_VERSION
+    from model.identity.recipe import CODE_VERSION
 
     try:
         package = installed("static-transfer-learning")
@@ -139,8 +139,8 @@ def _publish(
     store: ObjectStore, model_sha1: str, uri: str | None, owner: str, settings: Settings
 ) -> dict[str, Any] | None:
     """Publish a trained model to ``uri`` now (the operator asked: no allow list, no back-off wait)."""
-    from model import publications
-    from model.publish import publish_model
+    from model.jobs import publications
+    from model.lifecycle.publish import publish_model
 
     if not uri:
         return None
@@ -161,9 +161,9 @@ def _publish(
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from model.fetch import fetch_bytes
-    from model.infer import Predictor, top_label
-    from model.publish import ensure_model
+    from model.data.fetch import fetch_bytes
+    from model.inference.predictor import Predictor, top_label
+    from model.lifecycle.publish import ensure_model
 
     if args.csv and args.images:
         raise InvalidRequest("give images or --csv, not both")
@@ -193,11 +193,11 @@ def _infer_csv(
 
     from tqdm import tqdm
 
-    from model.batch import label_csv
-    from model.executors import executor_for
+    from model.execution.choice import executor_for, on_cluster
+    from model.inference.batch import label_csv
 
     # EXECUTOR=ray: each chunk of rows is a task on the cluster; the lines still come in CSV order.
-    executor = executor_for(settings, store) if settings.executor == "ray" else None
+    executor = executor_for(settings, store) if on_cluster(settings) else None
     results = label_csv(predictor, args.model, args.csv, policy, store, settings, executor)
     total = failed = expected = agreed = 0
     out = sys.stdout
@@ -238,9 +238,9 @@ def _infer_csv(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from model import jobs
     from model.errors import ModelNotFound
-    from model.manifest import load_manifest
+    from model.identity.manifest import load_manifest
+    from model.jobs import state as jobs
 
     store, _settings, _policy = _context(args)
     try:
@@ -255,7 +255,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from model.verify import verify_model
+    from model.lifecycle.verify import verify_model
 
     store, _settings, _policy = _context(args)
     report = verify_model(store, args.model)
@@ -293,7 +293,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from model.catalog import model_rows
+    from model.lifecycle.catalog import model_rows
 
     store, _settings, _policy = _context(args)
     for row in model_rows(store, limit=args.limit):
@@ -302,7 +302,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from model import jobs
+    from model.jobs import state as jobs
 
     store, _settings, _policy = _context(args)
     record = jobs.cancel(store, args.model)
@@ -311,7 +311,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from model import jobs
+    from model.jobs import state as jobs
 
     store, _settings, _policy = _context(args)
     record = jobs.delete(store, args.model)
@@ -320,7 +320,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from model.gc import MIN_GRACE_S, collect
+    from model.lifecycle.gc import MIN_GRACE_S, collect
 
     if args.delete and args.grace < MIN_GRACE_S and not args.force:
         raise InvalidRequest(
@@ -340,7 +340,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from model.export import export_model
+    from model.lifecycle.export import export_model
 
     store, _settings, _policy = _context(args)
     out = args.out or f"{args.model[:12]}.{args.format}"

@@ -8,8 +8,8 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 
 from model.errors import ImageError, InvalidRequest, ModelNotFound
-from model.manifest import holds_model
-from model.publish import check_model_uri, ensure_model
+from model.identity.manifest import holds_model
+from model.lifecycle.publish import check_model_uri, ensure_model
 from store.errors import ObjectNotFound
 from store.hashing import is_sha1
 

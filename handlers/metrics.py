@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from model.jobs import list_models
+from model.jobs.state import list_models
 from store import ObjectStore
 from store.errors import MISMATCH_LISTENERS, HashMismatch
 from store.transport import Entry, Transport

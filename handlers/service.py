@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.config import Settings
+from model.data.fetch import FetchPolicy, fetch_bytes
 from model.errors import FetchRefused
-from model.fetch import FetchPolicy, fetch_bytes
+from model.execution.choice import on_cluster
 from store import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from model.infer import Predictor
+    from model.inference.predictor import Predictor
 
 #: Seconds between attempts to join the Ray cluster (each waits up to ray_executor.CONNECT_TIMEOUT).
 JOIN_RETRY_S = 2.0
@@ -94,7 +95,7 @@ class Service:
         # which a worker that only serves /healthz or polls should not pay for.
         with self._lock:
             if self._predictor is None:
-                from model.infer import Predictor
+                from model.inference.predictor import Predictor
 
                 self._predictor = Predictor(self.store, self.settings)
             return self._predictor
@@ -120,13 +121,13 @@ class Service:
     def join_executor(self) -> None:
         """With EXECUTOR=ray, join the cluster in the background, retrying until it answers, so
         that a worker is ready only once it can hand jobs over (and its first POST /train is quick)."""
-        if self.settings.executor != "ray":
+        if not on_cluster(self.settings):
             self.executor_joined.set()
             return
 
         def join() -> None:
             from model.errors import ExecutorUnavailable
-            from model.ray_executor import connect
+            from model.execution.ray_tasks import connect
 
             while True:
                 try:

@@ -18,13 +18,15 @@ import time
 import uuid
 from typing import Any
 
-from model import jobs, publications
-from model.csvfile import parse_csv
+from model.data.csvfile import parse_csv
 from model.errors import ExecutorUnavailable, InvalidRequest
-from model.pipeline import prepare_recipe
-from model.publish import check_model_uri
-from model.recipe import Recipe
-from model.runner import publisher, run_job
+from model.execution.choice import on_cluster
+from model.identity.recipe import Recipe
+from model.jobs import publications
+from model.jobs import state as jobs
+from model.lifecycle.publish import check_model_uri
+from model.run.runner import publisher, run_job
+from model.training.pipeline import prepare_recipe
 from store.hashing import sha1_bytes
 
 from .metrics import observe_training
@@ -144,7 +146,7 @@ _running_lock = threading.Lock()
 
 def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
     """Run the job we won: on the Ray cluster (EXECUTOR=ray), else in a thread of this worker."""
-    if service.settings.executor == "ray":
+    if on_cluster(service.settings):
         _submit_to_ray(service, recipe, csv_source, owner)
         return
 
@@ -210,7 +212,7 @@ def start_resumer(service: Service) -> None:
 
 def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
     """Hand the job (and its lease, held as ``owner``) to a detached actor; this request holds nothing."""
-    from model.ray_executor import submit_training
+    from model.run.ray_actor import submit_training
 
     try:
         submit_training(service.settings, service.policy, recipe, csv_source, owner)

@@ -22,12 +22,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 from markupsafe import Markup, escape
 
-from model import gc_fence, publications
 from model.bases.registry import BASES
-from model.catalog import STALLED_MESSAGE, model_rows, model_state
 from model.errors import ModelNotFound
-from model.manifest import manifest_rows, missing_objects
-from model.views import VIEWS
+from model.identity.manifest import manifest_rows, missing_objects
+from model.identity.views import VIEWS
+from model.jobs import fence as gc_fence
+from model.jobs import publications
+from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state
 from store.hashing import is_sha1
 
 from . import web_guard

@@ -20,16 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.config import Settings
+from model.data.fetch import FetchPolicy
+from model.errors import PipelineError
+from model.execution.choice import executor_for, on_cluster
+from model.identity.recipe import Recipe
+from model.jobs import state as jobs
+from model.jobs.progress import tee
+from model.training.pipeline import Progress, prepare_recipe, silent, train_model
 from store import ObjectStore, open_store
-
-from . import jobs
-from .config import Settings
-from .errors import PipelineError
-from .executors import executor_for
-from .fetch import FetchPolicy
-from .pipeline import Progress, prepare_recipe, silent, train_model
-from .progress import tee
-from .recipe import Recipe
 
 StoreLike = str | os.PathLike[str] | ObjectStore | None
 
@@ -63,7 +62,7 @@ def train_job(
     on_wait: Callable[[str], None] | None = None,
 ) -> tuple[Recipe, dict[str, Any]]:
     """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status."""
-    if ctx.settings.executor == "ray" and csv and os.path.exists(csv):
+    if on_cluster(ctx.settings) and csv and os.path.exists(csv):
         csv = os.path.abspath(csv)  # Ray tasks resolve the rows' paths from another directory
     recipe = prepare_recipe(ctx.store, ctx.settings, params, csv, csv_sha1, ctx.policy)
     jobs.record_recipe(ctx.store, recipe, csv)
@@ -98,7 +97,7 @@ class Model:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        from .manifest import load_manifest
+        from model.identity.manifest import load_manifest
 
         return load_manifest(self.ctx.store, self.sha1)
 
@@ -112,8 +111,8 @@ class Model:
 
     def predict(self, images: Sequence[str | bytes]) -> list[dict[str, float]]:
         """``{label: probability}`` for each image, given as a path, a URL, ``sha1:<hex>`` or bytes."""
-        from .fetch import fetch_bytes
-        from .infer import Predictor
+        from model.data.fetch import fetch_bytes
+        from model.inference.predictor import Predictor
 
         if self._predictor is None:
             self._predictor = Predictor(self.ctx.store, self.ctx.settings)
@@ -124,17 +123,17 @@ class Model:
         return self._predictor.predict(self.sha1, data, names)
 
     def label_csv(self, csv: str) -> Iterator[dict[str, Any]]:
-        """Label every image a CSV lists (``model.batch``): one result per row, in order, streamed."""
-        from .batch import label_csv
-        from .infer import Predictor
+        """Label every image a CSV lists (``model.inference.batch``): one result per row, in order, streamed."""
+        from model.inference.batch import label_csv
+        from model.inference.predictor import Predictor
 
         if self._predictor is None:
             self._predictor = Predictor(self.ctx.store, self.ctx.settings)
         return label_csv(self._predictor, self.sha1, csv, self.ctx.policy, self.ctx.store, self.ctx.settings)
 
     def export(self, path: str | os.PathLike[str], format: str = "tflite") -> str:
-        """Write a self-contained model file (see ``model.export``); its sha1."""
-        from .export import export_model
+        """Write a self-contained model file (see ``model.lifecycle.export``); its sha1."""
+        from model.lifecycle.export import export_model
 
         return export_model(self.ctx.store, self.sha1, path, format)
 
@@ -170,13 +169,13 @@ def load(sha1: str, *, store: StoreLike = None) -> Model:
 
 def verify(sha1: str, *, store: StoreLike = None) -> dict[str, Any]:
     """Rebuild the model from its stored inputs in a fresh process; the report (``identical``: bool)."""
-    from .verify import verify_model
+    from model.lifecycle.verify import verify_model
 
     return verify_model(Context.open(store).store, sha1)
 
 
 def models(*, store: StoreLike = None) -> list[dict[str, Any]]:
     """Every model the store knows, newest first: sha1, status, labels, accuracy, base, created time."""
-    from .catalog import model_rows
+    from model.lifecycle.catalog import model_rows
 
     return model_rows(Context.open(store).store)

@@ -113,7 +113,7 @@ def _log_format() -> str:
     return raw
 
 
-#: The executors EXECUTOR may name (``model.executors``).
+#: The executors EXECUTOR may name (``model.execution.local``).
 EXECUTORS = ("local", "ray")
 
 

@@ -17,12 +17,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from model import exact, logistic  # noqa: E402
 from model.bases.litert import Int8Base  # noqa: E402
-from model.images import decode_image  # noqa: E402
-from model.tensors import dump_tensors  # noqa: E402
-from model.train import Head  # noqa: E402
-from model.views import crop_source_size, view_of  # noqa: E402
+from model.data.images import decode_image  # noqa: E402
+from model.head import exact, logistic  # noqa: E402
+from model.head.train import Head  # noqa: E402
+from model.identity.tensors import dump_tensors  # noqa: E402
+from model.identity.views import crop_source_size, view_of  # noqa: E402
 
 #: (name, path): PNGs from the example set, JPEG photos committed beside them.
 IMAGES = (

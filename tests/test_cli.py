@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from stl_testing import EXAMPLE, FAST, FileServer, run_stl, sha1_of, small_dataset
 
-from model import jobs
-from model.manifest import manifest_ref
+from model.identity.manifest import manifest_ref
+from model.jobs import state as jobs
 from store import LocalStore
 
 

@@ -9,8 +9,8 @@ import pytest
 from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
 
 from model.config import Settings
-from model.fetch import FetchPolicy
-from model.pipeline import prepare_recipe, train_model
+from model.data.fetch import FetchPolicy
+from model.training.pipeline import prepare_recipe, train_model
 from store import LocalStore
 
 

@@ -14,9 +14,9 @@ import pytest
 from stl_testing import EXAMPLE, REPO, run_stl
 
 from model import api
-from model.export import export_bytes
-from model.images import decode_image
-from model.infer import top_label
+from model.data.images import decode_image
+from model.inference.predictor import top_label
+from model.lifecycle.export import export_bytes
 from store import LocalStore
 from store.hashing import sha1_bytes
 

@@ -11,9 +11,11 @@ from typing import Any
 
 from stl_testing import run_stl, small_dataset
 
-from model import api, gc, jobs
-from model.manifest import load_manifest, manifest_rows
-from model.verify import verify_model
+from model import api
+from model.identity.manifest import load_manifest, manifest_rows
+from model.jobs import state as jobs
+from model.lifecycle import gc
+from model.lifecycle.verify import verify_model
 from store import LocalStore
 
 QUICK = {"epochs": 5, "l2": 0.001, "image_size": 96, "head": "adam", "train_percentage": 75}

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from stl_testing import small_dataset
 
-from model import api, jobs
+from model import api
 from model.errors import JobCancelled, JobStateError, ModelNotFound
-from model.progress import JobProgress, cancel_ref, request_cancel, stage_eta
+from model.jobs import state as jobs
+from model.jobs.progress import JobProgress, cancel_ref, request_cancel, stage_eta
 from store import LocalStore, ObjectStore
 from store.memory import MemoryTransport
 
@@ -97,7 +98,7 @@ def test_a_running_training_reports_progress_then_is_cancelled_then_restarts(tmp
             outcome["error"] = e
 
     from model.api import Context, train_job  # noqa: F401 - the recipe's hash, before the run
-    from model.pipeline import prepare_recipe
+    from model.training.pipeline import prepare_recipe
 
     ctx = Context.open(store)
     model["sha1"] = prepare_recipe(store, ctx.settings, dict(QUICK), str(csv), None, ctx.policy).sha1
@@ -174,7 +175,7 @@ def test_a_cancel_during_features_is_honoured_within_about_a_second(tmp_path: Pa
             outcome["error"] = e
 
     from model.api import Context
-    from model.pipeline import prepare_recipe
+    from model.training.pipeline import prepare_recipe
 
     ctx = Context.open(store)
     sha1 = prepare_recipe(store, ctx.settings, dict(SLOW_CHUNK), str(csv), None, ctx.policy).sha1

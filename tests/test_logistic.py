@@ -10,7 +10,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from model import exact, logistic, metrics
+from model.head import exact, logistic, metrics
 
 
 def _problem(n: int = 60, dim: int = 40, k: int = 3, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +153,7 @@ def test_summary_names_precision_recall_and_overconfidence() -> None:
 def test_a_row_counted_k_times_is_the_row_listed_k_times(n: int) -> None:
     """Training on distinct rows with counts minimises the loss of the rows repeated: the same
     head, and a head that differs from the unweighted one (the counts are not ignored)."""
-    from model.train import train_logistic
+    from model.head.train import train_logistic
 
     x, y = _problem(n=n, dim=40)
     counts = (np.arange(len(y)) % 4) + 1  # 1, 2, 3, 4, 1, ...
@@ -169,7 +169,7 @@ def test_a_row_counted_k_times_is_the_row_listed_k_times(n: int) -> None:
 
 
 def test_all_ones_counts_keep_the_unweighted_bits() -> None:
-    from model.train import train_head, train_logistic
+    from model.head.train import train_head, train_logistic
 
     x, y = _problem()
     ones = np.ones(len(y), np.int64)

@@ -11,9 +11,9 @@ import pytest
 from stl_testing import EXAMPLE, run_stl, small_dataset
 
 from model.config import Settings
-from model.infer import Predictor
-from model.manifest import manifest_rows
-from model.tensors import load_tensors
+from model.identity.manifest import manifest_rows
+from model.identity.tensors import load_tensors
+from model.inference.predictor import Predictor
 from store import LocalStore
 
 #: Small and quick: the Lite0 base at 96 px, a fixed L2 (no grid search).

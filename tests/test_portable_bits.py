@@ -27,8 +27,8 @@ from stl_testing import REPO, run_stl
 from model.bases.litert import Int8Base
 from model.bases.registry import BASES
 from model.config import Settings
-from model.fetch import FetchPolicy
-from model.pipeline import prepare_recipe
+from model.data.fetch import FetchPolicy
+from model.training.pipeline import prepare_recipe
 from store import LocalStore
 
 BASE_SHA1 = "bc49998771f10ee503640d26bd579553c2da8373"  # efficientnet-lite0
@@ -304,7 +304,7 @@ def test_emulated_recipe_is_golden_natively(tmp_path: Path, no_tensorflow: dict[
 
 
 def test_features_of_a_batch_equal_features_of_each_image_alone(base_cache: Path) -> None:
-    from model.images import decode_image
+    from model.data.images import decode_image
 
     base = Int8Base(LocalStore(base_cache).get(BASE_SHA1))
     paths = sorted((REPO / "example-data/images").glob("*/00[0-2].png")) + sorted(

@@ -9,8 +9,8 @@ import pytest
 from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
 
 from model.errors import ModelNotFound
-from model.manifest import manifest_ref
-from model.publish import ensure_model
+from model.identity.manifest import manifest_ref
+from model.lifecycle.publish import ensure_model
 from store import HashMismatch, LocalStore
 
 

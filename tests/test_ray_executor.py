@@ -64,10 +64,10 @@ def test_a_job_outlives_the_process_that_submitted_it(cluster: RayCluster, tmp_p
     submit = textwrap.dedent(
         f"""
         import os
-        from model import jobs
+        from model.jobs import state as jobs
         from model.api import Context
-        from model.pipeline import prepare_recipe
-        from model.ray_executor import submit_training
+        from model.training.pipeline import prepare_recipe
+        from model.run.ray_actor import submit_training
         ctx = Context.open()
         params = {{"random_seed": 7, "base": "efficientnet-lite0", "views": ["original", "mirrored", "top-right"],
                   "image_size": 128}}
@@ -221,7 +221,7 @@ def test_an_unreachable_cluster_is_a_clear_error_within_the_timeout(tmp_path: Pa
         import time
         from model.config import Settings
         from model.errors import ExecutorUnavailable
-        from model.ray_executor import connect
+        from model.execution.ray_tasks import connect
         started = time.monotonic()
         try:
             connect(Settings(executor="ray", ray_address=ADDRESS), timeout=3)

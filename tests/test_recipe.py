@@ -10,7 +10,7 @@ import pytest
 
 from model.config import Settings
 from model.errors import InvalidRequest
-from model.recipe import CODE_VERSION, Recipe, make_recipe, parse_hyperparameters, recipe_sha1
+from model.identity.recipe import CODE_VERSION, Recipe, make_recipe, parse_hyperparameters, recipe_sha1
 
 CSV = "a" * 40
 BASE = "b" * 40

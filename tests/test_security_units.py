@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import jobs
 from model.bases.torch_legacy import load_legacy_state_dict
+from model.data.urls import is_public, parse_http_url
 from model.errors import BaseModelError, InvalidUrl
-from model.urls import is_public, parse_http_url
+from model.jobs import state as jobs
 from store import LocalStore, ObjectNotFound
 from store.hashing import is_sha1
 

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from model.bases.torch_legacy import UnsafePickle, load_legacy_state_dict
-from model.csvfile import Row, parse_csv
+from model.data.csvfile import Row, parse_csv
+from model.data.fetch import FetchPolicy, check_url_allowed, resolve_source
+from model.data.images import decode_image
+from model.data.split import split_rows
 from model.errors import CsvError, FetchRefused, ImageError
-from model.fetch import FetchPolicy, check_url_allowed, resolve_source
-from model.images import decode_image
-from model.split import split_rows
-from model.tensors import dump_tensors, load_tensors
+from model.identity.tensors import dump_tensors, load_tensors
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -168,8 +168,8 @@ def test_legacy_loader_reads_a_minimal_state_dict() -> None:
 
 
 def test_fetch_refuses_other_schemes_and_reports_unreadable_paths(tmp_path) -> None:
+    from model.data.fetch import fetch_bytes
     from model.errors import FetchError
-    from model.fetch import fetch_bytes
 
     with pytest.raises(FetchRefused, match="only http"):
         fetch_bytes("ftp://example.com/a.png", FetchPolicy())

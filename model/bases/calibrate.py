@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BaseModelError
+from model.errors import BaseModelError
 
 #: LiteRT's fused activations, by their schema numbers.
 _ACTIVATIONS = {0: None, 1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}

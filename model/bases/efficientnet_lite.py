@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import BaseModelError
+from model.errors import BaseModelError
 
 if TYPE_CHECKING:
     import keras

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import BaseModelError
-from .quiet import silenced
+from model.bases.quiet import silenced
+from model.errors import BaseModelError
 
 #: Recorded in manifests and feature-cache keys: which numeric path made the features.
 RUNTIME = "litert-xnnpack-int8"

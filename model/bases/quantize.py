@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BaseModelError
-from ..images import decode_image
-from .calibrate import with_exact_ranges
-from .quiet import silenced
+from model.bases.calibrate import with_exact_ranges
+from model.bases.quiet import silenced
+from model.data.images import decode_image
+from model.errors import BaseModelError
 
 #: skimage/data files used for calibration; colour photos of natural scenes and objects.
 CALIBRATION_FILES = (
@@ -168,7 +168,12 @@ def lite_int8(
 ) -> bytes:
     """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
     keras = fresh_keras()
-    from .efficientnet_lite import build_lite, convert_lite_state_dict, fold_batch_norms, load_weights
+    from model.bases.efficientnet_lite import (
+        build_lite,
+        convert_lite_state_dict,
+        fold_batch_norms,
+        load_weights,
+    )
 
     # The Keras name ends up in the file's tensor names, so it is part of the pinned bytes.
     model = build_lite(False, size, width, depth, f"efficientnet_{name}", tap_stage, folded=True)

@@ -21,11 +21,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.bases.litert import RUNTIME, Int8Base
+from model.errors import BaseModelError, InvalidRequest
 from store import LocalStore, ObjectStore
 from store.hashing import sha1_bytes
-
-from ..errors import BaseModelError, InvalidRequest
-from .litert import RUNTIME, Int8Base
 
 TFLITE_MAGIC = b"TFL3"
 
@@ -174,8 +173,8 @@ def convert_packaged(spec: BaseSpec) -> bytes:
     """Convert a packaged base to int8 and check the result against its pin."""
     import importlib
 
-    from .quantize import lite_int8
-    from .torch_legacy import load_legacy_state_dict
+    from model.bases.quantize import lite_int8
+    from model.bases.torch_legacy import load_legacy_state_dict
 
     module = importlib.import_module(spec.module)
     model_file = next(v for k, v in vars(module).items() if k.endswith("ModelFile"))
@@ -220,7 +219,7 @@ def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | N
         raise BaseModelError(f"{path} has sha256 {digest}, but you pinned {sha256}")
     if not data.startswith(b"\x89HDF\r\n\x1a\n"):
         raise BaseModelError(f"{path} is not an HDF5 Keras weight file")
-    from .quantize import keras_app_int8
+    from model.bases.quantize import keras_app_int8
 
     with tempfile.NamedTemporaryFile(suffix=".h5") as f:
         f.write(data)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BaseModelError
+from model.errors import BaseModelError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

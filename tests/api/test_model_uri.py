@@ -8,7 +8,7 @@ import sys
 
 from api_testing import REPO, Api, Site, poll_until_done, train_body
 
-from model.manifest import manifest_ref
+from model.identity.manifest import manifest_ref
 from store import LocalStore
 
 

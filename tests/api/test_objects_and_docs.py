@@ -9,7 +9,7 @@ import yaml
 from api_testing import Api, Site, error_of
 from openapi_spec_validator import validate as validate_spec
 
-from model.recipe import HYPERPARAMETERS
+from model.identity.recipe import HYPERPARAMETERS
 from store import LocalStore
 
 

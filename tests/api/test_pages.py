@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from model import jobs
+from model.jobs import state as jobs
 
 
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str = "") -> tuple[FlaskClient, object]:
@@ -90,8 +90,9 @@ def test_a_model_page_names_the_objects_its_store_lost(
 ) -> None:
     from stl_testing import small_dataset
 
-    from model import api, gc
-    from model.manifest import manifest_rows
+    from model import api
+    from model.identity.manifest import manifest_rows
+    from model.lifecycle import gc
 
     web, store = client(tmp_path, monkeypatch)
     csv = small_dataset(tmp_path / "set")

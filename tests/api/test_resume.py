@@ -12,8 +12,8 @@ import pytest
 from api_testing import LEASE_TTL, Api, Site, run_api, train_body
 
 from model import api as python_api
-from model import jobs
-from model.catalog import STALLED_MESSAGE, model_state
+from model.jobs import state as jobs
+from model.lifecycle.catalog import STALLED_MESSAGE, model_state
 from store import LocalStore
 
 #: Slow enough in features (72 photos x 7 views at 448 px) to be stopped part-way.

@@ -15,7 +15,7 @@ import requests
 from api_testing import LABELS, LEASE_TTL, Api, Site, poll_until_done, train_body
 from PIL import Image
 
-from model import jobs
+from model.jobs import state as jobs
 from store import LocalStore, lease
 
 

@@ -10,7 +10,7 @@ import requests
 from api_testing import Api, Site, error_of, poll_until_done, train_body
 from PIL import Image
 
-from model.manifest import manifest_sha1
+from model.identity.manifest import manifest_sha1
 from store import LocalStore
 
 

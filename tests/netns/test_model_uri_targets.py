@@ -8,7 +8,7 @@ import pytest
 from api_testing import TOKEN, Api, Site, error_of, poll_until_done, train_body
 from conftest import ALLOWED_BUCKET, Trap
 
-from model.manifest import manifest_ref
+from model.identity.manifest import manifest_ref
 from store import LocalStore
 
 

@@ -16,8 +16,8 @@ import pytest
 from api_testing import TOKEN, Api, Site, error_of
 from conftest import Trap
 
+from model.data.fetch import FetchPolicy, fetch_bytes
 from model.errors import FetchError, FetchRefused
-from model.fetch import FetchPolicy, fetch_bytes
 
 
 def train_csv(api: Api, url: str, token: str = "") -> object:

@@ -1,0 +1,171 @@
+"""Label a CSV of images: streamed in chunks, fetched in parallel, one JSON result per row, in order.
+
+The CSV lists one image per row: ``<image_url>``, optionally with its label and/or
+its sha1 (the training CSV's ``<image_url>,<label>,<sha1>`` works as it is). A
+given sha1 verifies the fetched bytes; a given label is reported as ``expected``,
+so a held-out CSV gives its accuracy. Rows are read, fetched and labelled a chunk
+at a time, so memory does not grow with the CSV. A row that fails (unreachable,
+not an image, wrong sha1) gets an ``error`` line and the others go on.
+
+Probabilities are those of labelling each image alone: the base's features do not
+depend on their batch-mates (``tests/test_portable_bits.py``) and the head is exact
+per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from model.config import Settings
+from model.data.fetch import FetchPolicy, fetch_bytes, resolve_source
+from model.errors import CsvError, PipelineError
+from model.execution.local import Executor, chunked
+from model.inference.predictor import Predictor, top_label
+from store import ObjectStore, StoreError
+from store.hashing import is_sha1
+
+CHUNK_ROWS = 32
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    line: int
+    source: str
+    label: str | None = None
+    sha1: str | None = None
+
+
+def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
+    """Rows of an image list: ``url``, ``url,label``, ``url,sha1`` or ``url,label,sha1``."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CsvError("CSV is not UTF-8 text") from None
+    count = 0
+    for n, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+        fields = [f.strip() for f in fields]
+        if not any(fields):
+            continue
+        if len(fields) > 3 or not fields[0]:
+            raise CsvError(f"CSV line {n}: expected <image_url>[,<label>][,<sha1>], got {len(fields)} fields")
+        sha1 = fields[-1].lower() if len(fields) > 1 and is_sha1(fields[-1].lower()) else None
+        if len(fields) == 3 and sha1 is None:
+            raise CsvError(f"CSV line {n}: {fields[2]!r} is not a sha1 (40 hex digits)")
+        label = fields[1] if len(fields) == 3 or (len(fields) == 2 and sha1 is None) else None
+        count += 1
+        if count > max_rows:
+            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+        yield ImageRow(n, fields[0], label or None, sha1)
+
+
+def label_chunk(
+    predictor: Predictor, model_sha1: str, chunk: list[ImageRow], data: list[bytes | Exception]
+) -> list[dict[str, Any]]:
+    """The result lines of one chunk of rows, given each row's bytes (or why it has none)."""
+    results: dict[int, dict[str, Any] | Exception] = {}
+    good = [(r, d) for r, d in zip(chunk, data, strict=True) if isinstance(d, bytes)]
+    try:
+        probabilities = predictor.predict(
+            model_sha1, [d for _r, d in good], [f"CSV line {r.line} ({r.source})" for r, _d in good]
+        )
+        results.update({r.line: p for (r, _d), p in zip(good, probabilities, strict=True)})
+    except PipelineError:
+        # One bad image fails the batch call: label them one by one to find it.
+        for r, d in good:
+            try:
+                results[r.line] = predictor.predict(model_sha1, [d], [f"CSV line {r.line} ({r.source})"])[0]
+            except PipelineError as e:
+                results[r.line] = e
+    out = []
+    for row, d in zip(chunk, data, strict=True):
+        outcome = d if isinstance(d, Exception) else results[row.line]
+        record: dict[str, Any] = {"line": row.line, "image": row.source}
+        if isinstance(outcome, Exception):
+            record["error"] = str(outcome)
+        else:
+            record["label"] = top_label(outcome)
+            record["probabilities"] = outcome
+        if row.label is not None:
+            record["expected"] = row.label
+        out.append(record)
+    return out
+
+
+def row_fetcher(csv: str, policy: FetchPolicy, store: ObjectStore) -> Callable[[ImageRow], bytes]:
+    """Fetches a row's image, its path relative to the CSV at ``csv``, verified if it gives a sha1."""
+    return lambda row: fetch_bytes(resolve_source(row.source, csv), policy, store, expected_sha1=row.sha1)
+
+
+def label_rows(
+    predictor: Predictor,
+    model_sha1: str,
+    rows: Iterable[ImageRow],
+    fetch: Callable[[ImageRow], bytes],
+    pool_size: int = 8,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[dict[str, Any]]:
+    """One result per row, in the CSV's order: label and probabilities, or the row's error."""
+    predictor.load(model_sha1)  # an unknown model fails before any image is fetched
+
+    def fetched(row: ImageRow) -> bytes | Exception:
+        try:
+            return fetch(row)
+        except (PipelineError, StoreError, OSError) as e:  # this row's fault or its source's: say so
+            return e
+
+    with ThreadPoolExecutor(max(1, pool_size)) as pool:
+        for chunk in chunked(rows, chunk_rows):
+            yield from label_chunk(predictor, model_sha1, chunk, list(pool.map(fetched, chunk)))
+
+
+_predictors: dict[int, Predictor] = {}
+
+
+def label_chunk_task(
+    store: ObjectStore,
+    chunk: list[ImageRow],
+    model_sha1: str,
+    csv: str,
+    policy: FetchPolicy,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """One chunk as a task of its own (EXECUTOR=ray): fetch its rows, label them, with this
+    process's Predictor (its models and bases stay loaded for the next chunk)."""
+    if id(store) not in _predictors:  # one per store handle, which ray_executor.store_for keeps
+        _predictors[id(store)] = Predictor(store, settings)
+    predictor = _predictors[id(store)]
+    fetch = row_fetcher(csv, policy, store)
+    return list(label_rows(predictor, model_sha1, chunk, fetch, settings.download_pool_size, len(chunk)))
+
+
+def label_csv(
+    predictor: Predictor,
+    model_sha1: str,
+    csv: str,
+    policy: FetchPolicy,
+    store: ObjectStore,
+    settings: Settings,
+    executor: Executor | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``label_rows`` over the CSV at ``csv`` (a path, URL or ``sha1:``); rows' paths are relative to it.
+
+    On Ray (``executor``) each chunk is a task that fetches and labels its rows wherever it runs;
+    the lines come back in CSV order all the same."""
+    rows = parse_image_list(fetch_bytes(csv, policy, store), settings.max_csv_rows)
+    if executor is not None and not executor.in_process:
+        predictor.load(model_sha1)  # an unknown model fails here, before any task starts
+        return (
+            record
+            for lines in executor.map(
+                label_chunk_task, chunked(rows, CHUNK_ROWS), model_sha1, csv, policy, settings
+            )
+            for record in lines
+        )
+    return label_rows(
+        predictor, model_sha1, rows, row_fetcher(csv, policy, store), settings.download_pool_size
+    )

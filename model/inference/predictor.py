@@ -1,0 +1,111 @@
+"""Label images with a trained model, found by its hash.
+
+A ``Predictor`` keeps a bounded LRU of loaded heads and one feature extractor
+per (base, image size), so a worker builds the base network once and never
+re-reads a model it already holds. Nothing it caches affects correctness: a
+model is always resolved through the store by hash.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.config import Settings
+from model.data.images import decode_image
+from model.features.cache import FeatureExtractor, average_views, build_extractor
+from model.head.train import Head
+from model.identity.manifest import load_manifest
+from model.identity.recipe import Recipe
+from model.identity.tensors import load_tensors
+from model.identity.views import CROPS, crop_source_size, view_of
+from store import ObjectStore
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_sha1: str
+    recipe: Recipe
+    labels: list[str]
+    head: Head
+
+
+class Predictor:
+    def __init__(self, store: ObjectStore, settings: Settings, cache_size: int | None = None) -> None:
+        self.store, self.settings = store, settings
+        self._size = max(1, cache_size or settings.model_cache_size)
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._extractors: dict[tuple[str, str, int], FeatureExtractor] = {}
+        self._lock = threading.Lock()
+
+    def load(self, model_sha1: str) -> LoadedModel:
+        """The model for ``model_sha1`` (ModelNotFound if it has no manifest)."""
+        with self._lock:
+            if model_sha1 in self._models:
+                self._models.move_to_end(model_sha1)
+                return self._models[model_sha1]
+        manifest = load_manifest(self.store, model_sha1)
+        weights = load_tensors(self.store.get(manifest["outputs"]["weights"]["sha1"]))
+        model = LoadedModel(
+            model_sha1,
+            Recipe.from_dict(manifest["recipe"]),
+            list(manifest["labels"]),
+            Head.from_tensors(weights, manifest["metrics"].get("l2", 0.0)),
+        )
+        with self._lock:
+            self._models[model_sha1] = model
+            while len(self._models) > self._size:
+                self._models.popitem(last=False)
+        return model
+
+    def extractor(self, name: str, int8_sha1: str, size: int) -> FeatureExtractor:
+        key = (name, int8_sha1, size)
+        with self._lock:
+            found = self._extractors.get(key)
+        if found is None:
+            found = build_extractor(self.store, name, int8_sha1)
+            with self._lock:
+                found = self._extractors.setdefault(key, found)
+        return found
+
+    def predict(
+        self, model_sha1: str, images: list[bytes], names: list[str] | None = None
+    ) -> list[dict[str, float]]:
+        """``{label: probability}`` over all labels, one dict per image."""
+        model = self.load(model_sha1)
+        recipe = model.recipe
+        names = names or [f"image {i + 1}" for i in range(len(images))]
+        views, size = recipe.views, recipe.image_size
+        limit = self.settings.max_image_pixels
+        flat = [v for v in views if v not in CROPS]
+        crops = [v for v in views if v in CROPS]
+        pixels = [
+            decode_image(b, size, limit, n) if flat else None for b, n in zip(images, names, strict=True)
+        ]
+        larger = [
+            decode_image(b, crop_source_size(size), limit, n) if crops else None
+            for b, n in zip(images, names, strict=True)
+        ]
+        batch = np.stack([view_of(v, size, p, q) for p, q in zip(pixels, larger, strict=True) for v in views])
+        feats = np.concatenate(
+            [
+                average_views(
+                    self.extractor(name, sha1, size)
+                    .features(batch)
+                    .reshape(len(pixels), len(views), -1)
+                    .swapaxes(0, 1)
+                )
+                for name, sha1 in recipe.bases()
+            ],
+            axis=1,
+        )
+        probs = model.head.probabilities(feats)
+        return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]
+
+
+def top_label(probabilities: dict[str, Any]) -> str:
+    return max(probabilities, key=lambda k: probabilities[k])

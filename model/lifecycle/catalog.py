@@ -1,0 +1,113 @@
+"""The list of models a store knows, one summary row each, for ``stl models``, the API and the web page.
+
+A model is known by any ref under ``models/<sha1>/``: a job's status and recipe, or
+only a manifest (a model published here from elsewhere). Rows are read from those
+small refs, never from the manifests, so listing stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from model.errors import ModelNotFound
+from model.identity.manifest import load_manifest, manifest_ref
+from model.jobs.state import RUNNING, lease_lapsed, read_recipe, read_status, recipe_ref, shown_status
+from store import ObjectStore
+from store.errors import HashMismatch
+from store.hashing import is_sha1
+
+
+def _row_status(store: ObjectStore, status: dict[str, Any] | None, has_manifest: bool) -> str:
+    if status is None:
+        return "ready" if has_manifest else "new"
+    return shown_status(store, status)
+
+
+def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str, Any]:
+    status = read_status(store, model_sha1) if f"models/{model_sha1}/status" in names else None
+    raw_recipe = store.get_ref(recipe_ref(model_sha1)) if recipe_ref(model_sha1) in names else None
+    recipe = json.loads(raw_recipe)["recipe"] if raw_recipe else {}
+    row: dict[str, Any] = {
+        "model_sha1": model_sha1,
+        "status": _row_status(store, status, manifest_ref(model_sha1) in names),
+        "labels": (status or {}).get("labels"),
+        "validation_accuracy": (status or {}).get("validation_accuracy"),
+        "base": recipe.get("base"),
+        "created_at": (status or {}).get("started_at") or (status or {}).get("updated_at"),
+        "updated_at": (status or {}).get("updated_at"),
+    }
+    if status is not None and "progress" in status and row["status"] == "in_progress":
+        row["progress"] = status["progress"]
+    if status is not None and status.get("message"):
+        row["message"] = status["message"]
+    return row
+
+
+def model_rows(store: ObjectStore, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """Summary rows, most recently updated first; ``offset``/``limit`` page through them."""
+    names = set(store.list_refs("models"))
+    sha1s = sorted({n.split("/")[1] for n in names if n.count("/") >= 2 and is_sha1(n.split("/")[1])})
+    rows = [model_row(store, s, names) for s in sha1s]
+    rows.sort(key=lambda r: (r["updated_at"] or 0, r["model_sha1"]), reverse=True)
+    return rows[offset : None if limit is None else offset + limit]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the store says of one model: its job record, recipe and (verified) manifest."""
+
+    model_sha1: str
+    status: dict[str, Any] | None
+    recipe: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    corrupt: bool  # a manifest is named but does not hash to its name
+    stalled: bool = False  # recorded as running, but nobody holds its lease
+
+    @property
+    def state(self) -> str:
+        # The manifest is written just before the ready status: it is the truth.
+        if self.corrupt:
+            return "error"
+        if self.manifest is not None:
+            return "ready"
+        return "stalled" if self.stalled else (self.status or {}).get("status", "new")
+
+    @property
+    def job(self) -> dict[str, Any] | None:
+        """The job record as it should be read: between the manifest's write and the
+        ready record's, a record that still says running is one write behind."""
+        if self.status is None or self.manifest is None or self.status["status"] not in RUNNING:
+            return self.status
+        return {k: v for k, v in self.status.items() if k != "progress"} | {"status": "ready"}
+
+
+#: What a stalled job's state says (the same words on the API, the CLI and the page).
+STALLED_MESSAGE = (
+    "the process running this job stopped; a running server resumes it within half the lease "
+    "time (LEASE_TTL), or send the training request again"
+)
+
+
+def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
+    """The model's state (ModelNotFound if the store knows nothing of it)."""
+    status = read_status(store, model_sha1)
+    found = read_recipe(store, model_sha1)
+    corrupt = False
+    try:
+        manifest: dict[str, Any] | None = load_manifest(store, model_sha1)  # verified by hash
+    except ModelNotFound:
+        manifest = None
+    except HashMismatch:
+        manifest, corrupt = None, True
+    if status is None and found is None and manifest is None and not corrupt:
+        raise ModelNotFound(model_sha1)
+    recipe = found[0].to_dict() if found else (manifest or {}).get("recipe")
+    stalled = (
+        manifest is None
+        and status is not None
+        and status["status"] in RUNNING
+        and lease_lapsed(store, model_sha1)
+    )
+    return ModelState(model_sha1, status, recipe, manifest, corrupt, stalled)

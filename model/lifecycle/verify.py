@@ -1,0 +1,146 @@
+"""Reproduce a model from its stored inputs in a fresh process and compare every stage.
+
+The inputs named by the manifest (CSV, images, base weights) are copied,
+verified, into a scratch store with no caches; the recipe is rebuilt there by
+a new Python process, so nothing computed or memoised by this one can leak in.
+The comparison walks the pipeline in order — base conversion, tensors,
+features, weights — and names the first stage whose hash differs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from model.bases.registry import base_ref, ensure_base
+from model.config import Settings
+from model.data.fetch import FetchPolicy
+from model.identity.manifest import load_manifest, manifest_rows, manifest_sha1, missing_objects
+from model.identity.recipe import Recipe
+from store import LocalStore, ObjectStore
+
+
+def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) -> None:
+    """Copy the CSV, the images and the int8 base (each verified on read) into ``dst``.
+
+    The base is an input like the images, named by its sha1: a verifier on a
+    machine without TensorFlow (aarch64) rebuilds from the same int8 bytes.
+    """
+    recipe = Recipe.from_dict(manifest["recipe"])
+    for sha1 in [
+        recipe.csv_sha1,
+        *(sha1 for _name, sha1 in recipe.bases()),
+    ]:
+        dst.put(src.get(sha1))
+    copied = set()
+    for row in manifest_rows(src, manifest):
+        if row["image_sha1"] not in copied:
+            dst.put(src.get(row["image_sha1"]))
+            copied.add(row["image_sha1"])
+    for name, _sha1 in recipe.bases():
+        raw = src.get_ref(base_ref(name))
+        if raw is not None:
+            dst.set_ref(base_ref(name), raw)
+
+
+def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """Train ``recipe`` from the inputs in the scratch store; report every stage's hashes."""
+    from model.training.pipeline import train_model
+
+    store = LocalStore(scratch)
+    recipe = Recipe.from_dict(recipe_dict)
+    settings = Settings.from_env()
+    for name, want in recipe.bases():
+        _spec, base_sha1 = ensure_base(store, name, settings.base_cache or None)
+        if base_sha1 != want:
+            return {"base_sha1": base_sha1}
+    base_sha1 = recipe.base_sha1
+    out = train_model(store, recipe, None, settings, FetchPolicy(allow_paths=False))
+    return {
+        "base_sha1": base_sha1,
+        "weights_sha1": out["weights_sha1"],
+        "manifest_sha1": out["manifest_sha1"],
+    }
+
+
+def _first_difference(
+    store: ObjectStore, manifest: dict[str, Any], scratch: ObjectStore, rebuilt: dict[str, Any]
+) -> tuple[str, str] | None:
+    recipe = manifest["recipe"]
+    if rebuilt["base_sha1"] != recipe["base_sha1"]:
+        return "base", f"base weights rebuilt as {rebuilt['base_sha1']}, manifest has {recipe['base_sha1']}"
+    again = load_manifest(scratch, manifest["model_sha1"])
+    for stage, field in (("tensor", "tensor_sha1"), ("features", "features_sha1")):
+        for want, got in zip(manifest_rows(store, manifest), manifest_rows(scratch, again), strict=True):
+            if want[field] != got[field]:
+                return stage, f"{stage} of CSV line {want['line']} differs: {got[field]} != {want[field]}"
+    want_w = manifest["outputs"]["weights"]["sha1"]
+    if rebuilt["weights_sha1"] != want_w:
+        return "weights", f"weights rebuilt as {rebuilt['weights_sha1']}, manifest has {want_w}"
+    return None
+
+
+#: Missing objects named one by one in a report's message; the rest are counted.
+MAX_NAMED_MISSING = 5
+
+
+def missing_report(model_sha1: str, missing: list[tuple[str, str]]) -> dict[str, Any]:
+    """A failed verification that names what the store lacks (a rebuild would hide it)."""
+    named = "; ".join(f"{what} ({sha1})" for sha1, what in missing[:MAX_NAMED_MISSING])
+    more = f"; and {len(missing) - MAX_NAMED_MISSING} more" if len(missing) > MAX_NAMED_MISSING else ""
+    return {
+        "model_sha1": model_sha1,
+        "identical": False,
+        "stage": "missing",
+        "missing": [{"sha1": sha1, "what": what} for sha1, what in missing],
+        "message": f"{len(missing)} object(s) the manifest names are not in the store: {named}{more}; "
+        "train the recipe again to repair them",
+    }
+
+
+def verify_model(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
+    manifest = load_manifest(store, model_sha1)
+    missing = missing_objects(store, manifest)
+    if missing:
+        return missing_report(model_sha1, missing)
+    with tempfile.TemporaryDirectory(prefix="stl-verify-") as scratch:
+        scratch_store = LocalStore(scratch)
+        copy_inputs(store, scratch_store, manifest)
+        proc = subprocess.run(
+            [sys.executable, "-m", "model.lifecycle.verify", scratch, json.dumps(manifest["recipe"])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return {
+                "model_sha1": model_sha1,
+                "identical": False,
+                "stage": "rebuild",
+                "message": f"rebuild failed: {tail}",
+            }
+        rebuilt = json.loads(proc.stdout.strip().splitlines()[-1])
+        diff = (
+            _first_difference(store, manifest, scratch_store, rebuilt)
+            if "weights_sha1" in rebuilt
+            else ("base", "base weights differ")
+        )
+    report: dict[str, Any] = {
+        "model_sha1": model_sha1,
+        "identical": diff is None,
+        "weights_sha1": rebuilt.get("weights_sha1"),
+        "manifest_identical": rebuilt.get("manifest_sha1") == manifest_sha1(store, model_sha1),
+    }
+    if diff is None:
+        report["message"] = "model bytes are identical"
+    else:
+        report["stage"], report["message"] = diff
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(rebuild_in_store(sys.argv[1], json.loads(sys.argv[2])), sort_keys=True))

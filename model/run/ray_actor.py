@@ -1,0 +1,65 @@
+"""EXECUTOR=ray: a training job as a detached Ray actor, which outlives whoever submitted it.
+
+The web tier only records and submits: ``submit_training`` starts a detached
+actor (named after the job, owned by the cluster rather than by the process that
+created it) that holds the job's lease, fans the chunks out as tasks
+(``model.execution.ray_tasks``), trains the head in one task, and writes the
+manifest. A gunicorn worker that restarts, or a Cloud Run container frozen after
+its response, takes nothing down with it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import ray
+
+from model.config import Settings
+from model.data.fetch import FetchPolicy
+from model.execution.ray_tasks import NAMESPACE, RayExecutor, connect, portable, store_for
+from model.identity.recipe import Recipe
+from model.run.runner import run_job
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class TrainingJob:
+    """One training job, held by the cluster: it outlives whoever submitted it.
+
+    The job runs in a thread started by the constructor, so that it depends on no
+    call from its creator (a method call dies with the caller's process); the
+    actor ends itself when the job is over.
+    """
+
+    def __init__(
+        self, settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+    ) -> None:
+        args = (settings, policy, recipe, csv_source, owner)
+        threading.Thread(target=self._run, args=args, name=f"job-{recipe.sha1[:8]}", daemon=True).start()
+
+    @staticmethod
+    def _run(
+        settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+    ) -> None:
+        try:
+            run_job(store_for(settings), settings, policy, recipe, csv_source, owner, RayExecutor(settings))
+        finally:
+            ray.kill(ray.get_runtime_context().current_actor)
+
+    def started(self) -> bool:
+        return True
+
+
+#: Seconds a submitter waits for the cluster to start a job's actor.
+START_TIMEOUT = 120.0
+
+
+def submit_training(
+    settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
+) -> None:
+    """Start the job on the cluster and return once it runs there; its status lives in the store."""
+    settings = portable(settings)
+    connect(settings)
+    actor = TrainingJob.options(  # type: ignore[attr-defined]
+        name=f"train-{recipe.sha1}-{owner}", namespace=NAMESPACE, lifetime="detached"
+    ).remote(settings, policy, recipe, csv_source, owner)
+    ray.get(actor.started.remote(), timeout=START_TIMEOUT)

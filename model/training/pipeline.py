@@ -1,0 +1,506 @@
+"""The training pipeline: CSV -> images -> tensors -> features -> head -> manifest.
+
+Images go through in chunks (``model.features.chunks``) on an executor (in this process, or
+Ray tasks: ``model.execution.local``), so memory holds one chunk of decoded pixels and
+the (small) feature matrix, never the whole data set decoded. Every
+intermediate goes into the store under its hash; the model's weights and
+manifest are written last, so a failed or killed run leaves nothing under the
+model's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from model.bases.registry import ensure_base
+from model.config import Settings
+from model.data.csvfile import Row, parse_csv
+from model.data.fetch import FetchPolicy, fetch_bytes
+from model.data.split import split_rows
+from model.errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
+from model.execution.local import Executor, LocalExecutor, chunked
+from model.features.chunks import Image, Mismatch, features_chunk, fetch_chunk
+from model.head import logistic
+from model.identity.manifest import FORMAT, ROWS_FORMAT, encode_rows, missing_objects, save_manifest
+from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
+from model.identity.tensors import dump_tensors
+from model.jobs import fence as gc_fence
+from store import ObjectStore
+from store.hashing import is_sha1, sha256_bytes
+
+#: Images per features chunk (one Ray task each): big enough that a task's overhead is small next
+#: to its ~64 base forward passes, small enough that a killed task loses little.
+CHUNK_ROWS = 64
+#: Images per fetch chunk: fetched by DOWNLOAD_POOL_SIZE threads within the chunk.
+FETCH_CHUNK = 256
+MAX_LISTED_ROWS = 10
+
+
+class Tracker(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> Any: ...
+
+
+#: progress(stage, total) -> a tracker, for the stages fetch, features and head (one step per
+#: epoch, or one for the logistic head); the CLI passes tqdm bars, jobs ``model.jobs.progress``.
+Progress = Callable[[str, int], Tracker]
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def silent(stage: str, total: int) -> Tracker:
+    return _Silent()
+
+
+@contextmanager
+def _tracking(progress: Progress, stage: str, total: int) -> Iterator[Tracker]:
+    tracker = progress(stage, total)
+    try:
+        yield tracker
+    finally:
+        tracker.close()
+
+
+def prepare_recipe(
+    store: ObjectStore,
+    settings: Settings,
+    params: dict[str, Any],
+    csv_source: str | None,
+    csv_sha1: str | None,
+    policy: FetchPolicy,
+) -> Recipe:
+    """Validate a request and bind it to content hashes (CSV, base weights).
+
+    Cheap: no TensorFlow. If ``csv_sha1`` is not given the CSV is fetched and
+    stored to learn it.
+    """
+    hyper = parse_hyperparameters(params, settings)
+    spec, base_sha1 = ensure_base(store, hyper["base"], settings.base_cache or None)
+    extra_sha1 = (
+        ensure_base(store, hyper["extra_base"], settings.base_cache or None)[1] if hyper["extra_base"] else ""
+    )
+    if csv_sha1 is None:
+        if not csv_source:
+            raise InvalidRequest("the CSV needs a url or a sha1")
+        csv_sha1 = store.put(fetch_bytes(csv_source, policy, store))
+    elif not is_sha1(csv_sha1):
+        raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
+    return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
+
+
+def load_csv(store: ObjectStore, recipe: Recipe, csv_source: str | None, policy: FetchPolicy) -> bytes:
+    if store.has(recipe.csv_sha1):
+        return store.get(recipe.csv_sha1)
+    if not csv_source:
+        raise DataError(f"CSV {recipe.csv_sha1} is not in the store and no URL was given")
+    data = fetch_bytes(csv_source, policy, store, expected_sha1=recipe.csv_sha1)
+    store.put(data)
+    return data
+
+
+def distinct_images(rows: list[Row]) -> list[Image]:
+    """Each image once, in the order of the rows that first list it."""
+    seen: dict[str, Image] = {}
+    for row in rows:
+        if row.sha1 not in seen:
+            seen[row.sha1] = Image(row.sha1, row.source, row.line)
+    return list(seen.values())
+
+
+def fetch_images(
+    executor: Executor,
+    images: list[Image],
+    csv_source: str | None,
+    settings: Settings,
+    policy: FetchPolicy,
+    progress: Progress,
+) -> None:
+    """Put every image into the store, verified against the CSV's sha1.
+
+    All images are tried so a mismatch report lists every offending row at once.
+    """
+    mismatches: list[Mismatch] = []
+    chunks = list(chunked(images, FETCH_CHUNK))
+    with _tracking(progress, "fetch", len(images)) as bar:
+        results = executor.map(fetch_chunk, chunks, csv_source, settings, policy, tick=lambda: bar.update(0))
+        for chunk, found in zip(chunks, results, strict=True):
+            mismatches.extend(found)
+            bar.update(len(chunk))
+    if mismatches:
+        listed = "; ".join(
+            f"line {m.image.line} ({m.image.source}) has sha1 {m.actual_sha1}, CSV says {m.image.sha1}"
+            for m in mismatches[:MAX_LISTED_ROWS]
+        )
+        more = f"; and {len(mismatches) - MAX_LISTED_ROWS} more" if len(mismatches) > MAX_LISTED_ROWS else ""
+        raise ChecksumMismatch(f"{len(mismatches)} image(s) do not match their CSV sha1: {listed}{more}")
+
+
+def extract_features(
+    executor: Executor,
+    images: list[Image],
+    recipe: Recipe,
+    settings: Settings,
+    progress: Progress,
+) -> tuple[np.ndarray, dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each image's view-averaged features (one row per image), its cache records, cache statistics,
+    and the processes (host:pid) that ran the chunks."""
+    features: np.ndarray | None = None
+    records: dict[str, dict[str, Any]] = {}
+    stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
+    done = 0
+    workers: set[str] = set()
+    with _tracking(progress, "features", len(images)) as bar:
+        chunks = chunked(images, CHUNK_ROWS)
+        for result in executor.map(features_chunk, chunks, recipe, settings, tick=lambda: bar.update(0)):
+            n = len(result.records)
+            if features is None:
+                features = np.empty((len(images), result.vectors.shape[1]), np.float32)
+            features[done : done + n] = result.vectors
+            records.update((r["image_sha1"], r) for r in result.records)
+            for k, v in result.stats.items():
+                stats[k] += v
+            done += n
+            workers.add(result.worker)
+            bar.update(n)
+    assert features is not None
+    return features, records, stats, sorted(workers)
+
+
+@dataclass
+class Examples:
+    """Distinct (image, label) pairs of one split, each with the number of rows that list it."""
+
+    image_index: np.ndarray  # (pairs,) row of the per-image feature matrix
+    y: np.ndarray  # (pairs,) label index
+    counts: np.ndarray  # (pairs,) rows
+
+    @staticmethod
+    def of(rows: list[Row], image_index: dict[str, int], labels: list[str]) -> Examples:
+        """In the order of each pair's first row, so a CSV without repeats keeps its row order."""
+        pairs: dict[tuple[str, str], int] = {}
+        for row in rows:
+            key = (row.sha1, row.label)
+            pairs[key] = pairs.get(key, 0) + 1
+        return Examples(
+            np.array([image_index[s] for s, _ in pairs], np.int64),
+            np.array([labels.index(lab) for _, lab in pairs], np.int64),
+            np.array(list(pairs.values()), np.int64),
+        )
+
+    @property
+    def rows(self) -> int:
+        return int(self.counts.sum())
+
+    def per_row(self, values: np.ndarray) -> np.ndarray:
+        """Per-pair values repeated once per row (metrics count rows, as the CSV lists them)."""
+        return np.repeat(values, self.counts, axis=0)
+
+
+def row_table(
+    rows: list[Row], in_train: set[int], images: dict[str, dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """One record per used CSV row, in CSV order: where it came from, its split and cache objects."""
+    for row in rows:
+        yield {
+            "line": row.line,
+            "source": row.source,
+            "label": row.label,
+            **images[row.sha1],
+            "split": "train" if row.line in in_train else "validation",
+        }
+
+
+@dataclass
+class FittedHead:
+    head: Any  # model.train.Head
+    training: dict[str, Any]  # the manifest's training block
+    validation: dict[str, Any]  # the manifest's validation metrics
+    train_accuracy: float
+
+
+def fit_head(
+    recipe: Recipe,
+    labels: list[str],
+    features: np.ndarray,
+    train: Examples,
+    held: Examples,
+    on_epoch: Callable[[], None] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> FittedHead:
+    """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
+
+    ``features`` has one row per distinct image; the pairs index into it. ``on_epoch`` counts the
+    Adam head's epochs; ``tick`` is called once per logistic solver iteration (a cancel check).
+    """
+    from model.head.metrics import summary
+    from model.head.train import train_head, train_logistic
+
+    x_train = features[train.image_index]
+    training: dict[str, Any] = {"head": recipe.head}
+    if recipe.head == "logistic":
+        fitted = train_logistic(
+            x_train,
+            train.y,
+            len(labels),
+            seed=recipe.random_seed,
+            l2=recipe.l2,
+            calibrate=recipe.calibrate,
+            counts=train.counts,
+            tick=tick,
+        )
+        head = fitted.head
+        training.update(
+            solver=logistic.SOLVER,
+            iterations=fitted.iterations,
+            converged=fitted.converged,
+            cross_validation_folds=fitted.folds,
+            temperature=head.temperature,
+        )
+    else:
+        head = train_head(
+            x_train,
+            train.y,
+            len(labels),
+            seed=recipe.random_seed,
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate,
+            l2=recipe.l2,
+            on_epoch=on_epoch,
+            counts=train.counts,
+        )
+    if held.rows:
+        probabilities = head.probabilities(features[held.image_index])
+        validation = summary(held.per_row(probabilities), held.per_row(held.y), labels)
+        validation["validation_source"] = "holdout split"
+    else:  # every photo trained the head: each is judged by the fold model that did not see it
+        probabilities = head.calibrated(fitted.out_of_fold_logits)
+        validation = summary(train.per_row(probabilities), train.per_row(train.y), labels)
+        validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
+    right = head.probabilities(x_train).argmax(axis=1) == train.y
+    return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)
+
+
+#: Builds of one job when a gc keeps sweeping what it read: then a transient error, retried later.
+COMMIT_ATTEMPTS = 3
+
+
+@dataclass
+class Built:
+    """A model ready to commit: its manifest (objects stored, manifest ref not yet written)."""
+
+    manifest: dict[str, Any]
+    weights_sha1: str
+    timings: dict[str, float]
+    stats: dict[str, int]
+    workers: list[str]
+
+
+def build_model(
+    store: ObjectStore,
+    recipe: Recipe,
+    csv_source: str | None,
+    settings: Settings,
+    policy: FetchPolicy,
+    progress: Progress,
+    executor: Executor,
+) -> Built:
+    """Every stage of the training; stores every object the manifest names, but not its ref."""
+    from model.training.runtime import numeric_path
+
+    started = time.time()
+    timings: dict[str, float] = {}
+    csv_bytes = load_csv(store, recipe, csv_source, policy)
+    rows = parse_csv(csv_bytes, settings.max_csv_rows)
+    train_rows, val_rows = split_rows(rows, recipe.random_seed, recipe.train_percentage, recipe.data_limit)
+    used = sorted(train_rows + val_rows, key=lambda r: r.line)
+    labels = sorted({r.label for r in used})
+    images = distinct_images(used)
+    fetch_images(executor, images, csv_source, settings, policy, progress)
+    timings["fetch"] = time.time() - started
+
+    t = time.time()
+    features, image_records, stats, workers = extract_features(executor, images, recipe, settings, progress)
+    timings["features"] = time.time() - t
+    image_index = {image.sha1: i for i, image in enumerate(images)}
+    in_train = {r.line for r in train_rows}
+    train = Examples.of([r for r in used if r.line in in_train], image_index, labels)
+    held = Examples.of([r for r in used if r.line not in in_train], image_index, labels)
+
+    t = time.time()
+    with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
+        # One task: on Ray the features travel once through its object store; locally the Adam
+        # head reports each epoch and the logistic head beats each iteration (a cancel check).
+        local = executor.in_process
+        on_epoch = (lambda: bar.update(1)) if local and recipe.head != "logistic" else None
+        tick = (lambda: bar.update(0)) if local else None
+        fitted = executor.run(fit_head, recipe, labels, features, train, held, on_epoch, tick)
+        if on_epoch is None:
+            bar.update(1 if recipe.head == "logistic" else recipe.epochs)
+    timings["train"] = time.time() - t
+    head = fitted.head
+
+    weights = dump_tensors(head.tensors())
+    weights_sha1 = store.put(weights)
+    table = encode_rows(row_table(used, in_train, image_records))
+    rows_sha1 = store.put(table)
+    base_weights = store.get(recipe.base_sha1)
+    manifest = {
+        "format": FORMAT,
+        "model_sha1": recipe.sha1,
+        "recipe": recipe.to_dict(),
+        "labels": labels,
+        "inputs": {
+            "csv": {"sha1": recipe.csv_sha1, "sha256": sha256_bytes(csv_bytes), "rows": len(rows)},
+            "base": {
+                "name": recipe.base,
+                "weights_sha1": recipe.base_sha1,
+                "weights_sha256": sha256_bytes(base_weights),
+            },
+            **(
+                {
+                    "extra_base": {
+                        "name": recipe.extra_base,
+                        "weights_sha1": recipe.extra_base_sha1,
+                        "weights_sha256": sha256_bytes(store.get(recipe.extra_base_sha1)),
+                    }
+                }
+                if recipe.extra_base
+                else {}
+            ),
+            "rows": {
+                "sha1": rows_sha1,
+                "sha256": sha256_bytes(table),
+                "format": ROWS_FORMAT,
+                "rows": len(used),
+                "images": len(images),
+            },
+        },
+        "outputs": {
+            "weights": {
+                "sha1": weights_sha1,
+                "sha256": sha256_bytes(weights),
+                "format": "safetensors",
+                "tensors": {k: list(v.shape) for k, v in sorted(head.tensors().items())},
+            }
+        },
+        "metrics": {
+            **fitted.validation,
+            "train_accuracy": round(fitted.train_accuracy, 6),
+            "train_images": train.rows,
+            "validation_images": held.rows,
+            "l2": head.l2,
+            "l2_cross_validation_accuracy": head.cv_accuracy,
+        },
+        "training": fitted.training,
+        "numeric_path": numeric_path(),
+    }
+    return Built(manifest, weights_sha1, timings, stats, workers)
+
+
+def commit_model(store: ObjectStore, built: Built, progress: Progress) -> tuple[str, int] | None:
+    """Write the manifest ref if every object it names is in the store, inside gc's fence
+    (``model.jobs.fence``); its sha1 and the gc epoch it was checked at, or None if a gc swept some."""
+    owner = f"commit-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with _tracking(progress, "commit", 1) as bar:
+        with gc_fence.commit_window(store, owner, on_wait=lambda: bar.update(0)) as epoch:
+            if missing_objects(store, built.manifest):
+                return None
+            manifest_sha1 = save_manifest(store, built.manifest)
+        bar.update(1)
+    return manifest_sha1, epoch
+
+
+def train_model(
+    store: ObjectStore,
+    recipe: Recipe,
+    csv_source: str | None,
+    settings: Settings,
+    policy: FetchPolicy,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Build the model for ``recipe``; return the ready-status fields (manifest and artifact sha1s).
+
+    Memory follows the distinct images, not the rows: each image is fetched, run
+    through the base and held once however many rows list it, and the head
+    trains on distinct (image, label) pairs weighted by their row counts. If a gc
+    deleted something the build read before it could commit, the build runs again:
+    what is still stored is a cache hit, what went is made afresh.
+    """
+    from model.training.runtime import environment
+
+    progress = progress or silent
+    executor = executor or LocalExecutor(store)
+    started = time.time()
+    for _attempt in range(COMMIT_ATTEMPTS):
+        built = build_model(store, recipe, csv_source, settings, policy, progress, executor)
+        committed = commit_model(store, built, progress)
+        if committed is not None:
+            break
+    else:
+        raise StoreChanged(
+            "objects this training read were deleted by gc before it could finish "
+            f"({COMMIT_ATTEMPTS} times); send the request again"
+        )
+    manifest_sha1, epoch = committed
+    timings = {**built.timings, "total": time.time() - started}
+    record_run(
+        store,
+        recipe.sha1,
+        manifest_sha1,
+        csv_source,
+        timings,
+        built.stats,
+        {**environment(), "executor": executor.name, "feature_workers": built.workers},
+    )
+    return {
+        "manifest_sha1": manifest_sha1,
+        "weights_sha1": built.weights_sha1,
+        "labels": built.manifest["labels"],
+        "validation_accuracy": built.manifest["metrics"]["validation_accuracy"],
+        "cache": built.stats,
+        "gc_epoch": epoch,
+    }
+
+
+def record_run(
+    store: ObjectStore,
+    model_sha1: str,
+    manifest_sha1: str,
+    csv_source: str | None,
+    timings: dict[str, float],
+    stats: dict[str, int],
+    environment: dict[str, Any],
+) -> str:
+    """Store what is true of this run but not of the model: when, where, how long, on what."""
+    run = {
+        "model_sha1": model_sha1,
+        "manifest_sha1": manifest_sha1,
+        "csv_source": csv_source,
+        "finished_at": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "cache": stats,
+        "environment": environment,
+    }
+    sha1 = store.put(json.dumps(run, sort_keys=True).encode())
+    store.set_ref(f"models/{model_sha1}/runs/{int(run['finished_at'] * 1000)}-{sha1[:8]}", sha1.encode())
+    return sha1
