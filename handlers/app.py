@@ -19,7 +19,7 @@ from flask import Flask, Response, current_app, g, jsonify, redirect, request, s
 from model.config import Settings
 from model.jobs import publications
 from model.jobs import state as jobs
-from model.lifecycle.catalog import STALLED_MESSAGE, model_state
+from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state
 from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
 
@@ -75,8 +75,16 @@ def list_models() -> Response:
     limit = int_arg("limit", 100, 1, MAX_LIST_LIMIT)
     offset = int_arg("offset", 0, 0, 10**9)
     store = service().store
-    records = jobs.list_models(store)[offset : offset + limit]
-    return jsonify(models=[public_status({**r, "status": jobs.shown_status(store, r)}) for r in records])
+    out = []
+    for row in model_rows(store, offset, limit):  # every model the store knows, as the page and CLI
+        record = jobs.read_status(store, row["model_sha1"])
+        # A model published here from elsewhere has a manifest and no job: its row says it all.
+        out.append(public_status({**record, "status": row["status"]}) if record else _present(row))
+    return jsonify(models=out)
+
+
+def _present(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None and k in ("model_sha1", "status", "base")}
 
 
 def get_model(model_sha1: str) -> Response:

@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from model.jobs.state import list_models
+from model.lifecycle.catalog import model_rows
 from store import ObjectStore
 from store.errors import MISMATCH_LISTENERS, HashMismatch
 from store.transport import Entry, Transport
@@ -136,13 +136,14 @@ def instrument(store: ObjectStore) -> None:
 
 
 class JobsCollector:
-    """``stl_jobs{status}``: how many models the store holds in each status, read at scrape time."""
+    """``stl_jobs{status}``: how many models the store holds in each status, read at scrape time
+    (as ``GET /models`` lists them: a model published here without a job counts as ready)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        counts = Tally(r.get("status", "unknown") for r in list_models(self.store))
+        counts = Tally(r["status"] for r in model_rows(self.store))
         family = GaugeMetricFamily("stl_jobs", "Training jobs in the store, by status", labels=["status"])
         for status in ("new", "in_progress", "ready", "error", "cancelled"):
             family.add_metric([status], counts.get(status, 0))

@@ -64,3 +64,21 @@ def test_a_manifest_for_another_recipe_is_refused(published: tuple[Path, Path, s
         ensure_model(LocalStore(tmp_path / "victim"), other, str(tmp_path / "liar"))
     with pytest.raises(ModelNotFound):
         ensure_model(LocalStore(tmp_path / "victim"), other, None)
+
+
+def test_a_model_published_into_a_store_is_listed_by_the_api_the_cli_and_the_page(
+    published: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote holds the manifest and objects, no job record: GET /models used to skip it."""
+    from handlers import app as app_module
+    from model.config import Settings
+
+    _tmp, remote, model = published
+    monkeypatch.setattr(app_module, "start_resumer", lambda _svc: None)
+    client = app_module.create_app(Settings(data_dir=str(remote), preload_base=False)).test_client()
+    assert client.get("/models").get_json()["models"] == [{"model_sha1": model, "status": "ready"}]
+    assert client.get(f"/models/{model}").get_json()["status"] == "ready"
+    listed = run_stl(["models"], remote)
+    assert listed.code == 0 and model in listed.out
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'stl_jobs{status="ready"} 1.0' in metrics

@@ -126,17 +126,6 @@ def read_recipe(store: ObjectStore, model_sha1: str) -> tuple[Recipe, str | None
     return Recipe.from_dict(body["recipe"]), body.get("csv_source")
 
 
-def list_models(store: ObjectStore) -> list[dict[str, Any]]:
-    """Every known model's status record, newest first."""
-    out = []
-    for name in store.list_refs("models"):
-        if name.endswith("/status"):
-            raw = store.get_ref(name)
-            if raw is not None:
-                out.append(json.loads(raw))
-    return sorted(out, key=lambda r: r.get("updated_at", 0), reverse=True)
-
-
 #: Builds the model, reporting through the progress it is given; returns the ready-status fields.
 Trainer = Callable[[JobProgress], dict[str, Any]]
 
