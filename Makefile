@@ -65,7 +65,7 @@ $(IPFS_NODE): tests/ipfs-node/package-lock.json | system-deps
 test: $(VENV)/.installed-dev system-deps $(IPFS_NODE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_core.py

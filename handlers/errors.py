@@ -81,10 +81,6 @@ class NotReady(ApiError):
     """This worker cannot serve yet (its base network is loading): 503, with the reason."""
 
 
-class Conflict(ApiError):
-    """The request is valid but the resource's state forbids it (clearing a ready model)."""
-
-
 #: Looked up along the exception's MRO, so the most specific entry wins
 #: (FetchRefused before DataError, ModelNotFound before PipelineError).
 STATUS: dict[type[BaseException], int] = {
@@ -99,7 +95,6 @@ STATUS: dict[type[BaseException], int] = {
     FetchRefused: 403,
     ModelNotFound: 404,
     ObjectNotFound: 404,
-    Conflict: 409,
     JobStateError: 409,
     UploadTooLarge: 413,
     ObjectTooLarge: 413,

@@ -23,6 +23,8 @@ import requests
 from container_harness import GOLDEN_MODEL, PROJECT_IMAGE, build_project, docker_engine, train_example
 from stl_testing import EXAMPLE, REPO, free_port, missing_tool
 
+pytestmark = pytest.mark.container
+
 PROJECT = "stl-compose-ci"
 #: The pinned int8 EfficientNet-Lite0; the runtime image has no TensorFlow, so S3 gets it from the image.
 BASE_INT8 = "141fb4fb6a2da441d31bb0fa934973dfdb03a581"  # efficientnet-lite2, the default

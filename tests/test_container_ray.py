@@ -31,6 +31,8 @@ from container_harness import (
 )
 from stl_testing import EXAMPLE, free_port, run_stl
 
+pytestmark = pytest.mark.container
+
 TAG = PROJECT_IMAGE + "-ray"
 
 

@@ -228,6 +228,7 @@ def test_clean_dispatch_env_drops_forcing_variables_only() -> None:
     }
 
 
+@pytest.mark.emulated
 @pytest.mark.parametrize("cpu", EMULATED_CPUS)
 @pytest.mark.parametrize("base", ["lite0", "lite2"])
 def test_probe_is_golden_on_emulated_cpus(
@@ -278,6 +279,7 @@ def test_example_manifest_is_the_default_recipe(tmp_path: Path, no_tensorflow: d
     assert manifest["metrics"]["validation_source"] == "5-fold cross-validation on the training photos"
 
 
+@pytest.mark.emulated
 @pytest.mark.parametrize("cpu", ["SandyBridge", "Haswell"])
 def test_full_example_training_is_golden_on_emulated_cpus(
     tmp_path: Path, cpu: str, no_tensorflow: dict[str, str], monkeypatch: pytest.MonkeyPatch

@@ -28,6 +28,8 @@ from test_portable_bits import EMULATED_EXAMPLE, EMULATED_FLAGS
 
 from store import LocalStore, lease
 
+pytestmark = pytest.mark.cluster
+
 TRAIN = ["train", "example-data/train.csv", "--seed", "7", *EMULATED_FLAGS]
 
 

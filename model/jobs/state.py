@@ -37,7 +37,6 @@ from model.jobs import fence as gc_fence
 from model.jobs.progress import JobProgress, cancel_ref, request_cancel
 from store import ObjectStore, StoreError, StoreUnwritable, lease
 
-STATUSES = ("new", "in_progress", "ready", "error", "cancelled")
 #: Statuses of a job that some process is (or is about to be) running.
 RUNNING = ("new", "in_progress")
 #: Back-off before the first retry of a transient error; doubled per attempt, at most MAX_BACKOFF.

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from api_testing import Api, Site
+
+pytestmark = pytest.mark.browser
 
 
 def test_swagger_ui_runs_a_request(browser: object, api: Api) -> None:

@@ -17,6 +17,8 @@ from test_portable_bits import EMULATED_EXAMPLE
 
 from store import LocalStore
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def ray_api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Api]:
