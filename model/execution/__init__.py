@@ -1,1 +1,1 @@
-""""""
+"""Where chunks run: in this process or as Ray tasks, and the one choice between them."""

@@ -1,1 +1,1 @@
-""""""
+"""Labelling images with a stored model: the predictor and batch labelling of a CSV."""

@@ -10,7 +10,6 @@ model's name.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -30,13 +29,14 @@ from model.data.split import split_rows
 from model.errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
 from model.execution.local import Executor, LocalExecutor, chunked
 from model.features.chunks import Image, Mismatch, features_chunk, fetch_chunk
-from model.head import logistic
-from model.identity.manifest import FORMAT, ROWS_FORMAT, encode_rows, missing_objects, save_manifest
+from model.identity.manifest import encode_rows, missing_objects, save_manifest
 from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
+from model.training.fit import Examples, fit_head
+from model.training.record import model_manifest, record_run, row_table, weights_and_metrics
 from store import ObjectStore
-from store.hashing import is_sha1, sha256_bytes
+from store.hashing import is_sha1
 
 #: Images per features chunk (one Ray task each): big enough that a task's overhead is small next
 #: to its ~64 base forward passes, small enough that a killed task loses little.
@@ -182,121 +182,6 @@ def extract_features(
     return features, records, stats, sorted(workers)
 
 
-@dataclass
-class Examples:
-    """Distinct (image, label) pairs of one split, each with the number of rows that list it."""
-
-    image_index: np.ndarray  # (pairs,) row of the per-image feature matrix
-    y: np.ndarray  # (pairs,) label index
-    counts: np.ndarray  # (pairs,) rows
-
-    @staticmethod
-    def of(rows: list[Row], image_index: dict[str, int], labels: list[str]) -> Examples:
-        """In the order of each pair's first row, so a CSV without repeats keeps its row order."""
-        pairs: dict[tuple[str, str], int] = {}
-        for row in rows:
-            key = (row.sha1, row.label)
-            pairs[key] = pairs.get(key, 0) + 1
-        return Examples(
-            np.array([image_index[s] for s, _ in pairs], np.int64),
-            np.array([labels.index(lab) for _, lab in pairs], np.int64),
-            np.array(list(pairs.values()), np.int64),
-        )
-
-    @property
-    def rows(self) -> int:
-        return int(self.counts.sum())
-
-    def per_row(self, values: np.ndarray) -> np.ndarray:
-        """Per-pair values repeated once per row (metrics count rows, as the CSV lists them)."""
-        return np.repeat(values, self.counts, axis=0)
-
-
-def row_table(
-    rows: list[Row], in_train: set[int], images: dict[str, dict[str, Any]]
-) -> Iterator[dict[str, Any]]:
-    """One record per used CSV row, in CSV order: where it came from, its split and cache objects."""
-    for row in rows:
-        yield {
-            "line": row.line,
-            "source": row.source,
-            "label": row.label,
-            **images[row.sha1],
-            "split": "train" if row.line in in_train else "validation",
-        }
-
-
-@dataclass
-class FittedHead:
-    head: Any  # model.train.Head
-    training: dict[str, Any]  # the manifest's training block
-    validation: dict[str, Any]  # the manifest's validation metrics
-    train_accuracy: float
-
-
-def fit_head(
-    recipe: Recipe,
-    labels: list[str],
-    features: np.ndarray,
-    train: Examples,
-    held: Examples,
-    on_epoch: Callable[[], None] | None = None,
-    tick: Callable[[], None] | None = None,
-) -> FittedHead:
-    """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
-
-    ``features`` has one row per distinct image; the pairs index into it. ``on_epoch`` counts the
-    Adam head's epochs; ``tick`` is called once per logistic solver iteration (a cancel check).
-    """
-    from model.head.metrics import summary
-    from model.head.train import train_head, train_logistic
-
-    x_train = features[train.image_index]
-    training: dict[str, Any] = {"head": recipe.head}
-    if recipe.head == "logistic":
-        fitted = train_logistic(
-            x_train,
-            train.y,
-            len(labels),
-            seed=recipe.random_seed,
-            l2=recipe.l2,
-            calibrate=recipe.calibrate,
-            counts=train.counts,
-            tick=tick,
-        )
-        head = fitted.head
-        training.update(
-            solver=logistic.SOLVER,
-            iterations=fitted.iterations,
-            converged=fitted.converged,
-            cross_validation_folds=fitted.folds,
-            temperature=head.temperature,
-        )
-    else:
-        head = train_head(
-            x_train,
-            train.y,
-            len(labels),
-            seed=recipe.random_seed,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate,
-            l2=recipe.l2,
-            on_epoch=on_epoch,
-            counts=train.counts,
-        )
-    if held.rows:
-        probabilities = head.probabilities(features[held.image_index])
-        validation = summary(held.per_row(probabilities), held.per_row(held.y), labels)
-        validation["validation_source"] = "holdout split"
-    else:  # every photo trained the head: each is judged by the fold model that did not see it
-        probabilities = head.calibrated(fitted.out_of_fold_logits)
-        validation = summary(train.per_row(probabilities), train.per_row(train.y), labels)
-        validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
-    right = head.probabilities(x_train).argmax(axis=1) == train.y
-    return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)
-
-
 #: Builds of one job when a gc keeps sweeping what it read: then a transient error, retried later.
 COMMIT_ATTEMPTS = 3
 
@@ -322,8 +207,6 @@ def build_model(
     executor: Executor,
 ) -> Built:
     """Every stage of the training; stores every object the manifest names, but not its ref."""
-    from model.training.runtime import numeric_path
-
     started = time.time()
     timings: dict[str, float] = {}
     csv_bytes = load_csv(store, recipe, csv_source, policy)
@@ -361,56 +244,19 @@ def build_model(
     table = encode_rows(row_table(used, in_train, image_records))
     rows_sha1 = store.put(table)
     base_weights = store.get(recipe.base_sha1)
-    manifest = {
-        "format": FORMAT,
-        "model_sha1": recipe.sha1,
-        "recipe": recipe.to_dict(),
-        "labels": labels,
-        "inputs": {
-            "csv": {"sha1": recipe.csv_sha1, "sha256": sha256_bytes(csv_bytes), "rows": len(rows)},
-            "base": {
-                "name": recipe.base,
-                "weights_sha1": recipe.base_sha1,
-                "weights_sha256": sha256_bytes(base_weights),
-            },
-            **(
-                {
-                    "extra_base": {
-                        "name": recipe.extra_base,
-                        "weights_sha1": recipe.extra_base_sha1,
-                        "weights_sha256": sha256_bytes(store.get(recipe.extra_base_sha1)),
-                    }
-                }
-                if recipe.extra_base
-                else {}
-            ),
-            "rows": {
-                "sha1": rows_sha1,
-                "sha256": sha256_bytes(table),
-                "format": ROWS_FORMAT,
-                "rows": len(used),
-                "images": len(images),
-            },
-        },
-        "outputs": {
-            "weights": {
-                "sha1": weights_sha1,
-                "sha256": sha256_bytes(weights),
-                "format": "safetensors",
-                "tensors": {k: list(v.shape) for k, v in sorted(head.tensors().items())},
-            }
-        },
-        "metrics": {
-            **fitted.validation,
-            "train_accuracy": round(fitted.train_accuracy, 6),
-            "train_images": train.rows,
-            "validation_images": held.rows,
-            "l2": head.l2,
-            "l2_cross_validation_accuracy": head.cv_accuracy,
-        },
-        "training": fitted.training,
-        "numeric_path": numeric_path(),
-    }
+    extra_weights = store.get(recipe.extra_base_sha1) if recipe.extra_base else None
+    manifest = model_manifest(
+        recipe,
+        labels,
+        csv_bytes,
+        len(rows),
+        base_weights,
+        extra_weights,
+        table,
+        rows_sha1,
+        len(used),
+        len(images),
+    ) | weights_and_metrics(head, weights, weights_sha1, fitted, train.rows, held.rows)
     return Built(manifest, weights_sha1, timings, stats, workers)
 
 
@@ -478,29 +324,3 @@ def train_model(
         "cache": built.stats,
         "gc_epoch": epoch,
     }
-
-
-def record_run(
-    store: ObjectStore,
-    model_sha1: str,
-    manifest_sha1: str,
-    csv_source: str | None,
-    timings: dict[str, float],
-    stats: dict[str, int],
-    environment: dict[str, Any],
-) -> str:
-    """Store what is true of this run but not of the model: when, where, how long, on what."""
-    run = {
-        "model_sha1": model_sha1,
-        "manifest_sha1": manifest_sha1,
-        "csv_source": csv_source,
-        "finished_at": time.time(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "cache": stats,
-        "environment": environment,
-    }
-    sha1 = store.put(json.dumps(run, sort_keys=True).encode())
-    store.set_ref(f"models/{model_sha1}/runs/{int(run['finished_at'] * 1000)}-{sha1[:8]}", sha1.encode())
-    return sha1

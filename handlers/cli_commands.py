@@ -1,0 +1,352 @@
+"""What each ``stl`` command does; ``handlers.cli`` parses the command line and maps errors.
+
+stdout carries only machine-readable JSON; progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from model.config import Settings
+from model.data.fetch import FetchPolicy
+from model.errors import InvalidRequest
+from store import ObjectStore
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+#: Default grace period of ``stl gc``: a day, far longer than any training's gap between put and ref.
+GC_GRACE_S = 86400.0
+
+
+def version() -> str:
+    """The installed package's version and the code version that names recipes."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from model.identity.recipe import CODE_VERSION
+
+    try:
+        package = installed("static-transfer-learning")
+    except PackageNotFoundError:
+        package = "unknown"
+    return f"{package} (recipes {CODE_VERSION})"
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _tqdm_progress(stage: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    units = {"fetch": "img", "features": "img", "head": "step"}
+    return tqdm(
+        total=total, desc=stage, unit=units.get(stage, "it"), file=sys.stderr, leave=False, mininterval=0.3
+    )
+
+
+def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPolicy]:
+    from model.api import Context
+
+    ctx = Context.open(args.store)
+    return ctx.store, ctx.settings, ctx.policy
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    names = {
+        "seed": "random_seed",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "image_size": "image_size",
+        "learning_rate": "learning_rate",
+        "base": "base",
+        "train_percentage": "train_percentage",
+        "data_limit": "data_limit",
+        "l2": "l2",
+    }
+    params = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag) is not None}
+    if args.flip is not None:
+        params["flip"] = args.flip
+    if args.views is not None:
+        params["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
+    if args.head is not None:
+        params["head"] = args.head
+    if args.extra_base is not None:
+        params["extra_base"] = args.extra_base
+    if args.calibrate is not None:
+        params["calibrate"] = args.calibrate
+    return params
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.api import Context, train_job
+
+    ctx = Context.open(args.store)
+    store, settings = ctx.store, ctx.settings
+    owner = f"cli-{os.getpid()}"
+    recipe, status = train_job(
+        ctx,
+        args.csv,
+        _hyperparameters(args),
+        args.csv_sha1,
+        _tqdm_progress,
+        force=args.force,
+        owner=owner,
+        on_wait=lambda sha1: print(
+            f"stl: {sha1} is being trained by another process; waiting", file=sys.stderr
+        ),
+    )
+    model_sha1 = recipe.sha1
+    assert status is not None
+    published = (
+        _publish(store, model_sha1, args.publish, owner, settings) if status["status"] == "ready" else None
+    )
+    _emit(
+        {
+            "model_sha1": model_sha1,
+            "status": status["status"],
+            "csv_sha1": recipe.csv_sha1,
+            "base_sha1": recipe.base_sha1,
+            **{
+                k: status[k]
+                for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "message", "error_kind")
+                if k in status
+            },
+            **({"published": published} if published else {}),
+        }
+    )
+    if status["status"] in ("error", "cancelled"):  # no model was built: say why, exit non-zero
+        print(f"stl: error: {status['message']}", file=sys.stderr)
+        return EXIT_ERROR
+    if published and published["status"] != "ready":
+        print(
+            f"stl: error: trained, but publishing to {args.publish} failed: {published.get('message')}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return 0
+
+
+def _publish(
+    store: ObjectStore, model_sha1: str, uri: str | None, owner: str, settings: Settings
+) -> dict[str, Any] | None:
+    """Publish a trained model to ``uri`` now (the operator asked: no allow list, no back-off wait)."""
+    from model.jobs import publications
+    from model.lifecycle.publish import publish_model
+
+    if not uri:
+        return None
+    publications.request(store, model_sha1, uri)
+    record = publications.run(
+        store,
+        model_sha1,
+        uri,
+        owner,
+        settings.lease_ttl,
+        lambda target: publish_model(store, model_sha1, target, settings.data_dir),
+        retry_now=True,
+    )
+    record = record or publications.read(store, model_sha1, uri) or {"uri": uri, "status": "pending"}
+    if record["status"] == "ready":
+        return {k: v for k, v in record.items() if k in ("uri", "manifest_sha1", "model_uri", "status")}
+    return publications.public(record)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from model.data.fetch import fetch_bytes
+    from model.inference.predictor import Predictor, top_label
+    from model.lifecycle.publish import ensure_model
+
+    if args.csv and args.images:
+        raise InvalidRequest("give images or --csv, not both")
+    if args.out and not args.csv:
+        raise InvalidRequest("--out goes with --csv")
+    store, settings, policy = _context(args)
+    images = args.images or ([settings.default_test_image_url] if settings.default_test_image_url else [])
+    if not args.csv and not images:
+        raise InvalidRequest("give one or more images, or --csv")
+    ensure_model(store, args.model, args.model_uri)  # fetched by hash and verified if absent
+    predictor = Predictor(store, settings)
+    predictor.load(args.model)  # unknown model: fail before touching any image
+    if args.csv:
+        return _infer_csv(args, store, settings, policy, predictor)
+    for source in images:
+        data = fetch_bytes(source, policy, store)
+        probabilities = predictor.predict(args.model, [data], [source])[0]
+        _emit({"image": source, "label": top_label(probabilities), "probabilities": probabilities})
+    return 0
+
+
+def _infer_csv(
+    args: argparse.Namespace, store: ObjectStore, settings: Settings, policy: FetchPolicy, predictor: Any
+) -> int:
+    """Label every image a CSV lists; JSON lines to --out (written whole, then renamed) or stdout."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from model.execution.choice import executor_for, on_cluster
+    from model.inference.batch import label_csv
+
+    # EXECUTOR=ray: each chunk of rows is a task on the cluster; the lines still come in CSV order.
+    executor = executor_for(settings, store) if on_cluster(settings) else None
+    results = label_csv(predictor, args.model, args.csv, policy, store, settings, executor)
+    total = failed = expected = agreed = 0
+    out = sys.stdout
+    if args.out:
+        directory = os.path.dirname(os.path.abspath(args.out))
+        out = tempfile.NamedTemporaryFile(
+            "w", dir=directory, prefix=".stl-infer-", suffix=".tmp", delete=False
+        )
+    try:
+        # A bar on stderr (rows counted as they are labelled; the total is not read ahead).
+        for record in tqdm(results, desc="label", unit="img", file=sys.stderr, leave=False, mininterval=0.3):
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+            total += 1
+            failed += "error" in record
+            if "expected" in record and "label" in record:
+                expected += 1
+                agreed += record["label"] == record["expected"]
+        out.flush()
+        if args.out:
+            out.close()
+            os.replace(out.name, args.out)  # the results appear whole or not at all
+    finally:
+        if args.out and not out.closed:
+            out.close()
+            os.unlink(out.name)
+    if expected:
+        print(
+            f"stl: {agreed} of {expected} labelled as the CSV says ({100 * agreed / expected:.1f}%)",
+            file=sys.stderr,
+        )
+    if failed:
+        print(
+            f"stl: error: {failed} of {total} images could not be labelled; see their error lines",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from model.errors import ModelNotFound
+    from model.identity.manifest import load_manifest
+    from model.jobs import state as jobs
+
+    store, _settings, _policy = _context(args)
+    try:
+        sys.stdout.write(json.dumps(load_manifest(store, args.model), sort_keys=True, indent=2) + "\n")
+        return 0
+    except ModelNotFound:
+        status = jobs.read_status(store, args.model)
+        if status is None:
+            raise
+        _emit(status)
+        return 0 if status["status"] != "error" else EXIT_ERROR
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from model.lifecycle.verify import verify_model
+
+    store, _settings, _policy = _context(args)
+    report = verify_model(store, args.model)
+    _emit(report)
+    if not report["identical"]:
+        print(f"stl: error: {report['message']}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_base(args: argparse.Namespace) -> int:
+    from model.bases.registry import BASES, ensure_base, import_base
+
+    store, settings, _policy = _context(args)
+    if args.base_command == "import":
+        _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file, args.sha256)})
+    elif args.base_command == "ensure":
+        names = sorted(n for n, spec in BASES.items() if spec.packaged) if args.all else [args.base]
+        for name in names:
+            _spec, sha1 = ensure_base(store, name, settings.base_cache or None)
+            _emit({"base": name, "weights_sha1": sha1})
+    else:
+        for name in sorted(BASES):
+            raw = store.get_ref(f"bases/{name}")
+            _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    store, _settings, _policy = _context(args)
+    for chunk in store.iter_chunks(args.sha1):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from model.lifecycle.catalog import model_rows
+
+    store, _settings, _policy = _context(args)
+    for row in model_rows(store, limit=args.limit):
+        _emit(row)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from model.jobs import state as jobs
+
+    store, _settings, _policy = _context(args)
+    record = jobs.cancel(store, args.model)
+    _emit({"model_sha1": args.model, "status": record["status"], "cancel_requested": True})
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from model.jobs import state as jobs
+
+    store, _settings, _policy = _context(args)
+    record = jobs.delete(store, args.model)
+    _emit({"model_sha1": args.model, "status": record["status"], "deleted": True})
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from model.lifecycle.gc import MIN_GRACE_S, collect
+
+    if args.delete and args.grace < MIN_GRACE_S and not args.force:
+        raise InvalidRequest(
+            f"--grace {args.grace:g} is below {MIN_GRACE_S:g} s: uploads not yet named by a training "
+            "would be deleted; add --force if nothing is uploading"
+        )
+    store, _settings, _policy = _context(args)
+    report = collect(store, grace_s=args.grace, delete=args.delete, keep_caches=args.keep_caches)
+    _emit(report.summary())
+    if not args.delete and report.unreferenced:
+        print(
+            f"stl: dry run: {len(report.unreferenced)} object(s), {report.unreferenced_bytes} bytes "
+            "would be deleted; run `stl gc --delete` to delete them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from model.lifecycle.export import export_model
+
+    store, _settings, _policy = _context(args)
+    out = args.out or f"{args.model[:12]}.{args.format}"
+    sha1 = export_model(store, args.model, out, args.format)
+    _emit({"model_sha1": args.model, "format": args.format, "path": out, "sha1": sha1})
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from handlers.serve import serve
+
+    return serve(args.gunicorn_args) or 0
