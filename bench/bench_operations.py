@@ -88,7 +88,7 @@ def train_example(store_dir: Path, with_progress: bool) -> float:
     from model.training.pipeline import prepare_recipe, silent, train_model
 
     ctx = Context.open(str(store_dir))
-    recipe = prepare_recipe(ctx.store, ctx.settings, {}, str(EXAMPLE / "train.csv"), None, ctx.policy)
+    recipe = prepare_recipe(ctx, {}, str(EXAMPLE / "train.csv"), None)
     started = time.perf_counter()
     if with_progress:
         jobs.wait_or_run(
@@ -96,12 +96,10 @@ def train_example(store_dir: Path, with_progress: bool) -> float:
             recipe.sha1,
             "bench",
             30.0,
-            lambda progress: train_model(
-                ctx.store, recipe, str(EXAMPLE / "train.csv"), ctx.settings, ctx.policy, progress
-            ),
+            lambda progress: train_model(ctx, recipe, str(EXAMPLE / "train.csv"), progress),
         )
     else:
-        train_model(ctx.store, recipe, str(EXAMPLE / "train.csv"), ctx.settings, ctx.policy, silent)
+        train_model(ctx, recipe, str(EXAMPLE / "train.csv"), silent)
     return time.perf_counter() - started
 
 

@@ -120,6 +120,7 @@ def features_once(tmp: Path, name: str, images: list[tuple[str, Path]], executor
     from dataclasses import replace
 
     from model.config import Settings
+    from model.context import Context
     from model.data.fetch import FetchPolicy
     from model.features.chunks import Image
     from model.training.pipeline import extract_features, prepare_recipe, silent
@@ -128,7 +129,9 @@ def features_once(tmp: Path, name: str, images: list[tuple[str, Path]], executor
     store = fresh_store(root, images)
     settings = replace(Settings.from_env(), data_dir=str(root), store_uri="")
     (tmp / "f.csv").write_text("".join(f"x,{'ab'[i % 2]},{s}\n" for i, (s, _p) in enumerate(images)))
-    recipe = prepare_recipe(store, settings, {}, None, store.put((tmp / "f.csv").read_bytes()), FetchPolicy())
+    recipe = prepare_recipe(
+        Context(settings, store, FetchPolicy()), {}, None, store.put((tmp / "f.csv").read_bytes())
+    )
     work = [Image(sha1, str(path), i) for i, (sha1, path) in enumerate(images)]
     executor = executor_of(store, settings)
     t = time.perf_counter()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.config import Settings
+from model.context import Context
 from model.data.fetch import FetchPolicy, fetch_bytes
 from model.errors import FetchRefused
 from model.execution.choice import on_cluster
@@ -65,10 +66,9 @@ def fetch_client_source(
 
 
 @dataclass
-class Service:
-    settings: Settings
-    store: ObjectStore
-    policy: FetchPolicy
+class Service(Context):
+    """A worker's context (settings, store, strict policy) and its caches and readiness."""
+
     _predictor: Predictor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Set once the default base network is loaded (or preloading is off); /readyz waits for it.

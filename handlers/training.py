@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+from model.context import Job
 from model.data.csvfile import parse_csv
 from model.errors import ExecutorUnavailable, InvalidRequest
 from model.execution.choice import on_cluster
@@ -93,9 +94,7 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
         check_model_uri(publish_to, service.model_uri_allow)
     csv = body["csv"]
     csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
-    recipe = prepare_recipe(
-        service.store, service.settings, body.get("metadata", {}), csv_source, csv_sha1, service.policy
-    )
+    recipe = prepare_recipe(service, body.get("metadata", {}), csv_source, csv_sha1)
     ready = jobs.ready_status(service.store, recipe.sha1)
     if ready is not None and not publish_to:
         return public_status(ready)  # a poll of a finished model writes nothing
@@ -154,7 +153,7 @@ def _start(service: Service, recipe: Recipe, csv_source: str | None, owner: str)
         with _running_lock:
             _running[recipe.sha1] = (service, owner)
         try:
-            record = run_job(service.store, service.settings, service.policy, recipe, csv_source, owner)
+            record = run_job(service, Job(recipe, csv_source, owner))
         finally:
             with _running_lock:
                 _running.pop(recipe.sha1, None)
@@ -212,10 +211,10 @@ def start_resumer(service: Service) -> None:
 
 def _submit_to_ray(service: Service, recipe: Recipe, csv_source: str | None, owner: str) -> None:
     """Hand the job (and its lease, held as ``owner``) to a detached actor; this request holds nothing."""
-    from model.run.ray_actor import submit_training
+    from model.run.ray_actor import start_job_actor
 
     try:
-        submit_training(service.settings, service.policy, recipe, csv_source, owner)
+        start_job_actor(service, Job(recipe, csv_source, owner))
         log.info("training submitted to Ray model=%s owner=%s", recipe.sha1, owner)
     except Exception as e:  # the cluster is unreachable or refused: a transient failure of the world
         log.error("submitting model=%s to Ray failed: %s: %s", recipe.sha1, type(e).__name__, e)

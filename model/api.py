@@ -20,35 +20,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.config import Settings
-from model.data.fetch import FetchPolicy
+from model.context import Context
 from model.errors import PipelineError
 from model.execution.choice import executor_for, on_cluster
 from model.identity.recipe import Recipe
 from model.jobs import state as jobs
 from model.jobs.progress import tee
 from model.training.pipeline import Progress, prepare_recipe, silent, train_model
-from store import ObjectStore, open_store
+from store import ObjectStore
 
 StoreLike = str | os.PathLike[str] | ObjectStore | None
-
-
-@dataclass
-class Context:
-    """What one caller works with: settings read once, a store, and the fetch policy."""
-
-    settings: Settings
-    store: ObjectStore
-    policy: FetchPolicy
-
-    @staticmethod
-    def open(store: StoreLike = None, settings: Settings | None = None) -> Context:
-        settings = settings or Settings.from_env()
-        if not isinstance(store, ObjectStore):
-            store = open_store(os.fspath(store) if store else settings.store_uri or None, settings.data_dir)
-        # A caller on their own machine, with their own files and network: no SSRF restrictions.
-        policy = FetchPolicy(timeout=settings.http_timeout, max_bytes=settings.max_download_bytes)
-        return Context(settings, store, policy)
 
 
 def train_job(
@@ -64,15 +45,13 @@ def train_job(
     """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status."""
     if on_cluster(ctx.settings) and csv and os.path.exists(csv):
         csv = os.path.abspath(csv)  # Ray tasks resolve the rows' paths from another directory
-    recipe = prepare_recipe(ctx.store, ctx.settings, params, csv, csv_sha1, ctx.policy)
+    recipe = prepare_recipe(ctx, params, csv, csv_sha1)
     jobs.record_recipe(ctx.store, recipe, csv)
     bars = progress or silent
 
     def build(job_progress: Progress) -> dict[str, Any]:
         executor = executor_for(ctx.settings, ctx.store)  # EXECUTOR=ray: this process drives the cluster
-        return train_model(
-            ctx.store, recipe, csv, ctx.settings, ctx.policy, tee(bars, job_progress), executor
-        )
+        return train_model(ctx, recipe, csv, tee(bars, job_progress), executor)
 
     status = jobs.wait_or_run(
         ctx.store,

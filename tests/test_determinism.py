@@ -9,6 +9,7 @@ import pytest
 from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
 
 from model.config import Settings
+from model.context import Context
 from model.data.fetch import FetchPolicy
 from model.training.pipeline import prepare_recipe, train_model
 from store import LocalStore
@@ -35,13 +36,12 @@ def test_retrain_with_new_seed_reuses_tensors_and_features(tmp_path: Path) -> No
     settings = Settings()
     policy = FetchPolicy()
     params = {"epochs": 5, "l2": 0.001, "image_size": 96}
-    first = train_model(
-        store, prepare_recipe(store, settings, params, str(csv), None, policy), str(csv), settings, policy
-    )
+    ctx = Context(settings, store, policy)
+    first = train_model(ctx, prepare_recipe(ctx, params, str(csv), None), str(csv))
     # The default views, mirrored and centre crop: two decoded sizes and two base runs per image.
     assert first["cache"]["decoded"] == 24 and first["cache"]["base_forward"] == 24
-    r2 = prepare_recipe(store, settings, {**params, "random_seed": 7}, str(csv), None, policy)
-    second = train_model(store, r2, str(csv), settings, policy)
+    r2 = prepare_recipe(ctx, {**params, "random_seed": 7}, str(csv), None)
+    second = train_model(ctx, r2, str(csv))
     assert second["cache"] == {
         "decoded": 0,
         "tensor_cache_hits": 0,
@@ -57,18 +57,14 @@ def test_cached_and_fresh_features_give_the_same_model(tmp_path: Path) -> None:
     settings, policy = Settings(), FetchPolicy()
     params = {"epochs": 5, "l2": 0.001, "image_size": 96}
     fresh = LocalStore(tmp_path / "fresh")
-    out_fresh = train_model(
-        fresh, prepare_recipe(fresh, settings, params, str(csv), None, policy), str(csv), settings, policy
-    )
+    fresh_ctx = Context(settings, fresh, policy)
+    out_fresh = train_model(fresh_ctx, prepare_recipe(fresh_ctx, params, str(csv), None), str(csv))
     warm = LocalStore(tmp_path / "warm")
     other = tmp_path / "set" / "reversed.csv"
     other.write_text("".join(reversed(csv.read_text().splitlines(keepends=True))))
-    train_model(
-        warm, prepare_recipe(warm, settings, params, str(other), None, policy), str(other), settings, policy
-    )
-    out_warm = train_model(
-        warm, prepare_recipe(warm, settings, params, str(csv), None, policy), str(csv), settings, policy
-    )
+    warm_ctx = Context(settings, warm, policy)
+    train_model(warm_ctx, prepare_recipe(warm_ctx, params, str(other), None), str(other))
+    out_warm = train_model(warm_ctx, prepare_recipe(warm_ctx, params, str(csv), None), str(csv))
     assert out_warm["cache"]["base_forward"] == 0
     assert out_warm["weights_sha1"] == out_fresh["weights_sha1"]
 

@@ -101,7 +101,7 @@ def test_a_running_training_reports_progress_then_is_cancelled_then_restarts(tmp
     from model.training.pipeline import prepare_recipe
 
     ctx = Context.open(store)
-    model["sha1"] = prepare_recipe(store, ctx.settings, dict(QUICK), str(csv), None, ctx.policy).sha1
+    model["sha1"] = prepare_recipe(ctx, dict(QUICK), str(csv), None).sha1
     thread = threading.Thread(target=run)
     thread.start()
     assert in_features.wait(60)
@@ -178,7 +178,7 @@ def test_a_cancel_during_features_is_honoured_within_about_a_second(tmp_path: Pa
     from model.training.pipeline import prepare_recipe
 
     ctx = Context.open(store)
-    sha1 = prepare_recipe(store, ctx.settings, dict(SLOW_CHUNK), str(csv), None, ctx.policy).sha1
+    sha1 = prepare_recipe(ctx, dict(SLOW_CHUNK), str(csv), None).sha1
     thread = threading.Thread(target=run)
     thread.start()
     assert in_features.wait(60)

@@ -27,6 +27,7 @@ from stl_testing import REPO, run_stl
 from model.bases.litert import Int8Base
 from model.bases.registry import BASES
 from model.config import Settings
+from model.context import Context
 from model.data.fetch import FetchPolicy
 from model.training.pipeline import prepare_recipe
 from store import LocalStore
@@ -160,9 +161,8 @@ def _train_and_infer(
 def test_example_recipe_hash_is_golden(tmp_path: Path, base_cache: Path) -> None:
     store = LocalStore(tmp_path / "data")
     settings = Settings(base_cache=str(base_cache))  # the session's cache, never the user's own
-    recipe = prepare_recipe(
-        store, settings, {"random_seed": 7}, str(REPO / "example-data/train.csv"), None, FetchPolicy()
-    )
+    ctx = Context(settings, store, FetchPolicy())
+    recipe = prepare_recipe(ctx, {"random_seed": 7}, str(REPO / "example-data/train.csv"), None)
     assert recipe.base_sha1 == DEFAULT_BASE_SHA1 == BASES["efficientnet-lite2"].int8_sha1
     assert recipe.sha1 == EXAMPLE["model_sha1"]
 

@@ -67,18 +67,18 @@ def test_a_job_outlives_the_process_that_submitted_it(cluster: RayCluster, tmp_p
         f"""
         import os
         from model.jobs import state as jobs
-        from model.api import Context
+        from model.context import Context, Job
         from model.training.pipeline import prepare_recipe
-        from model.run.ray_actor import submit_training
+        from model.run.ray_actor import start_job_actor
         ctx = Context.open()
         params = {{"random_seed": 7, "base": "efficientnet-lite0", "views": ["original", "mirrored", "top-right"],
                   "image_size": 128}}
         csv = {str(EXAMPLE / "train.csv")!r}
-        recipe = prepare_recipe(ctx.store, ctx.settings, params, csv, None, ctx.policy)
+        recipe = prepare_recipe(ctx, params, csv, None)
         jobs.record_recipe(ctx.store, recipe, csv)
         owner = f"submitter-{{os.getpid()}}"
         record = jobs.submit(ctx.store, recipe.sha1, owner, ctx.settings.lease_ttl,
-                             start=lambda: submit_training(ctx.settings, ctx.policy, recipe, csv, owner))
+                             start=lambda: start_job_actor(ctx, Job(recipe, csv, owner)))
         print(recipe.sha1, record["status"], os.getpid())
         """
     )

@@ -28,6 +28,7 @@ import requests.certs
 import urllib3
 from urllib3.response import HTTPResponse
 
+from model.config import Settings
 from model.data.urls import HttpTarget, embedded_ipv4, is_public, parse_http_url
 from model.errors import ChecksumMismatch, FetchError, FetchRefused
 from store import ObjectStore, StoreError
@@ -39,8 +40,9 @@ _REQUEST_HEADERS = {"User-Agent": "static-transfer-learning/0.1", "Accept-Encodi
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    timeout: float = 30.0
-    max_bytes: int = 50 * 1024 * 1024
+    # The settings' defaults (HTTP_TIMEOUT, MAX_DOWNLOAD_BYTES), written once, in model.config.
+    timeout: float = Settings.http_timeout
+    max_bytes: int = Settings.max_download_bytes
     #: Allow URLs resolving to non-public addresses (the CLI on your own machine: yes; the service: no).
     allow_private: bool = True
     #: Exceptions to the private-address rule: "host", "host:port" or CIDRs ("127.0.0.0/8").

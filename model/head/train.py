@@ -22,8 +22,8 @@ import numpy as np
 
 from model.head import exact, logistic
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
-CV_FOLDS = 3
+ADAM_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+ADAM_CV_FOLDS = 3
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-7
 #: Names the arithmetic in manifests; change it (and CODE_VERSION) when the bits change.
 HEAD_ARITHMETIC = "float64-ieee-tree-sum-v1"
@@ -169,8 +169,8 @@ def train_head(
     xs = probe.standardise(x)
     cv: dict[str, float] = {}
     if l2 < 0:
-        folds = _folds(y, CV_FOLDS, seed)
-        for candidate in L2_GRID:
+        folds = _folds(y, ADAM_CV_FOLDS, seed)
+        for candidate in ADAM_L2_GRID:
             correct = 0
             for held in folds:
                 fit_idx = np.setdiff1d(np.arange(len(y)), held)
@@ -189,7 +189,7 @@ def train_head(
                 correct += int(counts[held][logits.argmax(axis=1) == y[held]].sum())
             cv[f"{candidate:g}"] = correct / int(counts.sum())
         # Highest CV accuracy; ties go to the stronger penalty (simpler model).
-        l2 = max(L2_GRID, key=lambda c: (cv[f"{c:g}"], c))
+        l2 = max(ADAM_L2_GRID, key=lambda c: (cv[f"{c:g}"], c))
     w, b = _fit(xs, y, n_labels, l2, seed, epochs, batch_size, learning_rate, on_epoch, counts)
     return Head(w, b, mean, scale, l2, cv)
 

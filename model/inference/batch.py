@@ -29,7 +29,7 @@ from model.inference.predictor import Predictor, top_label
 from store import ObjectStore, StoreError
 from store.hashing import is_sha1
 
-CHUNK_ROWS = 32
+LABEL_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def label_rows(
     rows: Iterable[ImageRow],
     fetch: Callable[[ImageRow], bytes],
     pool_size: int = 8,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int = LABEL_CHUNK,
 ) -> Iterator[dict[str, Any]]:
     """One result per row, in the CSV's order: label and probabilities, or the row's error."""
     predictor.load(model_sha1)  # an unknown model fails before any image is fetched
@@ -162,7 +162,7 @@ def label_csv(
         return (
             record
             for lines in executor.map(
-                label_chunk_task, chunked(rows, CHUNK_ROWS), model_sha1, csv, policy, settings
+                label_chunk_task, chunked(rows, LABEL_CHUNK), model_sha1, csv, policy, settings
             )
             for record in lines
         )

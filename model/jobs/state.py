@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from model.config import Settings
 from model.errors import JobCancelled, JobStateError, ModelNotFound, PipelineError
 from model.identity.manifest import load_manifest, manifest_ref, missing_objects
 from model.identity.recipe import Recipe
@@ -39,8 +40,9 @@ from store import ObjectStore, StoreError, StoreUnwritable, lease
 
 #: Statuses of a job that some process is (or is about to be) running.
 RUNNING = ("new", "in_progress")
-#: Back-off before the first retry of a transient error; doubled per attempt, at most MAX_BACKOFF.
-DEFAULT_BACKOFF = 5.0
+#: Back-off before the first retry of a transient error (RETRY_BACKOFF's default, from model.config);
+#: doubled per attempt, at most MAX_BACKOFF.
+DEFAULT_BACKOFF = Settings.retry_backoff
 MAX_BACKOFF = 600.0
 
 

@@ -48,6 +48,7 @@ def copy_inputs(src: ObjectStore, dst: ObjectStore, manifest: dict[str, Any]) ->
 
 def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any]:
     """Train ``recipe`` from the inputs in the scratch store; report every stage's hashes."""
+    from model.context import Context
     from model.training.pipeline import train_model
 
     store = LocalStore(scratch)
@@ -58,7 +59,7 @@ def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any
         if base_sha1 != want:
             return {"base_sha1": base_sha1}
     base_sha1 = recipe.base_sha1
-    out = train_model(store, recipe, None, settings, FetchPolicy(allow_paths=False))
+    out = train_model(Context(settings, store, FetchPolicy(allow_paths=False)), recipe, None)
     return {
         "base_sha1": base_sha1,
         "weights_sha1": out["weights_sha1"],

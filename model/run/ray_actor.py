@@ -1,6 +1,6 @@
 """EXECUTOR=ray: a training job as a detached Ray actor, which outlives whoever submitted it.
 
-The web tier only records and submits: ``submit_training`` starts a detached
+The web tier only records and submits: ``start_job_actor`` starts a detached
 actor (named after the job, owned by the cluster rather than by the process that
 created it) that holds the job's lease, fans the chunks out as tasks
 (``model.execution.ray_tasks``), trains the head in one task, and writes the
@@ -15,9 +15,9 @@ import threading
 import ray
 
 from model.config import Settings
+from model.context import Context, Job
 from model.data.fetch import FetchPolicy
 from model.execution.ray_tasks import NAMESPACE, RayExecutor, connect, portable, store_for
-from model.identity.recipe import Recipe
 from model.run.runner import run_job
 
 
@@ -30,18 +30,14 @@ class TrainingJob:
     actor ends itself when the job is over.
     """
 
-    def __init__(
-        self, settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
-    ) -> None:
-        args = (settings, policy, recipe, csv_source, owner)
-        threading.Thread(target=self._run, args=args, name=f"job-{recipe.sha1[:8]}", daemon=True).start()
+    def __init__(self, settings: Settings, policy: FetchPolicy, job: Job) -> None:
+        args = (settings, policy, job)
+        threading.Thread(target=self._run, args=args, name=f"job-{job.recipe.sha1[:8]}", daemon=True).start()
 
     @staticmethod
-    def _run(
-        settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
-    ) -> None:
+    def _run(settings: Settings, policy: FetchPolicy, job: Job) -> None:
         try:
-            run_job(store_for(settings), settings, policy, recipe, csv_source, owner, RayExecutor(settings))
+            run_job(Context(settings, store_for(settings), policy), job, RayExecutor(settings))
         finally:
             ray.kill(ray.get_runtime_context().current_actor)
 
@@ -53,13 +49,14 @@ class TrainingJob:
 START_TIMEOUT = 120.0
 
 
-def submit_training(
-    settings: Settings, policy: FetchPolicy, recipe: Recipe, csv_source: str | None, owner: str
-) -> None:
-    """Start the job on the cluster and return once it runs there; its status lives in the store."""
-    settings = portable(settings)
+def start_job_actor(ctx: Context, job: Job) -> None:
+    """Start the job on the cluster and return once it runs there; its status lives in the store.
+
+    The actor gets the settings and policy, not the store handle: it opens the store the
+    settings name, as every task does."""
+    settings = portable(ctx.settings)
     connect(settings)
     actor = TrainingJob.options(  # type: ignore[attr-defined]
-        name=f"train-{recipe.sha1}-{owner}", namespace=NAMESPACE, lifetime="detached"
-    ).remote(settings, policy, recipe, csv_source, owner)
+        name=f"train-{job.recipe.sha1}-{job.owner}", namespace=NAMESPACE, lifetime="detached"
+    ).remote(settings, ctx.policy, job)
     ray.get(actor.started.remote(), timeout=START_TIMEOUT)

@@ -12,9 +12,8 @@ import os
 from typing import Any
 
 from model.config import Settings
-from model.data.fetch import FetchPolicy
+from model.context import Context, Job
 from model.execution.local import Executor
-from model.identity.recipe import Recipe
 from model.jobs import publications
 from model.jobs import state as jobs
 from model.lifecycle.publish import publish_model
@@ -28,20 +27,13 @@ def publisher(store: ObjectStore, model_sha1: str, settings: Settings) -> public
     return lambda uri: publish_model(store, model_sha1, uri, settings.data_dir)
 
 
-def run_job(
-    store: ObjectStore,
-    settings: Settings,
-    policy: FetchPolicy,
-    recipe: Recipe,
-    csv_source: str | None,
-    owner: str,
-    executor: Executor | None = None,
-) -> dict[str, Any] | None:
+def run_job(ctx: Context, job: Job, executor: Executor | None = None) -> dict[str, Any] | None:
     """Train (the caller holds the lease as ``owner``), publish, log; the final status record.
 
     None when the world failed (store, disk) or a bug did: the status says so and the
     log has the cause, which a background job has nobody else to tell.
     """
+    store, settings, recipe, owner = ctx.store, ctx.settings, job.recipe, job.owner
     log.info("training started model=%s owner=%s pid=%d", recipe.sha1, owner, os.getpid())
     try:
         record = jobs.run_with_lease(
@@ -49,7 +41,7 @@ def run_job(
             recipe.sha1,
             owner,
             settings.lease_ttl,
-            lambda progress: train_model(store, recipe, csv_source, settings, policy, progress, executor),
+            lambda progress: train_model(ctx, recipe, job.csv_source, progress, executor),
             settings.retry_backoff,
         )
         if record["status"] == "ready":

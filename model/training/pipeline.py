@@ -23,6 +23,7 @@ import numpy as np
 
 from model.bases.registry import ensure_base
 from model.config import Settings
+from model.context import Context
 from model.data.csvfile import Row, parse_csv
 from model.data.fetch import FetchPolicy, fetch_bytes
 from model.data.split import split_rows
@@ -40,7 +41,7 @@ from store.hashing import is_sha1
 
 #: Images per features chunk (one Ray task each): big enough that a task's overhead is small next
 #: to its ~64 base forward passes, small enough that a killed task loses little.
-CHUNK_ROWS = 64
+FEATURE_CHUNK = 64
 #: Images per fetch chunk: fetched by DOWNLOAD_POOL_SIZE threads within the chunk.
 FETCH_CHUNK = 256
 MAX_LISTED_ROWS = 10
@@ -78,18 +79,14 @@ def _tracking(progress: Progress, stage: str, total: int) -> Iterator[Tracker]:
 
 
 def prepare_recipe(
-    store: ObjectStore,
-    settings: Settings,
-    params: dict[str, Any],
-    csv_source: str | None,
-    csv_sha1: str | None,
-    policy: FetchPolicy,
+    ctx: Context, params: dict[str, Any], csv_source: str | None, csv_sha1: str | None
 ) -> Recipe:
     """Validate a request and bind it to content hashes (CSV, base weights).
 
     Cheap: no TensorFlow. If ``csv_sha1`` is not given the CSV is fetched and
     stored to learn it.
     """
+    store, settings, policy = ctx.store, ctx.settings, ctx.policy
     hyper = parse_hyperparameters(params, settings)
     spec, base_sha1 = ensure_base(store, hyper["base"], settings.base_cache or None)
     extra_sha1 = (
@@ -166,7 +163,7 @@ def extract_features(
     done = 0
     workers: set[str] = set()
     with _tracking(progress, "features", len(images)) as bar:
-        chunks = chunked(images, CHUNK_ROWS)
+        chunks = chunked(images, FEATURE_CHUNK)
         for result in executor.map(features_chunk, chunks, recipe, settings, tick=lambda: bar.update(0)):
             n = len(result.records)
             if features is None:
@@ -198,15 +195,10 @@ class Built:
 
 
 def build_model(
-    store: ObjectStore,
-    recipe: Recipe,
-    csv_source: str | None,
-    settings: Settings,
-    policy: FetchPolicy,
-    progress: Progress,
-    executor: Executor,
+    ctx: Context, recipe: Recipe, csv_source: str | None, progress: Progress, executor: Executor
 ) -> Built:
     """Every stage of the training; stores every object the manifest names, but not its ref."""
+    store, settings, policy = ctx.store, ctx.settings, ctx.policy
     started = time.time()
     timings: dict[str, float] = {}
     csv_bytes = load_csv(store, recipe, csv_source, policy)
@@ -274,11 +266,9 @@ def commit_model(store: ObjectStore, built: Built, progress: Progress) -> tuple[
 
 
 def train_model(
-    store: ObjectStore,
+    ctx: Context,
     recipe: Recipe,
     csv_source: str | None,
-    settings: Settings,
-    policy: FetchPolicy,
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> dict[str, Any]:
@@ -292,11 +282,12 @@ def train_model(
     """
     from model.training.runtime import environment
 
+    store = ctx.store
     progress = progress or silent
     executor = executor or LocalExecutor(store)
     started = time.time()
     for _attempt in range(COMMIT_ATTEMPTS):
-        built = build_model(store, recipe, csv_source, settings, policy, progress, executor)
+        built = build_model(ctx, recipe, csv_source, progress, executor)
         committed = commit_model(store, built, progress)
         if committed is not None:
             break
