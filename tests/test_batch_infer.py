@@ -10,8 +10,8 @@ import pytest
 from stl_testing import EXAMPLE, REPO, run_stl
 
 from model import api
+from model.data.csvfile import ImageRow, parse_image_list
 from model.errors import CsvError
-from model.inference.batch import ImageRow, parse_image_list
 from store.hashing import sha1_bytes
 
 RECIPE = {"base": "efficientnet-lite0", "image_size": 96}

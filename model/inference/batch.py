@@ -14,53 +14,19 @@ per row.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from model.config import Settings
+from model.data.csvfile import ImageRow, parse_image_list
 from model.data.fetch import FetchPolicy, fetch_bytes, resolve_source
-from model.errors import CsvError, PipelineError
+from model.errors import PipelineError
 from model.execution.local import Executor, chunked
 from model.inference.predictor import Predictor, top_label
 from store import ObjectStore, StoreError
-from store.hashing import is_sha1
 
 LABEL_CHUNK = 32
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    line: int
-    source: str
-    label: str | None = None
-    sha1: str | None = None
-
-
-def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
-    """Rows of an image list: ``url``, ``url,label``, ``url,sha1`` or ``url,label,sha1``."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CsvError("CSV is not UTF-8 text") from None
-    count = 0
-    for n, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
-        fields = [f.strip() for f in fields]
-        if not any(fields):
-            continue
-        if len(fields) > 3 or not fields[0]:
-            raise CsvError(f"CSV line {n}: expected <image_url>[,<label>][,<sha1>], got {len(fields)} fields")
-        sha1 = fields[-1].lower() if len(fields) > 1 and is_sha1(fields[-1].lower()) else None
-        if len(fields) == 3 and sha1 is None:
-            raise CsvError(f"CSV line {n}: {fields[2]!r} is not a sha1 (40 hex digits)")
-        label = fields[1] if len(fields) == 3 or (len(fields) == 2 and sha1 is None) else None
-        count += 1
-        if count > max_rows:
-            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
-        yield ImageRow(n, fields[0], label or None, sha1)
 
 
 def label_chunk(
