@@ -23,7 +23,7 @@ def _recipe(**params: object) -> Recipe:
 def test_same_request_same_hash_in_another_process() -> None:
     here = _recipe(epochs=7).sha1
     code = (
-        "from model.config import Settings;from model.recipe import *;"
+        "from model.config import Settings;from model.identity.recipe import *;"
         f"print(make_recipe(parse_hyperparameters({{'epochs': 7}}, Settings()), {CSV!r}, {BASE!r}, 224).sha1)"
     )
     there = subprocess.run(
