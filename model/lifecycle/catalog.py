@@ -76,11 +76,12 @@ class ModelState:
 
     @property
     def job(self) -> dict[str, Any] | None:
-        """The job record as it should be read: between the manifest's write and the
-        ready record's, a record that still says running is one write behind."""
+        """The job record as it should be read. Between the manifest's write and the ready
+        record's, the record still says running: it is left so (the ready record, with the
+        weights' sha1, is a moment away) but its last beat is dropped, since the work is done."""
         if self.status is None or self.manifest is None or self.status["status"] not in RUNNING:
             return self.status
-        return {k: v for k, v in self.status.items() if k != "progress"} | {"status": "ready"}
+        return {k: v for k, v in self.status.items() if k != "progress"}
 
 
 #: What a stalled job's state says (the same words on the API, the CLI and the page).
