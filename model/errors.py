@@ -78,3 +78,8 @@ class StoreChanged(PipelineError):
     """Objects a job read were deleted (by gc) before it could commit, again and again."""
 
     transient = True
+
+
+class HeadInputError(DataError):
+    """Features or parameters that the head's exact products cannot take (not integers, over their
+    bound, not finite): refused, so that no product is ever computed inexactly."""
