@@ -193,15 +193,22 @@ def head_fit_times() -> list[tuple[int, float]]:
     features of 3 labels: the one step that stays on one machine."""
     import numpy as np
 
+    from model.head.linear import IntegerFeatures
+    from model.head.products import Integers
     from model.head.train import train_logistic
 
     out = []
     for n in (500, 1000, 2000, 4000):
         rng = np.random.default_rng(n)
         y = np.arange(n) % 3
-        x = (rng.standard_normal((3, 1280))[y] * 0.3 + rng.standard_normal((n, 1280))).astype(np.float32)
+        x = np.clip(
+            np.rint((rng.standard_normal((3, 1280))[y] * 0.3 + rng.standard_normal((n, 1280))) * 60),
+            -510,
+            510,
+        )
+        features = IntegerFeatures(Integers.of(x, 510), np.full(1280, 0.01))  # two views' integer sums
         t = time.perf_counter()
-        train_logistic(x, y, 3, seed=1, l2=-1.0, calibrate=True)
+        train_logistic(features, y, 3, seed=1, l2=-1.0, calibrate=True)
         out.append((n, time.perf_counter() - t))
         print(out[-1], file=sys.stderr)
     return out
@@ -262,7 +269,7 @@ def main() -> None:
         "",
         "## The head, the step that stays on one machine",
         "",
-        "`train_logistic` (5-fold CV over the L2 grid, then a temperature) on n random 1280-d features of",
+        "`train_logistic` (5-fold CV over the L2 grid, then a temperature) on n random 1280-d integer features of",
         "3 labels, in this process:",
         "",
         "| distinct (image, label) pairs | fit |",

@@ -127,7 +127,7 @@ class Service(Context):
 
         def join() -> None:
             from model.errors import ExecutorUnavailable
-            from model.execution.ray_tasks import connect
+            from model.execution.ray_cluster import connect
 
             while True:
                 try:

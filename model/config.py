@@ -25,6 +25,13 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ValueError(f"environment variable {name} must be a positive integer, got {value}")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -149,6 +156,9 @@ class Settings:
     max_csv_rows: int = 100_000
     max_download_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    #: Pairs per shard of the head's rows (rounded up to whole 4,096-row sum blocks): bounds the
+    #: head's temporaries; never part of a recipe, since it cannot change a bit.
+    head_shard_pairs: int = 65_536
     # Service.
     fetch_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     import_root: str = ""
@@ -207,6 +217,7 @@ class Settings:
             max_csv_rows=_int("MAX_CSV_ROWS", d.max_csv_rows),
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),
+            head_shard_pairs=_positive("HEAD_SHARD_PAIRS", d.head_shard_pairs),
             fetch_allow_hosts=_list("FETCH_ALLOW_HOSTS"),
             import_root=os.environ.get("IMPORT_ROOT", ""),
             api_token=os.environ.get("API_TOKEN", ""),

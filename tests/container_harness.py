@@ -29,7 +29,7 @@ CACHE = Path(os.environ.get("STL_CI_CACHE", "/var/cache/stl-ci"))
 #: The project's image as the container and compose tests build it.
 PROJECT_IMAGE = "static-transfer-learning:ci"
 #: The model example-data/train.json (seed 1234) gives everywhere: make demo's, the CLI's, the container's.
-GOLDEN_MODEL = "bbfb8bf1a79ddc778246611374f00ce38d991bb8"
+GOLDEN_MODEL = "7aa64230f910aa6116f6ddb9966dc13b3307f156"
 DEBIAN_IMAGE = "local/debian:bookworm-minbase"
 PYTHON_IMAGE = "local/python:3.11-slim"
 LOCAL_CA = Path("/usr/local/share/ca-certificates")

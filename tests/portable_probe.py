@@ -17,10 +17,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from model.bases.litert import Int8Base  # noqa: E402
+from model.bases.litert import UNIT_BOUND, Int8Base  # noqa: E402
 from model.data.images import decode_image  # noqa: E402
-from model.head import exact, logistic  # noqa: E402
-from model.head.train import Head  # noqa: E402
+from model.head import exact, logistic, products  # noqa: E402
+from model.head.linear import Head, IntegerFeatures, LinearMap, standardisation  # noqa: E402
+from model.head.products import Integers  # noqa: E402
 from model.identity.tensors import dump_tensors  # noqa: E402
 from model.identity.views import crop_source_size, view_of  # noqa: E402
 
@@ -45,36 +46,58 @@ def probe(base: bytes, size: int = 224) -> dict[str, str]:
         p = decode_image(path.read_bytes(), size, 10**8, name)
         pixels.append(p)
         out[f"tensor:{name}"] = sha1(dump_tensors({"image": p}))
-    feats = extractor.features(np.stack(pixels))
-    for (name, _), f in zip(IMAGES, feats, strict=True):
-        out[f"features:{name}"] = sha1(dump_tensors({"features": f}))
-    # A fixed head over these features: standardise, logits, exact softmax.
+    units = extractor.units(np.stack(pixels))
+    for (name, _), u in zip(IMAGES, units, strict=True):
+        out[f"features:{name}"] = sha1(dump_tensors({"units": u, "scale": np.array([extractor.scale])}))
+    # A fixed head over these integer features: exact product, softmax.
     rng = np.random.Generator(np.random.PCG64(3))
+    dim = units.shape[1]
+    factor = np.full(dim, np.float64(extractor.scale))
     head = Head(
-        rng.standard_normal((feats.shape[1], 3)), rng.standard_normal(3), feats[0], feats[1] * 0 + 0.5, 0
+        rng.standard_normal((dim, 3)),
+        rng.standard_normal(3),
+        factor * units[0],
+        np.full(dim, 0.5),
+        0,
+        factor=factor,
     )
-    out["probabilities"] = sha1(head.probabilities(feats).tobytes())
+    out["probabilities"] = sha1(head.probabilities(Integers.of(units, UNIT_BOUND)).tobytes())
     # The crop views (cut from the image squashed larger) of the first JPEG, through the base.
     larger = decode_image(IMAGES[2][1].read_bytes(), crop_source_size(size), 10**8)
     crops = np.stack([view_of(v, size, None, larger) for v in ("center", "top-left", "bottom-right")])
-    out["features:rocket.jpg:crops"] = sha1(extractor.features(crops).tobytes())
-    # The logistic head's arithmetic: both forms of the solver, cross-validation, temperature, log.
-    x = np.concatenate([feats, extractor.features(crops)]).astype(np.float64)
-    x = np.concatenate([x, x[:, ::-1] * 0.5 + 1.0])  # 14 rows: enough for 2 folds of 2 labels
+    crop_units = extractor.units(crops)
+    out["features:rocket.jpg:crops"] = sha1(crop_units.tobytes())
+    # The logistic head's arithmetic: fits, cross-validation, temperature, log; the exact products.
+    x = np.concatenate([units, crop_units]).astype(np.int64)
+    x = np.concatenate([x, x[:, ::-1] // 2 + 1])  # 14 rows: enough for 2 folds of 2 labels
+    features = IntegerFeatures(Integers.of(x, UNIT_BOUND), factor)
     y = np.arange(len(x)) % 2
-    dual, _ = logistic.fit(x, y, 2, 0.1)
-    primal, _ = logistic.fit(x[:, :8], y, 2, 0.01)
-    cv = logistic.cross_validate(x, y, 2, seed=3, folds=2)
+    mean, scale = standardisation(features)
+    linear = LinearMap.of(factor, mean, np.full(dim, scale))
+    wide = logistic.fit(features.units, y, 2, linear, 0.1)
+    narrow = logistic.fit(
+        Integers.of(x[:, :8], UNIT_BOUND), y, 2, LinearMap(linear.gain[:8], linear.offset[:8]), 0.01
+    )
+    cv = logistic.cross_validate(features.units, y, 2, linear, seed=3, folds=2)
     temperature = logistic.fit_temperature(cv.out_of_fold_logits, y)
+    # Exponents over 400 binades by ldexp (exact; np.exp2 is not correctly rounded and its SIMD
+    # variants differ by CPU, which would change the inputs, not the product).
+    w = np.ldexp(rng.standard_normal((dim, 4)), rng.integers(-200, 200, (dim, 4)))
+    g = rng.uniform(-1, 1, (len(x), 4))
+    xt_g, colsum = products.transposed_times(features.units, g, np.arange(len(x)) % 3, 3 * len(x)).result()
     parts = [
-        dual.kernel,
-        dual.bias,
-        primal.kernel,
-        primal.bias,
+        wide.kernel,
+        wide.bias,
+        narrow.kernel,
+        narrow.bias,
         cv.out_of_fold_logits,
+        cv.final.kernel,
         np.array([temperature]),
+        products.times(features.units, w),
+        xt_g,
+        colsum,
     ]
-    parts.append(exact.log(np.abs(x[0]) + 1e-3))
+    parts.append(exact.log(np.abs(w[:, 0]) + 1e-3))
     out["logistic"] = sha1(b"".join(np.ascontiguousarray(p, np.float64).tobytes() for p in parts))
     return out
 

@@ -1,8 +1,10 @@
-"""The converged head: it finds the true minimiser, in bits that are golden, in both forms."""
+"""The converged head on integer features: it finds the true minimiser, in bits that are golden,
+and a fit's bits do not depend on the fits that shared its products."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,15 +12,33 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
+from model.errors import HeadInputError
 from model.head import exact, logistic, metrics
+from model.head.linear import IntegerFeatures, LinearMap, standardisation
+from model.head.products import Integers
+from model.head.shards import InMemory, InStore, shard_pairs, store_shards
+from store.errors import HashMismatch
+
+BOUND = 510  # two views of an int8 base
 
 
-def _problem(n: int = 60, dim: int = 40, k: int = 3, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def _problem(n: int = 60, dim: int = 40, k: int = 3, seed: int = 5) -> tuple[IntegerFeatures, np.ndarray]:
+    """Integer features like an int8 base's view sums: label centres plus noise, within BOUND."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((k, dim))
     y = np.arange(n) % k
-    x = centres[y] * 0.8 + rng.standard_normal((n, dim))
-    return x, y
+    x = np.clip(np.rint((centres[y] * 0.8 + rng.standard_normal((n, dim))) * 60), -BOUND, BOUND)
+    factor = np.full(dim, 0.05 / 2)  # a base scale of 0.05, two views
+    return IntegerFeatures(Integers.of(x.astype(np.int16), BOUND), factor), y
+
+
+def _linear(features: IntegerFeatures, counts: np.ndarray | None = None) -> LinearMap:
+    mean, scale = standardisation(features, counts)
+    return LinearMap.of(features.factor, mean, np.full(features.units.dim, scale))
+
+
+def _standardised(features: IntegerFeatures, linear: LinearMap) -> np.ndarray:
+    return features.units.values * linear.gain - linear.offset
 
 
 def _reference(x: np.ndarray, y: np.ndarray, k: int, l2: float) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -49,65 +69,161 @@ def _sha1(*arrays: np.ndarray) -> str:
     return hashlib.sha1(b"".join(np.ascontiguousarray(a, np.float64).tobytes() for a in arrays)).hexdigest()
 
 
-@pytest.mark.parametrize(("n", "dim"), [(60, 40), (30, 80)])  # the primal form, then the dual
+@pytest.mark.parametrize(("n", "dim"), [(60, 40), (30, 80)])  # more photos than features, then fewer
 def test_fit_reaches_the_minimiser(n: int, dim: int) -> None:
-    x, y = _problem(n, dim)
-    assert isinstance(logistic.problem_for(x, y, 3, 0.1), logistic._Dual) == (n <= dim)
-    fit, _ = logistic.fit(x, y, 3, 0.1)
-    w, b, loss = _reference(x, y, 3, 0.1)
+    features, y = _problem(n, dim)
+    linear = _linear(features)
+    fit = logistic.fit(features.units, y, 3, linear, 0.1)
+    w, b, loss = _reference(_standardised(features, linear), y, 3, 0.1)
     assert fit.converged and 5 < fit.iterations < logistic.MAX_ITERATIONS
     ours, theirs = loss(np.concatenate([fit.kernel.ravel(), fit.bias])), loss(np.concatenate([w.ravel(), b]))
     assert ours <= theirs + 1e-11  # as low as SciPy's own minimum
     assert np.abs(fit.kernel - w).max() < 1e-5 and np.abs(fit.bias - b).max() < 1e-4
 
 
-def test_primal_and_dual_forms_agree() -> None:
-    x, y = _problem(30, 80)
-    dual, _ = logistic.fit(x, y, 3, 0.05)
-    primal_problem = logistic._Primal(x, y, 3, 0.05)
-    theta, _, converged = logistic.minimise(primal_problem)
-    w, b = primal_problem.weights(theta)
-    assert converged
-    assert np.abs(dual.kernel - w).max() < 1e-6 and np.abs(dual.bias - b).max() < 1e-6
-
-
 def test_fits_are_golden() -> None:
     # Literals: any change to the solver's arithmetic must be a deliberate CODE_VERSION change.
-    x, y = _problem(60, 40)
-    primal, _ = logistic.fit(x, y, 3, 0.1)
-    x2, y2 = _problem(30, 80)
-    dual, _ = logistic.fit(x2, y2, 3, 0.1)
-    assert (primal.iterations, dual.iterations) == PRIMAL_DUAL_ITERATIONS
-    assert _sha1(primal.kernel, primal.bias) == PRIMAL_SHA1
-    assert _sha1(dual.kernel, dual.bias) == DUAL_SHA1
+    features, y = _problem(60, 40)
+    tall = logistic.fit(features.units, y, 3, _linear(features), 0.1)
+    features2, y2 = _problem(30, 80)
+    wide = logistic.fit(features2.units, y2, 3, _linear(features2), 0.1)
+    assert (tall.iterations, wide.iterations) == ITERATIONS
+    assert _sha1(tall.kernel, tall.bias) == TALL_SHA1
+    assert _sha1(wide.kernel, wide.bias) == WIDE_SHA1
 
 
-PRIMAL_DUAL_ITERATIONS = (23, 30)
-PRIMAL_SHA1 = "dcd631e58ab77ea00d6ca38b90fe263cb0b93f7c"
-DUAL_SHA1 = "af15648411b8f482be5ffdc1a18159cc6982f4a8"
+ITERATIONS = (17, 19)
+TALL_SHA1 = "6555cd2684876704edae6deada91fc50f79414c3"
+WIDE_SHA1 = "99189ca7eaaa9e36004cb9513f36e454a5868615"
+
+
+def _run(
+    features: IntegerFeatures,
+    y: np.ndarray,
+    linear: LinearMap,
+    weights: np.ndarray,
+    l2: float,
+    pairs: int | None = None,
+    starts: dict | None = None,
+) -> dict[int, logistic.Fit]:
+    """Every column of ``weights`` as one fit, all in lockstep, on shards of ``pairs`` rows."""
+    runner, problem, totals = logistic._plan(InMemory(features.units, pairs), y, 3, linear, weights)
+    starts = starts or {}
+    solvers = {f: logistic.solver(features.units.dim, 3, l2, starts.get(f)) for f in range(weights.shape[1])}
+    return logistic.run_together(runner, problem, totals, solvers)
+
+
+def test_a_fit_in_lockstep_is_the_fit_alone() -> None:
+    """Fits that share their products (one GEMM for all) give each the bits it gets alone."""
+    features, y = _problem(90, 40)
+    linear = _linear(features)
+    weights = np.random.default_rng(2).integers(0, 3, (len(y), 4))
+    together = _run(features, y, linear, weights, 0.05)
+    assert len({together[f].iterations for f in range(4)}) > 1  # they really ended at different rounds
+    for f in range(4):
+        alone = _run(features, y, linear, weights[:, f : f + 1], 0.05)[0]
+        assert np.array_equal(alone.theta, together[f].theta) and np.array_equal(
+            alone.logits, together[f].logits
+        )
+
+
+class _Shuffled:
+    """Shards answered in a scrambled order, as workers would."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def answer(self, problem: Any, request: Any) -> list:
+        answers = self.runner.answer(problem, request)
+        return answers[1::2] + answers[::2]
+
+
+@pytest.mark.parametrize("pairs", [4096, 8192, 5000])  # 5000 is rounded up to 8192
+def test_any_shard_size_and_answer_order_gives_the_same_bits(pairs: int) -> None:
+    features, y = _problem(20_000, 24)
+    linear = _linear(features)
+    weights = np.stack([np.arange(len(y)) % 5 != 0, np.ones(len(y), bool)], axis=1).astype(np.int64) * 2
+    whole = _run(features, y, linear, weights, 0.01)
+    runner, problem, totals = logistic._plan(InMemory(features.units, pairs), y, 3, linear, weights)
+    assert len(runner.shards) == -(-20_000 // shard_pairs(pairs)) > 1
+    solvers = {f: logistic.solver(24, 3, 0.01) for f in range(2)}
+    sharded = logistic.run_together(_Shuffled(runner), problem, totals, solvers)
+    for f in range(2):
+        assert np.array_equal(whole[f].theta, sharded[f].theta) and np.array_equal(
+            whole[f].logits, sharded[f].logits
+        )
+    assert _sha1(whole[0].theta, whole[1].theta) == SHARDED_SHA1
+
+
+def test_shards_read_from_a_store_give_the_same_bits(tmp_path: Path) -> None:
+    from store import LocalStore
+
+    features, y = _problem(10_000, 24)
+    linear = _linear(features)
+    counts = (np.arange(len(y)) % 3) + 1
+    units = features.units.values.astype(np.int16)
+    store = LocalStore(tmp_path)
+    shards = store_shards(store, ((units[a : a + 4096], y[a : a + 4096]) for a in range(0, len(y), 4096)))
+    assert len(shards) == 3
+    stored = logistic.cross_validate(InStore(store, shards, BOUND), y, 3, linear, seed=2, counts=counts)
+    local = logistic.cross_validate(features.units, y, 3, linear, seed=2, counts=counts)
+    assert np.array_equal(stored.final.theta, local.final.theta)
+    assert np.array_equal(stored.out_of_fold_logits, local.out_of_fold_logits)
+    # A shard whose bytes changed is refused by the store's hash check, not trained on.
+    sha1 = shards[1][1]
+    path = tmp_path / "objects" / sha1[:2] / sha1[2:]
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(HashMismatch):
+        logistic.fit(InStore(store, shards, BOUND), y, 3, linear, 0.1)
+
+
+SHARDED_SHA1 = "4de1017c995cac6698bbb052fc5d5fb4b882f861"
+
+
+def test_a_shard_size_that_is_not_positive_is_refused() -> None:
+    assert shard_pairs(1) == shard_pairs(4096) == 4096 and shard_pairs(4097) == 8192
+    with pytest.raises(HeadInputError, match="positive number of pairs, not 0"):
+        shard_pairs(0)
 
 
 def test_cross_validation_keeps_out_of_fold_logits() -> None:
-    x, y = _problem(60, 80)
-    cv = logistic.cross_validate(x, y, 3, seed=1)
+    features, y = _problem(60, 80)
+    linear = _linear(features)
+    cv = logistic.cross_validate(features.units, y, 3, linear, seed=1)
     assert cv.folds == 5 and cv.l2 in logistic.L2_GRID
     assert set(cv.accuracy) == {f"{v:g}" for v in logistic.L2_GRID}
-    # Each photo's logits come from the fold that left it out: refit one fold and compare.
+    # Each photo's logits come from the fold that left it out: refit that fold alone, down the grid.
     fold = logistic.stratified_folds(y, 5, 1)
-    train, held = fold != 2, fold == 2
+    held = fold == 2
+    weights = np.where(held, 0, 1)[:, None]
     start = None
     for l2 in logistic.L2_GRID[: logistic.L2_GRID.index(cv.l2) + 1]:
-        f, start = logistic.fit(x[train], y[train], 3, l2, start)
-    assert np.array_equal(cv.out_of_fold_logits[held], np.add(exact.matmul(x[held], f.kernel), f.bias))
+        f = _run(features, y, linear, weights, l2, starts={0: start})[0]
+        start = f.theta
+    assert np.array_equal(cv.out_of_fold_logits[held], f.logits[held])
+    # ... and they are that fold model's logits on those photos, up to the update's rounding.
+    from model.head.linear import linear_logits
+
+    direct = linear_logits(features.units.rows(np.flatnonzero(held)), linear, f.kernel, f.bias)
+    assert np.allclose(direct, f.logits[held], rtol=1e-9, atol=1e-9)
     assert cv.accuracy[f"{cv.l2:g}"] == (cv.out_of_fold_logits.argmax(axis=1) == y).mean()
+    # The final fit is the fit on every row at the chosen strength.
+    assert cv.final.converged and np.allclose(
+        cv.final.kernel, logistic.fit(features.units, y, 3, linear, cv.l2).kernel, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_features_that_are_not_integers_are_refused() -> None:
+    with pytest.raises(HeadInputError, match="not integers"):
+        Integers.of(np.full((2, 3), 0.5), BOUND)
 
 
 def test_fewer_folds_when_a_label_is_rare() -> None:
-    x, y = _problem(60, 80)
+    features, y = _problem(60, 80)
     y = y.copy()
     y[y == 2] = 0
     y[:3] = 2  # three photos of label 2
-    assert logistic.cross_validate(x, y, 3, seed=1).folds == 3
+    assert logistic.cross_validate(features.units, y, 3, _linear(features), seed=1).folds == 3
 
 
 def test_temperature_undoes_a_known_overconfidence() -> None:
@@ -149,7 +265,7 @@ def test_summary_names_precision_recall_and_overconfidence() -> None:
     assert s["overconfident_errors"] == 1 and s["validation_accuracy"] == round(2 / 3, 6)
 
 
-@pytest.mark.parametrize("n", [60, 20])  # primal (n > dim) and the Gram form (n <= dim)
+@pytest.mark.parametrize("n", [60, 20])  # more photos than features, and fewer
 def test_a_row_counted_k_times_is_the_row_listed_k_times(n: int) -> None:
     """Training on distinct rows with counts minimises the loss of the rows repeated: the same
     head, and a head that differs from the unweighted one (the counts are not ignored)."""
@@ -160,7 +276,7 @@ def test_a_row_counted_k_times_is_the_row_listed_k_times(n: int) -> None:
     repeated = np.repeat(np.arange(len(y)), counts)
     kw = {"seed": 3, "l2": 0.01, "calibrate": False}
     weighted = train_logistic(x, y, 3, counts=counts, **kw).head
-    listed = train_logistic(x[repeated], y[repeated], 3, **kw).head
+    listed = train_logistic(x.rows(repeated), y[repeated], 3, **kw).head
     plain = train_logistic(x, y, 3, **kw).head
     assert np.allclose(weighted.mean, listed.mean, rtol=0, atol=1e-12)
     assert np.allclose(weighted.kernel, listed.kernel, rtol=1e-5, atol=1e-7)

@@ -37,7 +37,7 @@ def test_the_python_api_example_runs_and_its_comments_are_true(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["sha1"] == "bbfb8bf1a79ddc778246611374f00ce38d991bb8"  # what `make demo` trains
+    assert out["sha1"] == "7aa64230f910aa6116f6ddb9966dc13b3307f156"  # what `make demo` trains
     assert out["labels"] == ["checks", "dots", "stripes"] and round(out["acc"], 3) == 0.986
     assert round(out["dots"]["dots"], 5) == 0.99987 and f"{out['dots']['checks']:.1e}" == "1.2e-04"
     assert out["verified"] is True and out["listed"] == [out["sha1"]]
@@ -46,4 +46,4 @@ def test_the_python_api_example_runs_and_its_comments_are_true(tmp_path: Path) -
 
 def test_stl_version(tmp_path: Path) -> None:
     run = run_stl(["--version"], tmp_path / "data")
-    assert run.code == 0 and re.fullmatch(r"stl \S+ \(recipes stl-3\)\n", run.out), run.out
+    assert run.code == 0 and re.fullmatch(r"stl \S+ \(recipes stl-4\)\n", run.out), run.out

@@ -76,12 +76,12 @@ class Int8Base:
                 return
         raise BaseModelError(f"{self.name} is not run entirely by XNNPACK, so its features are not portable")
 
-    def features(self, images: np.ndarray, each: Callable[[], None] | None = None) -> np.ndarray:
-        """(n, s, s, 3) uint8 pixels -> (n, dim) float32 features, one image per invocation.
+    def units(self, images: np.ndarray, each: Callable[[], None] | None = None) -> np.ndarray:
+        """(n, s, s, 3) uint8 pixels -> (n, dim) int16 ``q - zero point``, one image per invocation.
 
-        Each image runs alone, so its features never depend on its batch-mates.
-        Dequantisation, (q - zero point) * scale, is one correctly rounded float32
-        multiply per value. ``each`` is called after every image (a job's cancel check).
+        Each image runs alone, so its features never depend on its batch-mates. The float
+        features are ``units * scale`` (``dequantise``); the head works on the integers.
+        ``each`` is called after every image (a job's cancel check).
         """
         n, size = len(images), images.shape[1]
         raw = np.empty((n, self.dim), np.int8)
@@ -95,4 +95,18 @@ class Int8Base:
                 raw[i] = self._interpreter.get_tensor(self._out)[0]
                 if each is not None:
                     each()
-        return np.multiply(raw.astype(np.float32) - np.float32(self.zero_point), self.scale)
+        return raw.astype(np.int16) - np.int16(self.zero_point)
+
+    def features(self, images: np.ndarray, each: Callable[[], None] | None = None) -> np.ndarray:
+        """(n, dim) float32 features: ``dequantise(units, scale)``."""
+        return dequantise(self.units(images, each), self.scale)
+
+
+#: |q - zero point| of an int8 output is at most 255.
+UNIT_BOUND = 255
+
+
+def dequantise(units: np.ndarray, scale: np.float32) -> np.ndarray:
+    """float32 features from integer units: one correctly rounded float32 multiply per value
+    (the same bits as (q - zero point) * scale, since the integers convert exactly)."""
+    return np.multiply(np.asarray(units).astype(np.float32), np.float32(scale))

@@ -5,7 +5,8 @@ chunks' order, whatever order they finished in, so the job that consumes them
 is the same code, and gives the same bytes, on either. A chunk function is a
 module-level ``fn(store, chunk, *args)``: the local executor calls it with the
 caller's store; a Ray task opens the store the settings name (``model.execution.ray_tasks``).
-``model.execution.choice`` picks one.
+``model.execution.choice`` picks one. It also says where the head's rows are while it fits
+(``head_rows``): in this process, or in shards held by Ray actors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
+from model.head.products import Integers
+from model.head.shards import InMemory, Rows
 from store import ObjectStore
 
 T = TypeVar("T")
@@ -36,8 +41,9 @@ class Executor(Protocol):
         whatever it raises stops the map."""
         ...
 
-    def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """``fn(*args)`` as one task (a pure function: it gets no store)."""
+    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
+        """Where the head's training rows are while it fits, in shards of ``pairs``: in this
+        process, or held by the cluster's workers (the driver then sees only sums)."""
         ...
 
 
@@ -56,8 +62,8 @@ class LocalExecutor:
         for chunk in chunks:  # in this thread: the chunk beats the job's progress itself
             yield fn(self.store, chunk, *args, **({"tick": tick} if tick is not None else {}))
 
-    def run(self, fn: Callable[..., R], *args: Any) -> R:
-        return fn(*args)
+    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
+        return InMemory(units, pairs)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

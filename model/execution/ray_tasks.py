@@ -12,27 +12,25 @@ the local executor's and gives the same bytes.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
 from model.config import Settings
-from model.errors import ExecutorUnavailable
-from store import ObjectStore, open_store
+from model.execution.ray_cluster import connect, portable, store_for, unwrap
+from model.execution.ray_shards import InRay
+from model.head.products import Integers
+from model.head.shards import Rows, shard_pairs, store_shards
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: This project's Ray namespace (jobs' actors are named ``train-<model sha1>-<owner>`` in it).
-NAMESPACE = "stl"
 #: Times Ray reruns a task whose worker or node died (an exception raised by the task is final).
 TASK_RETRIES = 3
 #: Chunks in flight per CPU of the cluster: enough to keep every worker busy, few enough that
@@ -42,83 +40,10 @@ IN_FLIGHT_PER_CPU = 2
 #: How often a job waiting on a task ticks (reports progress, sees a cancel).
 TICK_SECONDS = 0.5
 
-#: Seconds to wait for the cluster to answer when joining it.
-CONNECT_TIMEOUT = 30.0
-_connect_lock = threading.Lock()
-_joining: threading.Thread | None = None
-_join_error: list[BaseException] = []
-
-
-def connect(settings: Settings, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Join the cluster at RAY_ADDRESS once per process (a task or actor is already joined).
-
-    With no RAY_ADDRESS, Ray starts a cluster on this machine for the process (the CLI alone).
-    ``ray.init`` itself waits as long as it takes for an unreachable cluster, so it runs in a
-    thread, and a caller (a web request) gives up after ``timeout`` with ExecutorUnavailable;
-    the next caller waits on the same attempt rather than starting another.
-    """
-    global _joining
-    with _connect_lock:
-        if ray.is_initialized():
-            return
-        if _joining is None or not _joining.is_alive():
-            _join_error.clear()
-
-            def join() -> None:
-                try:
-                    ray.init(
-                        address=settings.ray_address or None,
-                        namespace=NAMESPACE,
-                        log_to_driver=False,
-                        logging_level=logging.WARNING,
-                    )
-                except BaseException as e:  # handed to the caller below
-                    _join_error.append(e)
-
-            _joining = threading.Thread(target=join, name="ray-connect", daemon=True)
-            _joining.start()
-        joining = _joining
-    joining.join(timeout)
-    if _join_error:
-        raise ExecutorUnavailable(
-            f"Ray cluster at {settings.ray_address or 'a new local one'}: {_join_error[0]}"
-        ) from _join_error[0]
-    if not ray.is_initialized():
-        raise ExecutorUnavailable(
-            f"Ray cluster at {settings.ray_address} did not answer within {timeout:g} s"
-        )
-
-
-def portable(settings: Settings) -> Settings:
-    """Settings that mean the same in another process: the local store's path made absolute."""
-    return dataclasses.replace(settings, data_dir=os.path.abspath(settings.data_dir))
-
-
-_stores: dict[tuple[str, str], ObjectStore] = {}
-
-
-def store_for(settings: Settings) -> ObjectStore:
-    """This process's handle on the store ``settings`` name, opened once."""
-    key = (settings.store_uri, settings.data_dir)
-    if key not in _stores:
-        _stores[key] = open_store(settings.store_uri or None, settings.data_dir)
-    return _stores[key]
-
 
 @ray.remote(max_retries=TASK_RETRIES)
 def _chunk_task(fn: Callable[..., R], settings: Settings, chunk: Any, args: tuple[Any, ...]) -> R:
     return fn(store_for(settings), chunk, *args)
-
-
-@ray.remote(max_retries=TASK_RETRIES)
-def _one_task(fn: Callable[..., R], args: tuple[Any, ...]) -> R:
-    return fn(*args)
-
-
-def _unwrap(error: RayTaskError) -> BaseException:
-    """The exception the task raised, as itself (its message is the user's one line)."""
-    cause = getattr(error, "cause", None)
-    return cause if isinstance(cause, BaseException) else error
 
 
 class RayExecutor:
@@ -153,8 +78,14 @@ class RayExecutor:
             for ref in pending:  # the job stopped early (failed, cancelled): drop the rest
                 ray.cancel(ref)
 
-    def run(self, fn: Callable[..., R], *args: Any) -> R:
-        return self._get(_one_task.remote(fn, args))
+    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
+        """The rows as shard objects in the store, held by up to one actor per CPU of the cluster."""
+        size = shard_pairs(pairs)
+        ints = units.values.astype(np.int16)  # |units| <= 255 * views: int16 holds them
+        blocks = ((ints[a : a + size], y[a : a + size]) for a in range(0, len(y), size))
+        shards = store_shards(store_for(self.settings), blocks)
+        workers = max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
+        return InRay(self.settings, shards, units.bound, workers)
 
     @staticmethod
     def _get(ref: ray.ObjectRef, tick: Callable[[], None] | None = None) -> Any:
@@ -164,4 +95,4 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except RayTaskError as e:
-            raise _unwrap(e) from None
+            raise unwrap(e) from None

@@ -9,7 +9,8 @@ network entirely.
 
 Features come from the int8 base run one image at a time (``bases.litert``),
 so an image's features never depend on which images shared its batch, on the
-cache state, or on the CPU.
+cache state, or on the CPU. They are kept as the base's integers (``q - zero
+point``, int16) with the base's output scale: the head works on the integers.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def load_tensor(store: ObjectStore, sha1: str) -> np.ndarray:
     return load_tensors(store.get(sha1))["image"]
 
 
-#: What extracts features: (n, s, s, 3) uint8 pixels -> (n, dim) float32.
+#: What extracts features: (n, s, s, 3) uint8 pixels -> (n, dim) int16 units (and a scale).
 FeatureExtractor = Int8Base
 
 
@@ -99,19 +100,29 @@ def build_extractor(store: ObjectStore, name: str, int8_sha1: str) -> FeatureExt
     return load_base(store, name, int8_sha1)
 
 
+def sum_views(per_view: np.ndarray) -> np.ndarray:
+    """Sum over the views axis (0) of (views, ..., dim) integer units: exact, as int16."""
+    return np.sum(np.asarray(per_view, np.int32), axis=0).astype(np.int16)
+
+
 def average_views(per_view: np.ndarray) -> np.ndarray:
-    """Mean over the views axis (0) of (views, ..., dim) float32: in order, one division."""
+    """Mean over the views axis (0) of (views, ..., dim) float32: in order, one division.
+    What heads on float features (code version stl-3) were trained and are served on."""
     total = per_view[0].astype(np.float32)
     for view in per_view[1:]:
         total = np.add(total, view)
     return np.divide(total, np.float32(len(per_view)))
 
 
-def store_features(store: ObjectStore, key: FeatureKey, vector: np.ndarray) -> str:
-    sha1 = store.put(dump_tensors({"features": vector}))
+def store_features(store: ObjectStore, key: FeatureKey, units: np.ndarray, scale: np.float32) -> str:
+    """One view's integer units (int16) and the base's output scale, under the key's ref."""
+    tensors = {"units": np.asarray(units, np.int16), "scale": np.array([scale], np.float32)}
+    sha1 = store.put(dump_tensors(tensors))
     store.set_ref(key.ref, sha1.encode())
     return sha1
 
 
-def load_features(store: ObjectStore, sha1: str) -> np.ndarray:
-    return load_tensors(store.get(sha1))["features"]
+def load_features(store: ObjectStore, sha1: str) -> tuple[np.ndarray, np.float32]:
+    """(units, scale) of a features object."""
+    tensors = load_tensors(store.get(sha1))
+    return tensors["units"], np.float32(tensors["scale"][0])

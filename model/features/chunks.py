@@ -29,13 +29,13 @@ from model.features.cache import (
     FeatureExtractor,
     FeatureKey,
     TensorKey,
-    average_views,
     build_extractor,
     cached,
     load_features,
     load_tensor,
     store_features,
     store_tensor,
+    sum_views,
 )
 from model.identity.recipe import Recipe
 from model.identity.views import CROPS, tensor_sizes, view_of
@@ -105,10 +105,11 @@ def fetch_chunk(
 
 @dataclass
 class ChunkFeatures:
-    """What a features chunk gives back: per image its cache records and its view-averaged vector."""
+    """What a features chunk gives back: per image its cache records and its view-summed units."""
 
     records: list[dict[str, Any]]  # image_sha1, tensor_sha1[, crop_tensor_sha1], features_sha1
-    vectors: np.ndarray  # (images, dim) float32, in the chunk's order
+    units: np.ndarray  # (images, dim) int16 view sums, in the chunk's order
+    factor: np.ndarray  # (dim,) float64: float feature = factor * units (base scale / views)
     stats: dict[str, int]
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who ran it
 
@@ -183,22 +184,19 @@ def features_chunk(
         mine = [t for t in todo if slots[t[1]][0] == b]
         if not mine:
             continue
-        out = _extractor(store, name, sha1).features(np.stack([p for _, _, p in mine]), beat)
+        extractor = _extractor(store, name, sha1)
+        out = extractor.units(np.stack([p for _, _, p in mine]), beat)
         stats["base_forward"] += len(mine)
-        for (i, j, _), vector in zip(mine, out, strict=True):
-            found[i][j] = store_features(store, keys[i][j], vector)
+        for (i, j, _), units in zip(mine, out, strict=True):
+            found[i][j] = store_features(store, keys[i][j], units, extractor.scale)
     records: list[dict[str, Any]] = []
-    vectors: list[np.ndarray] = []
+    summed: list[np.ndarray] = []
+    factor: list[np.ndarray] = []
     for i, image in enumerate(images):
         per_slot = [load_features(store, s) for s in found[i]]  # type: ignore[arg-type]
-        vectors.append(
-            np.concatenate(
-                [
-                    average_views(np.stack(per_slot[b * len(views) : (b + 1) * len(views)]))
-                    for b in range(len(bases))
-                ]
-            )
-        )
+        blocks = [per_slot[b * len(views) : (b + 1) * len(views)] for b in range(len(bases))]
+        summed.append(np.concatenate([sum_views(np.stack([u for u, _ in block])) for block in blocks]))
+        factor = [np.full(len(block[0][0]), np.float64(block[0][1]) / len(views)) for block in blocks]
         records.append(
             {
                 "image_sha1": image.sha1,
@@ -207,4 +205,4 @@ def features_chunk(
                 "features_sha1": list(found[i]),
             }
         )
-    return ChunkFeatures(records, np.stack(vectors), stats)
+    return ChunkFeatures(records, np.stack(summed), np.concatenate(factor), stats)

@@ -49,6 +49,27 @@ def tree_sum(a: np.ndarray, axis: int = 0) -> np.ndarray:
     return x[0].copy()
 
 
+#: Sums over rows go block by block, then over the blocks' sums: rows split into shards of whole
+#: blocks give the same bits as one array.
+SUM_BLOCK_ROWS = 4096
+
+
+def block_sums(a: np.ndarray) -> np.ndarray:
+    """Per block of ``SUM_BLOCK_ROWS`` rows (axis 0), its ``tree_sum``: (blocks, ...)."""
+    a = np.asarray(a, np.float64)
+    starts = range(0, len(a), SUM_BLOCK_ROWS)
+    return (
+        np.stack([tree_sum(a[i : i + SUM_BLOCK_ROWS]) for i in starts])
+        if len(a)
+        else np.zeros((0, *a.shape[1:]))
+    )
+
+
+def row_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 by blocks (``block_sums``), then a tree over the blocks."""
+    return tree_sum(block_sums(a))
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(n, d) x (d, k) -> (n, k), each dot product summed by ``tree_sum`` over d.
 

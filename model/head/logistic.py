@@ -1,31 +1,36 @@
-"""Softmax regression minimised to convergence, in CPU-independent arithmetic.
+"""Softmax regression minimised to convergence, many fits in lockstep, on exact products.
 
-The loss, mean cross-entropy + l2 * |W|^2 (the bias is not penalised), is
-convex, so its minimiser depends on the data and l2 alone, not on a learning
-rate, an epoch count or a batch order: the head a user gets is the best one
-for the features, which the mini-batch Adam head only approaches. It is found
-by L-BFGS with a backtracking (Armijo) line search — over W itself, or, with
-fewer photos than features, over A where W = x.T A (the same minimiser, found
-with (n, n) products) — every step built from
-``model.head.exact``'s correctly rounded operations, so the iterates, the number of
-iterations and the final bits are the same on every CPU.
+The loss, weighted mean cross-entropy + l2 * |W|^2 (the bias is not
+penalised), is convex, so its minimiser depends on the data and l2 alone: the
+head a user gets is the best one for the features. It is found by L-BFGS with
+a backtracking (Armijo) line search; each fit is written as a plain sequential
+solver (``_lbfgs``) that asks for the two things touching every row, logits of
+a parameter vector and a gradient at some logits, and ``_run_together``
+answers the asks of all fits that are waiting with one GEMM each. Those
+products are exact (``model.head.products``), so a fit's bits do not depend on
+which fits shared its GEMM, on the BLAS, or on the CPU.
 
-The l2 strength is chosen by stratified k-fold cross-validation over a wide
-grid, on the training photos only; the out-of-fold logits at the chosen
-strength are kept, so a temperature can be fitted on photos the fold's model
-never saw, and so that with no holdout the validation metrics still come from
-unseen photos.
+Cross-validation runs every fold's fit and the final fit on all rows together,
+on the same rows with different row weights (0 leaves a row out of a fit), for
+each l2 of the grid, strongest first, each fit warm-started from its previous
+one. The fold fits' logits on the rows they left out are the out-of-fold
+logits, kept for the temperature and, with no holdout, for honest metrics.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from model.head import exact
+from model.head.linear import LinearMap, linear_gradient, row_counts
+from model.head.products import Integers
+from model.head.shards import Answer, InMemory, Problem, Round, Rows, Runner
 
 #: L2 strengths tried by cross-validation, strongest first (each fit starts from the previous one).
 L2_GRID = (100.0, 10.0, 1.0, 0.1, 0.01, 1e-3)
@@ -35,15 +40,12 @@ MAX_ITERATIONS = 300
 #: Converged when the gradient's Euclidean norm (over W and b) is at most this.
 GRADIENT_TOLERANCE = 1e-6
 ARMIJO = 1e-4
+#: Step halvings a line search tries before it gives up (no decrease at float64 precision).
+LINE_SEARCH_STEPS = 60
 #: Names the arithmetic in manifests; change it (and CODE_VERSION) when the bits change.
-SOLVER = "lbfgs-armijo-primal-or-gram-float64-exact-v1"
-#: Called once per solver iteration; it changes nothing computed (a job's cancel check).
+SOLVER = "lbfgs-armijo-lockstep-integer-features-exact-products-v2"
+#: Called once per round of products; it changes nothing computed (a job's cancel check).
 Tick = Callable[[], None]
-
-
-def row_counts(n: int, counts: np.ndarray | None) -> np.ndarray:
-    """How many photos each of ``n`` rows stands for: ``counts``, or one each."""
-    return np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64)
 
 
 @dataclass
@@ -52,230 +54,168 @@ class Fit:
     bias: np.ndarray  # (labels,)
     iterations: int
     converged: bool
+    theta: np.ndarray  # kernel and bias, flat: to warm-start the next fit
+    logits: np.ndarray  # (rows, labels) at the final parameters, every row (also those left out)
 
 
-class _Primal:
-    """The loss over (W, b) themselves: products with x (n, dim) each step; best when n > dim.
-
-    Every vector v comes with its image M v under the metric of parameter space,
-    here the identity, so that the minimiser is the same code for both forms.
-    """
-
-    def __init__(
-        self, x: np.ndarray, y: np.ndarray, n_labels: int, l2: float, counts: np.ndarray | None = None
-    ) -> None:
-        self.x = np.ascontiguousarray(x, np.float64)
-        self.onehot = np.eye(n_labels, dtype=np.float64)[y]
-        counts = row_counts(len(y), counts)
-        # Row i stands for counts[i] identical photos: its loss terms weigh counts[i] (times 1.0 is
-        # exact, so a CSV without repeats gives the same bits as before weights existed).
-        self.weight = counts.astype(np.float64)[:, None]
-        self.n, self.k, self.l2 = int(counts.sum()), n_labels, l2
-        self.rows = x.shape[1]  # rows of the weight-like block
-
-    def split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cut = self.rows * self.k
-        return v[:cut].reshape(self.rows, self.k), v[cut:]
-
-    def metric(self, v: np.ndarray) -> np.ndarray:
-        return v
-
-    @functools.cached_property
-    def xf(self) -> np.ndarray:
-        return np.asfortranarray(self.x)  # exact.matmul reads its transpose without a copy
-
-    def logits(self, theta: np.ndarray, m_theta: np.ndarray) -> np.ndarray:
-        """Logits at ``theta``; for a direction, its change per unit step."""
-        w, b = self.split(theta)
-        return np.add(exact.matmul(self.xf, w), b)
-
-    def penalty(self, theta: np.ndarray, m_theta: np.ndarray) -> float:
-        w, _ = self.split(theta)
-        return self.l2 * exact.dot(w, w)
-
-    def residual(self, z: np.ndarray) -> np.ndarray:
-        return np.divide(np.multiply(np.subtract(exact.softmax(z), self.onehot), self.weight), float(self.n))
-
-    def gradient(
-        self, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        w, _ = self.split(theta)
-        g = self.residual(z)
-        gw = np.add(exact.matmul_tn(self.x, g), np.multiply(w, 2.0 * self.l2))
-        flat = np.concatenate([gw.ravel(), exact.tree_sum(g, axis=0)])
-        return flat, flat
-
-    def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w, b = self.split(theta)
-        return w.copy(), b.copy()
+#: What a solver asks for, and is answered: ("start", theta) -> (cross-entropy, gradient);
+#: ("direction", (p, t)) and ("try", t) -> cross-entropy at theta + t p; ("accept", t) -> the
+#: gradient there; ("finish", None) -> the logits of every row. Cross-entropy and gradient are
+#: of the weighted mean loss without the penalty.
+Ask = tuple[str, Any]
+Solver = Generator[Ask, Any, Fit]
 
 
-class _Dual(_Primal):
-    """The same loss with W = x.T A: only the (n, n) Gram matrix K = x x.T is multiplied.
-
-    Every iterate stays in the span of the photos' features (the gradient does),
-    so nothing is lost; each step costs one (n, n) x (n, labels) product instead
-    of two (n, dim) ones, and the metric pairs carry K v through every linear
-    combination so that inner products <u, v>_W = <u, K v> cost no product.
-    """
-
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        n_labels: int,
-        l2: float,
-        gram: np.ndarray,
-        counts: np.ndarray | None = None,
-    ) -> None:
-        super().__init__(x, y, n_labels, l2, counts)
-        self.gram = gram
-        self.rows = len(y)
-
-    def metric(self, v: np.ndarray) -> np.ndarray:
-        a, b = self.split(v)
-        return np.concatenate([exact.matmul(self.gram, a).ravel(), b])
-
-    def logits(self, theta: np.ndarray, m_theta: np.ndarray) -> np.ndarray:
-        ka, b = self.split(m_theta)
-        return np.add(ka, b)
-
-    def penalty(self, theta: np.ndarray, m_theta: np.ndarray) -> float:
-        a, _ = self.split(theta)
-        ka, _ = self.split(m_theta)
-        return self.l2 * exact.dot(a, ka)
-
-    def gradient(
-        self, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        a, _ = self.split(theta)
-        ka, _ = self.split(m_theta)
-        g = self.residual(z)
-        gb = exact.tree_sum(g, axis=0)
-        ga = np.add(g, np.multiply(a, 2.0 * self.l2))
-        kga = np.add(exact.matmul(self.gram, g), np.multiply(ka, 2.0 * self.l2))
-        return np.concatenate([ga.ravel(), gb]), np.concatenate([kga.ravel(), gb])
-
-    def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.split(theta)
-        return exact.matmul_tn(self.x, a), b.copy()
-
-
-def _loss(problem: _Primal, z: np.ndarray, theta: np.ndarray, m_theta: np.ndarray) -> float:
-    picked = exact.tree_sum(np.multiply(z, problem.onehot), axis=1)
-    ce = np.multiply(np.subtract(exact.log_sum_exp(z), picked), problem.weight[:, 0])
-    return float(np.divide(exact.tree_sum(ce), float(problem.n))) + problem.penalty(theta, m_theta)
-
-
-Pair = tuple[np.ndarray, np.ndarray]  # a vector and its image under the metric
-
-
-def _direction(g: Pair, steps: list[tuple[Pair, Pair, float]]) -> Pair:
+def _direction(g: np.ndarray, steps: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
     """L-BFGS two-loop recursion: -H g from the last steps (s, y, 1/<y, s>), newest last."""
-    q, mq = g[0].copy(), g[1].copy()
+    q = g.copy()
     alphas = []
-    for (_s, ms), (yv, myv), rho in reversed(steps):
-        a = rho * exact.dot(ms, q)
+    for s, yv, rho in reversed(steps):
+        a = rho * exact.dot(s, q)
         alphas.append(a)
-        q, mq = np.subtract(q, np.multiply(yv, a)), np.subtract(mq, np.multiply(myv, a))
+        q = np.subtract(q, np.multiply(yv, a))
     if steps:
-        (_s, ms), (yv, myv), _ = steps[-1]
-        gamma = exact.dot(ms, yv) / exact.dot(myv, yv)
-        q, mq = np.multiply(q, gamma), np.multiply(mq, gamma)
-    for ((s, ms), (_yv, myv), rho), a in zip(steps, reversed(alphas), strict=True):
-        b = rho * exact.dot(myv, q)
-        q, mq = np.add(q, np.multiply(s, a - b)), np.add(mq, np.multiply(ms, a - b))
-    return np.negative(q), np.negative(mq)
+        s, yv, _ = steps[-1]
+        q = np.multiply(q, exact.dot(s, yv) / exact.dot(yv, yv))
+    for (s, yv, rho), a in zip(steps, reversed(alphas), strict=True):
+        b = rho * exact.dot(yv, q)
+        q = np.add(q, np.multiply(s, a - b))
+    return np.negative(q)
 
 
-def minimise(
-    problem: _Primal, start: np.ndarray | None = None, tick: Tick | None = None
-) -> tuple[np.ndarray, int, bool]:
-    """L-BFGS from ``start`` (zeros by default): the parameters, iterations used, and convergence.
+def solver(dim: int, labels: int, l2: float, start: np.ndarray | None = None) -> Solver:
+    """One fit's L-BFGS from ``start`` (zeros by default), as a plain sequential solver that
+    yields every question about the rows (see ``Ask``)."""
+    cut = dim * labels
 
-    ``tick`` is called once an iteration (a job checks for a cancel there; it may raise)."""
-    theta = np.zeros(problem.rows * problem.k + problem.k) if start is None else start.copy()
-    m_theta = problem.metric(theta)
-    z = problem.logits(theta, m_theta)
-    f = _loss(problem, z, theta, m_theta)
-    g = problem.gradient(z, theta, m_theta)
-    steps: list[tuple[Pair, Pair, float]] = []
-    for iteration in range(MAX_ITERATIONS):
-        if tick is not None:
-            tick()
-        norm = float(np.sqrt(exact.dot(g[0], g[1])))
+    def penalised(ce: float, g: np.ndarray, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta[:cut]
+        g = g.copy()
+        g[:cut] = np.add(g[:cut], np.multiply(w, 2.0 * l2))
+        return ce + l2 * exact.dot(w, w), g
+
+    theta = np.zeros(cut + labels) if start is None else start.copy()
+    f, g = penalised(*(yield ("start", theta)), theta)
+    steps: list[tuple[np.ndarray, np.ndarray, float]] = []
+    iteration, converged = 0, False
+    while iteration < MAX_ITERATIONS:
+        norm = float(np.sqrt(exact.dot(g, g)))
         if norm <= GRADIENT_TOLERANCE:
-            return theta, iteration, True
+            converged = True
+            break
         p = _direction(g, steps)
-        slope = exact.dot(g[1], p[0])
+        slope = exact.dot(g, p)
         if slope >= 0:  # not a descent direction (lost curvature): restart from steepest descent
             steps.clear()
-            p = (np.negative(g[0]), np.negative(g[1]))
-            slope = -norm * norm
+            p, slope = np.negative(g), -norm * norm
         # First step: unit length; afterwards L-BFGS's own scaling makes t = 1 the natural try.
         t = 1.0 if steps else 1.0 / max(1.0, norm)
-        dz = problem.logits(*p)
-        for _ in range(60):
-            new_theta = np.add(theta, np.multiply(p[0], t))
-            new_m_theta = np.add(m_theta, np.multiply(p[1], t))
-            new_z = np.add(z, np.multiply(dz, t))
-            new_f = _loss(problem, new_z, new_theta, new_m_theta)
-            if new_f <= f + ARMIJO * t * slope:
+        ce = yield ("direction", (p, t))
+        for attempt in range(LINE_SEARCH_STEPS):
+            new_theta = np.add(theta, np.multiply(p, t))
+            w = new_theta[:cut]
+            new_f = ce + l2 * exact.dot(w, w)
+            if new_f <= f + ARMIJO * t * slope or attempt == LINE_SEARCH_STEPS - 1:
                 break
             t *= 0.5
-        else:
-            return theta, iteration, False  # no decrease possible at float64 precision
-        new_g = problem.gradient(new_z, new_theta, new_m_theta)
-        s = (np.multiply(p[0], t), np.multiply(p[1], t))
-        yv = (np.subtract(new_g[0], g[0]), np.subtract(new_g[1], g[1]))
-        sy = exact.dot(s[1], yv[0])
+            ce = yield ("try", t)
+        if new_f > f + ARMIJO * t * slope:
+            break  # no decrease possible at float64 precision
+        new_f, new_g = penalised(ce, (yield ("accept", t)), new_theta)
+        s, yv = np.multiply(p, t), np.subtract(new_g, g)
+        sy = exact.dot(s, yv)
         if sy > 0:
             steps.append((s, yv, 1.0 / sy))
             del steps[:-HISTORY]
-        theta, m_theta, z, f, g = new_theta, new_m_theta, new_z, new_f, new_g
-    return theta, MAX_ITERATIONS, float(np.sqrt(exact.dot(g[0], g[1]))) <= GRADIENT_TOLERANCE
+        theta, f, g = new_theta, new_f, new_g
+        iteration += 1
+    else:
+        converged = float(np.sqrt(exact.dot(g, g))) <= GRADIENT_TOLERANCE
+    logits = yield ("finish", None)
+    return Fit(
+        theta[:cut].reshape(dim, labels).copy(), theta[cut:].copy(), iteration, converged, theta, logits
+    )
 
 
-def gram(x: np.ndarray) -> np.ndarray:
-    """K = x x.T, exactly as ``exact.matmul`` sums."""
-    x = np.asarray(x, np.float64)
-    return exact.matmul(x, np.ascontiguousarray(x.T))
+def _reduce(answers: list[Answer], request: Round, problem: Problem, totals: list[int]) -> dict[int, Any]:
+    """The replies to each fit's ask, from every shard's answer: exact sums, fixed block order."""
+    answers = sorted(answers, key=lambda a: a.start)  # the order shards answered in does not matter
+    k = problem.labels
+    replies: dict[int, Any] = {}
+    gradients: dict[int, np.ndarray] = {}
+    with_gradient = [a.gradient for a in answers if a.gradient is not None]
+    if with_gradient:
+        order = answers[0].order
+        gw, gb = linear_gradient(functools.reduce(operator.add, with_gradient), problem.linear)
+        for i, f in enumerate(order):
+            flat = np.concatenate([gw[:, i * k : (i + 1) * k].ravel(), gb[i * k : (i + 1) * k]])
+            gradients[f] = np.divide(flat, float(totals[f]))
+    losses = {
+        f: float(exact.tree_sum(np.concatenate([a.losses[f] for a in answers]))) / float(totals[f])
+        for f in answers[0].losses
+    }
+    for f in request.starts:
+        replies[f] = (losses[f], gradients[f])
+    for f in (*request.directions, *request.tries):
+        replies[f] = losses[f]
+    for f in request.accepts:
+        replies[f] = gradients[f]
+    for f in request.finish:
+        replies[f] = np.concatenate([a.logits[f] for a in answers])
+    return replies
 
 
-def uses_gram(n: int, dim: int, l2: float) -> bool:
-    """The dual form when there are no more photos than features (and l2 > 0), else the primal."""
-    return l2 > 0 and n <= dim
+def run_together(
+    runner: Runner, problem: Problem, totals: list[int], solvers: dict[int, Solver], tick: Tick | None = None
+) -> dict[int, Fit]:
+    """Drive the solvers (keyed by fit; fit f's rows weigh ``totals[f]`` in all) to the end, each
+    round answering every waiting ask with one pass over the shards."""
+    asks = {f: next(s) for f, s in solvers.items()}
+    done: dict[int, Fit] = {}
+    while asks:
+        if tick is not None:
+            tick()
+        request = Round()
+        for f, (kind, value) in asks.items():
+            if kind == "finish":
+                request.finish.append(f)
+            else:
+                getattr(request, f"{kind}s" if kind != "try" else "tries")[f] = value
+        replies = _reduce(runner.answer(problem, request), request, problem, totals)
+        for f, reply in replies.items():
+            try:
+                asks[f] = solvers[f].send(reply)
+            except StopIteration as stop:
+                done[f] = stop.value
+                del asks[f]
+    return done
 
 
-def problem_for(
-    x: np.ndarray,
-    y: np.ndarray,
-    n_labels: int,
-    l2: float,
-    gram_matrix: np.ndarray | None = None,
-    counts: np.ndarray | None = None,
-) -> _Primal:
-    """The form ``uses_gram`` picks, for (x, y) and l2 (each row weighing its count)."""
-    if uses_gram(len(y), x.shape[1], l2):
-        return _Dual(x, y, n_labels, l2, gram(x) if gram_matrix is None else gram_matrix, counts)
-    return _Primal(x, y, n_labels, l2, counts)
+def _plan(
+    rows: Integers | Rows, y: np.ndarray, n_labels: int, linear: LinearMap, weights: np.ndarray
+) -> tuple[Runner, Problem, list[int]]:
+    totals = [int(t) for t in weights.sum(axis=0)]
+    problem = Problem(linear, n_labels, max(totals))
+    rows = InMemory(rows) if isinstance(rows, Integers) else rows
+    return rows.runner(y, weights), problem, totals
 
 
 def fit(
-    x: np.ndarray,
+    rows: Integers | Rows,
     y: np.ndarray,
     n_labels: int,
+    linear: LinearMap,
     l2: float,
-    start: np.ndarray | None = None,
-    gram_matrix: np.ndarray | None = None,
     counts: np.ndarray | None = None,
     tick: Tick | None = None,
-) -> tuple[Fit, np.ndarray]:
-    """Minimise the loss on (x, y); the fit, and its parameters (to warm-start the same form)."""
-    problem = problem_for(x, y, n_labels, l2, gram_matrix, counts)
-    theta, iterations, converged = minimise(problem, start, tick)
-    w, b = problem.weights(theta)
-    return Fit(w, b, iterations, converged), theta
+) -> Fit:
+    """Minimise the loss on every row (row i weighing ``counts[i]`` photos)."""
+    weights = row_counts(len(y), counts)[:, None]
+    runner, problem, totals = _plan(rows, y, n_labels, linear, weights)
+    try:
+        return run_together(runner, problem, totals, {0: solver(problem.dim, n_labels, l2)}, tick)[0]
+    finally:
+        runner.close()
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -295,42 +235,50 @@ class CrossValidation:
     accuracy: dict[str, float]  # per grid value, "%g" keys
     out_of_fold_logits: np.ndarray  # (n, labels) at the chosen l2: each row from a model that never saw it
     folds: int
-    gram: np.ndarray | None  # x x.T when the dual form was used, for the final fit
+    final: Fit  # the fit on every row at the chosen l2
 
 
 def cross_validate(
-    x: np.ndarray,
+    rows: Integers | Rows,
     y: np.ndarray,
     n_labels: int,
+    linear: LinearMap,
     seed: int,
     grid: tuple[float, ...] = L2_GRID,
     folds: int = CV_FOLDS,
     counts: np.ndarray | None = None,
     tick: Tick | None = None,
 ) -> CrossValidation:
-    """Pick l2 from ``grid`` (strongest first) by k-fold accuracy, ties to the stronger penalty,
-    keeping the out-of-fold logits at the chosen strength.
+    """Pick l2 from ``grid`` (strongest first) by k-fold accuracy, ties to the stronger penalty;
+    the out-of-fold logits and the fit on every row, both at the chosen strength.
 
     Row i stands for ``counts[i]`` photos (all ones by default): the folds deal rows, so one
-    photo listed twice never sits on both sides of a fold, and accuracy counts photos."""
+    photo listed twice never sits on both sides of a fold, and accuracy counts photos. ``rows``
+    are the features (in one shard) or a ``Rows`` in shards: the bits are the same for any."""
     counts = row_counts(len(y), counts)
     # Never more folds than the rarest label has items, so every fold's training part has every label.
     k = int(max(2, min(folds, np.bincount(y, minlength=n_labels).min())))
     fold = stratified_folds(y, k, seed)
-    logits = {l2: np.zeros((len(y), n_labels)) for l2 in grid}
-    # Each fold's Gram matrix is a block of the whole one (computed if any fit will use it).
-    full_gram = gram(x) if any(uses_gram(len(y), x.shape[1], l2) for l2 in grid) else None
-    for i in range(k):
-        train, held = fold != i, fold == i
-        fold_gram = None if full_gram is None else full_gram[np.ix_(train, train)]
-        start = None
+    weights = np.stack([np.where(fold != i, counts, 0) for i in range(k)] + [counts], axis=1)  # fit k: all
+    runner, problem, totals = _plan(rows, y, n_labels, linear, weights)
+    starts: dict[int, np.ndarray | None] = dict.fromkeys(range(k + 1))
+    logits: dict[float, np.ndarray] = {}
+    finals: dict[float, Fit] = {}
+    try:
         for l2 in grid:
-            result, start = fit(x[train], y[train], n_labels, l2, start, fold_gram, counts[train], tick)
-            logits[l2][held] = np.add(exact.matmul(x[held], result.kernel), result.bias)
+            solvers = {f: solver(problem.dim, n_labels, l2, starts[f]) for f in range(k + 1)}
+            fits = run_together(runner, problem, totals, solvers, tick)
+            starts = {f: fits[f].theta for f in fits}
+            held = np.zeros((len(y), n_labels))
+            for i in range(k):
+                held[fold == i] = fits[i].logits[fold == i]
+            logits[l2], finals[l2] = held, fits[k]
+    finally:
+        runner.close()
     total = int(counts.sum())
     accuracy = {f"{l2:g}": int(counts[logits[l2].argmax(axis=1) == y].sum()) / total for l2 in grid}
     best = max(grid, key=lambda l2: (accuracy[f"{l2:g}"], l2))
-    return CrossValidation(best, accuracy, logits[best], k, full_gram)
+    return CrossValidation(best, accuracy, logits[best], k, finals[best])
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, counts: np.ndarray | None = None) -> float:
@@ -346,7 +294,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, counts: np.ndarray | None
     def slope(beta: float) -> float:
         p = exact.softmax(np.multiply(logits, beta))
         expected = exact.tree_sum(np.multiply(p, logits), axis=1)
-        return float(exact.tree_sum(np.multiply(np.subtract(expected, picked), weight)))
+        return float(exact.row_sum(np.multiply(np.subtract(expected, picked), weight)))
 
     lo, hi = 0.01, 100.0
     if slope(hi) <= 0:

@@ -1,104 +1,50 @@
-"""Train the classification head on cached features, with bit-reproducible arithmetic.
+"""Train the classification head on the base's integer features, with bit-reproducible arithmetic.
 
-Two heads share one form, softmax regression on standardised features (and,
-for the logistic head, a temperature). ``train_logistic`` minimises the convex
-loss to convergence (``model.head.logistic``). ``train_head``, the Adam head: W, b start at zero
-(a convex problem needs no random init), mini-batches come from a seeded
-permutation per epoch, and Adam updates the weights. Every operation is a
-float64 IEEE operation from ``model.head.exact`` (correctly rounded + - * / sqrt,
-fixed-order tree sums, an exp built from those), so the weights' bytes are a
-function of the features and the recipe alone, on any CPU. When the recipe asks
-for it (l2 < 0) the L2 strength is chosen by k-fold cross-validation on the
-training split only, so validation accuracy stays an honest estimate.
+Two heads share one form, softmax regression on standardised features
+(``model.head.linear``; the logistic head adds a temperature).
+``train_logistic`` minimises the convex loss to convergence
+(``model.head.logistic``). ``train_head``, the Adam head: W, b start at zero (a
+convex problem needs no random init), mini-batches come from a seeded
+permutation per epoch, and Adam updates the weights. Products over rows are
+exact (``model.head.products``); everything else is a correctly rounded float64
+operation or a fixed-order sum (``model.head.exact``), so the weights' bytes are
+a function of the features and the recipe alone, on any CPU and any BLAS. When
+the recipe asks for it (l2 < 0) the L2 strength is chosen by k-fold
+cross-validation on the training split only, so validation accuracy stays an
+honest estimate.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from model.head import exact, logistic
+from model.head import exact, logistic, products
+from model.head.linear import (
+    Head,
+    IntegerFeatures,
+    LinearMap,
+    linear_gradient,
+    linear_logits,
+    row_counts,
+    standardisation,
+)
+from model.head.products import Integers
+from model.head.shards import InMemory, Rows
 
 ADAM_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 ADAM_CV_FOLDS = 3
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-7
 #: Names the arithmetic in manifests; change it (and CODE_VERSION) when the bits change.
-HEAD_ARITHMETIC = "float64-ieee-tree-sum-v1"
-
-
-@dataclass
-class Head:
-    kernel: np.ndarray  # (dim, labels) float64
-    bias: np.ndarray  # (labels,) float64
-    mean: np.ndarray  # (dim,) float64, feature standardisation
-    scale: np.ndarray  # (dim,) float64
-    l2: float
-    cv_accuracy: dict[str, float] = field(default_factory=dict)
-    #: Logits are divided by it before the softmax; None for the Adam head (which has none).
-    temperature: float | None = None
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        out = {
-            "kernel": self.kernel,
-            "bias": self.bias,
-            "feature_mean": self.mean,
-            "feature_scale": self.scale,
-        }
-        if self.temperature is not None:
-            out["temperature"] = np.array([self.temperature], np.float64)
-        return out
-
-    @staticmethod
-    def from_tensors(t: dict[str, np.ndarray], l2: float = 0.0) -> Head:
-        f64 = {k: np.asarray(v, np.float64) for k, v in t.items()}
-        temperature = float(f64["temperature"][0]) if "temperature" in f64 else None
-        return Head(
-            f64["kernel"], f64["bias"], f64["feature_mean"], f64["feature_scale"], l2, temperature=temperature
-        )
-
-    def standardise(self, features: np.ndarray) -> np.ndarray:
-        return np.multiply(np.subtract(np.asarray(features, np.float64), self.mean), self.scale)
-
-    def logits(self, standardised: np.ndarray) -> np.ndarray:
-        return np.add(exact.matmul(standardised, self.kernel), self.bias)
-
-    def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities from logits, through the temperature if the head has one."""
-        if self.temperature is not None:
-            logits = np.divide(logits, self.temperature)
-        return exact.softmax(logits)
-
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(n, dim) features -> (n, labels) float64 probabilities, identical bits on every CPU."""
-        return self.calibrated(self.logits(self.standardise(features)))
-
-
-def standardisation(x: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centre each feature, but scale all by one number (row i weighing ``counts[i]`` photos).
-
-    Per-feature scaling would blow up features that barely vary in training, so
-    that at test time noise in them dominates the logits; one global scale
-    keeps the features' relative sizes and only sets the optimiser's units.
-    """
-    x64 = np.asarray(x, np.float64)
-    counts = logistic.row_counts(len(x64), counts)
-    weight = counts.astype(np.float64)
-    total = float(counts.sum())
-    mean = np.divide(exact.tree_sum(np.multiply(x64, weight[:, None]), axis=0), total)
-    centred = np.subtract(x64, mean)
-    squares = np.multiply(centred, centred)
-    ms = np.divide(
-        exact.tree_sum(np.multiply(exact.tree_sum(squares, axis=1), weight), axis=0), total * x64.shape[1]
-    )
-    rms = math.sqrt(float(ms))  # sqrt is correctly rounded
-    return mean, np.full(x64.shape[1], 1.0 / max(rms, 1e-6))
+HEAD_ARITHMETIC = "integer-features-exact-products-float64-ieee-v2"
 
 
 def _fit(
-    x: np.ndarray,
+    features: IntegerFeatures,
+    linear: LinearMap,
     y: np.ndarray,
     n_labels: int,
     l2: float,
@@ -112,9 +58,8 @@ def _fit(
     """Mini-batch Adam from zeros on loss = mean cross-entropy + l2 * |W|^2.
 
     Batches deal rows; row i's terms weigh ``counts[i]`` (the photos it stands for)."""
-    n, dim = x.shape
-    counts = logistic.row_counts(n, counts)
-    weight = counts.astype(np.float64)[:, None]
+    n, dim = len(y), features.units.dim
+    counts = row_counts(n, counts)
     onehot = np.eye(n_labels, dtype=np.float64)[y]
     w, b = np.zeros((dim, n_labels)), np.zeros(n_labels)
     mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
@@ -124,11 +69,14 @@ def _fit(
         perm = rng.permutation(n)
         for start in range(0, n, batch):
             idx = perm[start : start + batch]
-            xb = x[idx]
-            p = exact.softmax(np.add(exact.matmul(xb, w), b))
-            g = np.divide(np.multiply(np.subtract(p, onehot[idx]), weight[idx]), float(counts[idx].sum()))
-            gw = np.add(exact.matmul_tn(xb, g), np.multiply(w, 2.0 * l2))
-            gb = exact.tree_sum(g, axis=0)
+            units = features.units.rows(idx)
+            p = exact.softmax(linear_logits(units, linear, w, b))
+            weight = counts[idx]
+            total = int(weight.sum())
+            partial = products.transposed_times(units, np.subtract(p, onehot[idx]), weight, total)
+            gw, gb = linear_gradient(partial, linear)
+            gw = np.add(np.divide(gw, float(total)), np.multiply(w, 2.0 * l2))
+            gb = np.divide(gb, float(total))
             b1t *= ADAM_BETA1
             b2t *= ADAM_BETA2
             corr = lr * math.sqrt(1.0 - b2t) / (1.0 - b1t)
@@ -143,14 +91,14 @@ def _fit(
     return w, b
 
 
-def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """The items of each stratified fold (the same assignment as the logistic head's)."""
-    fold = logistic.stratified_folds(y, k, seed)
-    return [np.flatnonzero(fold == i) for i in range(k)]
+def _standardised(features: IntegerFeatures, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, LinearMap]:
+    mean, scale = standardisation(features, counts)
+    scales = np.full(features.units.dim, scale)
+    return mean, scales, LinearMap.of(features.factor, mean, scales)
 
 
 def train_head(
-    x: np.ndarray,
+    features: IntegerFeatures,
     y: np.ndarray,
     n_labels: int,
     *,
@@ -162,20 +110,19 @@ def train_head(
     on_epoch: Callable[[], None] | None = None,
     counts: np.ndarray | None = None,
 ) -> Head:
-    """Fit the head on (x, y), row i standing for ``counts[i]`` photos; l2 by cross-validation when < 0."""
-    counts = logistic.row_counts(len(y), counts)
-    mean, scale = standardisation(x, counts)
-    probe = Head(np.zeros((x.shape[1], n_labels)), np.zeros(n_labels), mean, scale, l2)
-    xs = probe.standardise(x)
+    """Fit the head on (features, y), row i standing for ``counts[i]`` photos; l2 by CV when < 0."""
+    counts = row_counts(len(y), counts)
+    mean, scales, linear = _standardised(features, counts)
     cv: dict[str, float] = {}
     if l2 < 0:
-        folds = _folds(y, ADAM_CV_FOLDS, seed)
+        fold = logistic.stratified_folds(y, ADAM_CV_FOLDS, seed)
         for candidate in ADAM_L2_GRID:
             correct = 0
-            for held in folds:
-                fit_idx = np.setdiff1d(np.arange(len(y)), held)
+            for i in range(ADAM_CV_FOLDS):
+                fit_idx, held = np.flatnonzero(fold != i), np.flatnonzero(fold == i)
                 w, b = _fit(
-                    xs[fit_idx],
+                    features.rows(fit_idx),
+                    linear,
                     y[fit_idx],
                     n_labels,
                     candidate,
@@ -185,13 +132,13 @@ def train_head(
                     learning_rate,
                     counts=counts[fit_idx],
                 )
-                logits = np.add(exact.matmul(xs[held], w), b)
+                logits = linear_logits(features.units.rows(held), linear, w, b)
                 correct += int(counts[held][logits.argmax(axis=1) == y[held]].sum())
             cv[f"{candidate:g}"] = correct / int(counts.sum())
         # Highest CV accuracy; ties go to the stronger penalty (simpler model).
         l2 = max(ADAM_L2_GRID, key=lambda c: (cv[f"{c:g}"], c))
-    w, b = _fit(xs, y, n_labels, l2, seed, epochs, batch_size, learning_rate, on_epoch, counts)
-    return Head(w, b, mean, scale, l2, cv)
+    w, b = _fit(features, linear, y, n_labels, l2, seed, epochs, batch_size, learning_rate, on_epoch, counts)
+    return Head(w, b, mean, scales, l2, cv, factor=features.factor)
 
 
 @dataclass
@@ -205,7 +152,7 @@ class LogisticResult:
 
 
 def train_logistic(
-    x: np.ndarray,
+    features: IntegerFeatures,
     y: np.ndarray,
     n_labels: int,
     *,
@@ -214,17 +161,20 @@ def train_logistic(
     calibrate: bool,
     counts: np.ndarray | None = None,
     tick: logistic.Tick | None = None,
+    rows: Callable[[Integers, np.ndarray], Rows] | None = None,
 ) -> LogisticResult:
     """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
 
     Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times);
-    ``tick`` is called once per solver iteration (a job's cancel check)."""
-    counts = logistic.row_counts(len(y), counts)
-    mean, scale = standardisation(x, counts)
-    xs = np.multiply(np.subtract(np.asarray(x, np.float64), mean), scale)
+    ``tick`` is called once per round of products (a job's cancel check); ``rows(units, y)``
+    places the rows in shards (default: one, in this process), which changes no bit."""
+    counts = row_counts(len(y), counts)
+    mean, scales, linear = _standardised(features, counts)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)
-    cv = logistic.cross_validate(xs, y, n_labels, seed, grid=grid, counts=counts, tick=tick)
-    fit, _ = logistic.fit(xs, y, n_labels, cv.l2, gram_matrix=cv.gram, counts=counts, tick=tick)
+    placed = InMemory(features.units) if rows is None else rows(features.units, y)
+    cv = logistic.cross_validate(placed, y, n_labels, linear, seed, grid=grid, counts=counts, tick=tick)
+    final = cv.final
     temperature = logistic.fit_temperature(cv.out_of_fold_logits, y, counts) if calibrate else 1.0
-    head = Head(fit.kernel, fit.bias, mean, scale, cv.l2, cv.accuracy if l2 < 0 else {}, temperature)
-    return LogisticResult(head, cv.out_of_fold_logits, cv.folds, fit.iterations, fit.converged)
+    accuracy = cv.accuracy if l2 < 0 else {}
+    head = Head(final.kernel, final.bias, mean, scales, cv.l2, accuracy, temperature, features.factor)
+    return LogisticResult(head, cv.out_of_fold_logits, cv.folds, final.iterations, final.converged)

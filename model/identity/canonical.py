@@ -13,7 +13,8 @@ from typing import Any
 #: Version of the code paths that shape a model's bytes (decode, resize, features, head).
 #: stl-2: int8 base on LiteRT/XNNPACK and a float64 exact-arithmetic head, portable across CPUs.
 #: stl-3: views (mirror, crops), the converged logistic head, temperature; contiguous exact matmul.
-CODE_VERSION = "stl-3"
+#: stl-4: integer features (int8 view sums) and the head's products exact on BLAS, fits in lockstep.
+CODE_VERSION = "stl-4"
 
 
 def canonical_json(value: Any) -> bytes:

@@ -14,7 +14,13 @@ import struct
 
 import numpy as np
 
-_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "U8": np.dtype("u1"), "I64": np.dtype("<i8")}
+_DTYPES = {
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "U8": np.dtype("u1"),
+    "I16": np.dtype("<i2"),
+    "I64": np.dtype("<i8"),
+}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024
 

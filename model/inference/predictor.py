@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from model.bases.litert import UNIT_BOUND, dequantise
 from model.config import Settings
 from model.data.images import decode_image
-from model.features.cache import FeatureExtractor, average_views, build_extractor
-from model.head.train import Head
+from model.features.cache import FeatureExtractor, average_views, build_extractor, sum_views
+from model.head.linear import Head
+from model.head.products import Integers
 from model.identity.manifest import load_manifest
 from model.identity.recipe import Recipe
 from model.identity.tensors import load_tensors
@@ -91,19 +93,17 @@ class Predictor:
             for b, n in zip(images, names, strict=True)
         ]
         batch = np.stack([view_of(v, size, p, q) for p, q in zip(pixels, larger, strict=True) for v in views])
-        feats = np.concatenate(
-            [
-                average_views(
-                    self.extractor(name, sha1, size)
-                    .features(batch)
-                    .reshape(len(pixels), len(views), -1)
-                    .swapaxes(0, 1)
-                )
-                for name, sha1 in recipe.bases()
-            ],
-            axis=1,
-        )
-        probs = model.head.probabilities(feats)
+        blocks = []
+        for name, sha1 in recipe.bases():
+            extractor = self.extractor(name, sha1, size)
+            per_view = extractor.units(batch).reshape(len(pixels), len(views), -1).swapaxes(0, 1)
+            if model.head.on_units:
+                blocks.append(sum_views(per_view))
+            else:  # a head on float features (stl-3): the float view means it was trained on
+                blocks.append(average_views(dequantise(per_view, extractor.scale)))
+        feats = np.concatenate(blocks, axis=1)
+        head = model.head
+        probs = head.probabilities(Integers.of(feats, UNIT_BOUND * len(views)) if head.on_units else feats)
         return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import InvalidRequest
-from model.head.train import Head
+from model.head.linear import Head
 from model.identity.manifest import load_manifest
 from model.identity.recipe import Recipe
 from model.identity.tensors import load_tensors

@@ -3,7 +3,7 @@
 The web tier only records and submits: ``start_job_actor`` starts a detached
 actor (named after the job, owned by the cluster rather than by the process that
 created it) that holds the job's lease, fans the chunks out as tasks
-(``model.execution.ray_tasks``), trains the head in one task, and writes the
+(``model.execution.ray_tasks``), runs the head with its shards held by actors, and writes the
 manifest. A gunicorn worker that restarts, or a Cloud Run container frozen after
 its response, takes nothing down with it.
 """
@@ -17,7 +17,8 @@ import ray
 from model.config import Settings
 from model.context import Context, Job
 from model.data.fetch import FetchPolicy
-from model.execution.ray_tasks import NAMESPACE, RayExecutor, connect, portable, store_for
+from model.execution.ray_cluster import NAMESPACE, connect, portable, store_for
+from model.execution.ray_tasks import RayExecutor
 from model.run.runner import run_job
 
 

@@ -10,6 +10,9 @@ import numpy as np
 
 from model.data.csvfile import Row
 from model.head import logistic
+from model.head.linear import IntegerFeatures
+from model.head.products import Integers
+from model.head.shards import Rows
 from model.identity.recipe import Recipe
 
 
@@ -45,7 +48,7 @@ class Examples:
 
 @dataclass
 class FittedHead:
-    head: Any  # model.train.Head
+    head: Any  # model.head.linear.Head
     training: dict[str, Any]  # the manifest's training block
     validation: dict[str, Any]  # the manifest's validation metrics
     train_accuracy: float
@@ -54,21 +57,24 @@ class FittedHead:
 def fit_head(
     recipe: Recipe,
     labels: list[str],
-    features: np.ndarray,
+    features: IntegerFeatures,
     train: Examples,
     held: Examples,
     on_epoch: Callable[[], None] | None = None,
     tick: Callable[[], None] | None = None,
+    rows: Callable[[Integers, np.ndarray], Rows] | None = None,
 ) -> FittedHead:
     """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
 
     ``features`` has one row per distinct image; the pairs index into it. ``on_epoch`` counts the
-    Adam head's epochs; ``tick`` is called once per logistic solver iteration (a cancel check).
+    Adam head's epochs; ``tick`` is called once per logistic solver round (a cancel check);
+    ``rows`` says where the logistic head's training rows are kept while it fits (default: in
+    this process, one shard), which changes no bit.
     """
     from model.head.metrics import summary
     from model.head.train import train_head, train_logistic
 
-    x_train = features[train.image_index]
+    x_train = features.rows(train.image_index)
     training: dict[str, Any] = {"head": recipe.head}
     if recipe.head == "logistic":
         fitted = train_logistic(
@@ -80,6 +86,7 @@ def fit_head(
             calibrate=recipe.calibrate,
             counts=train.counts,
             tick=tick,
+            rows=rows,
         )
         head = fitted.head
         training.update(
@@ -103,7 +110,7 @@ def fit_head(
             counts=train.counts,
         )
     if held.rows:
-        probabilities = head.probabilities(features[held.image_index])
+        probabilities = head.probabilities(features.units.rows(held.image_index))
         validation = summary(held.per_row(probabilities), held.per_row(held.y), labels)
         validation["validation_source"] = "holdout split"
     else:  # every photo trained the head: each is judged by the fold model that did not see it
@@ -112,5 +119,5 @@ def fit_head(
         probabilities = head.calibrated(fitted.out_of_fold_logits)
         validation = summary(train.per_row(probabilities), train.per_row(train.y), labels)
         validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
-    right = head.probabilities(x_train).argmax(axis=1) == train.y
+    right = head.probabilities(x_train.units).argmax(axis=1) == train.y
     return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)

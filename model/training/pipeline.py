@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.bases.litert import UNIT_BOUND
 from model.bases.registry import ensure_base
 from model.config import Settings
 from model.context import Context
@@ -30,6 +31,9 @@ from model.data.split import split_rows
 from model.errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
 from model.execution.local import Executor, LocalExecutor, chunked
 from model.features.chunks import Image, Mismatch, features_chunk, fetch_chunk
+from model.head.linear import IntegerFeatures
+from model.head.products import Integers
+from model.head.shards import Rows
 from model.identity.manifest import encode_rows, missing_objects, save_manifest
 from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
@@ -154,10 +158,11 @@ def extract_features(
     recipe: Recipe,
     settings: Settings,
     progress: Progress,
-) -> tuple[np.ndarray, dict[str, dict[str, Any]], dict[str, int], list[str]]:
-    """Each image's view-averaged features (one row per image), its cache records, cache statistics,
-    and the processes (host:pid) that ran the chunks."""
-    features: np.ndarray | None = None
+) -> tuple[IntegerFeatures, dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each image's view-summed integer features (one row per image), its cache records, cache
+    statistics, and the processes (host:pid) that ran the chunks."""
+    units: np.ndarray | None = None
+    factor: np.ndarray | None = None
     records: dict[str, dict[str, Any]] = {}
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
     done = 0
@@ -166,16 +171,18 @@ def extract_features(
         chunks = chunked(images, FEATURE_CHUNK)
         for result in executor.map(features_chunk, chunks, recipe, settings, tick=lambda: bar.update(0)):
             n = len(result.records)
-            if features is None:
-                features = np.empty((len(images), result.vectors.shape[1]), np.float32)
-            features[done : done + n] = result.vectors
+            if units is None:
+                units = np.empty((len(images), result.units.shape[1]), np.int16)
+                factor = result.factor
+            units[done : done + n] = result.units
             records.update((r["image_sha1"], r) for r in result.records)
             for k, v in result.stats.items():
                 stats[k] += v
             done += n
             workers.add(result.worker)
             bar.update(n)
-    assert features is not None
+    assert units is not None and factor is not None
+    features = IntegerFeatures(Integers.of(units, UNIT_BOUND * len(recipe.views)), factor)
     return features, records, stats, sorted(workers)
 
 
@@ -220,14 +227,17 @@ def build_model(
 
     t = time.time()
     with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
-        # One task: on Ray the features travel once through its object store; locally the Adam
-        # head reports each epoch and the logistic head beats each iteration (a cancel check).
-        local = executor.in_process
-        on_epoch = (lambda: bar.update(1)) if local and recipe.head != "logistic" else None
-        tick = (lambda: bar.update(0)) if local else None
-        fitted = executor.run(fit_head, recipe, labels, features, train, held, on_epoch, tick)
+        # The solvers run here; the logistic head's rows are where the executor keeps them (on Ray,
+        # in shards its workers hold). The Adam head reports each epoch, the logistic head beats
+        # each round (a cancel check).
+        on_epoch = (lambda: bar.update(1)) if recipe.head != "logistic" else None
+
+        def head_rows(units: Integers, y: np.ndarray) -> Rows:
+            return executor.head_rows(units, y, settings.head_shard_pairs)
+
+        fitted = fit_head(recipe, labels, features, train, held, on_epoch, lambda: bar.update(0), head_rows)
         if on_epoch is None:
-            bar.update(1 if recipe.head == "logistic" else recipe.epochs)
+            bar.update(1)
     timings["train"] = time.time() - t
     head = fitted.head
 
