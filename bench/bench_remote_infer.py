@@ -27,15 +27,15 @@ from ipfs_node import start_ipfs_node  # noqa: E402
 from stl_testing import EXAMPLE, FAKE_AWS, moto_s3_server, run_stl, small_dataset  # noqa: E402
 
 CHILD = """
-import sys, time, json
+import os, sys, time, json
 t0 = time.perf_counter()
 from store import open_store
 from model.config import Settings
 from model.inference.predictor import Predictor
 from model.lifecycle.publish import ensure_model
-store = open_store(None, sys.argv[1])
+store = open_store(os.environ.get("STORE_URI"), sys.argv[1])
 t1 = time.perf_counter()
-ensure_model(store, sys.argv[2], sys.argv[3] or None)
+ensure_model(store, sys.argv[2], sys.argv[3] or None, sys.argv[1])
 t2 = time.perf_counter()
 p = Predictor(store, Settings())
 p.predict(sys.argv[2], [open(sys.argv[4], "rb").read()])

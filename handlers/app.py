@@ -19,7 +19,7 @@ from flask import Flask, Response, current_app, g, jsonify, redirect, request, s
 from model.config import Settings
 from model.jobs import publications
 from model.jobs import state as jobs
-from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state
+from model.lifecycle.catalog import STALLED_MESSAGE, model_state, models_with_records
 from store.errors import BackendUnavailable, StoreError
 from store.hashing import is_sha1
 
@@ -76,8 +76,7 @@ def list_models() -> Response:
     offset = int_arg("offset", 0, 0, 10**9)
     store = service().store
     out = []
-    for row in model_rows(store, offset, limit):  # every model the store knows, as the page and CLI
-        record = jobs.read_status(store, row["model_sha1"])
+    for row, record in models_with_records(store, offset, limit):  # every model, as the page and CLI
         # A model published here from elsewhere has a manifest and no job: its row says it all.
         out.append(public_status({**record, "status": row["status"]}) if record else _present(row))
     return jsonify(models=out)

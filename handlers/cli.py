@@ -33,6 +33,7 @@ from .cli_commands import (
     cmd_verify,
     version,
 )
+from .cli_flags import TRAIN_FLAGS
 
 
 def sha1_arg(value: str) -> str:
@@ -44,13 +45,7 @@ def sha1_arg(value: str) -> str:
     return value
 
 
-def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
-    settings = settings or Settings()
-    p = argparse.ArgumentParser(prog="stl", description="Reproducible, content-addressed transfer learning.")
-    p.add_argument("--store", help="store URI or path (default: STORE_URI, then DATA_DIR, then ./data)")
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     t = sub.add_parser("train", help="train a model from a CSV of <image_url>,<label>,<sha1> rows")
     t.add_argument(
         "csv",
@@ -59,50 +54,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         help="CSV path or URL (image paths inside are relative to it; default DEFAULT_INPUT_CSV_URL)",
     )
     t.add_argument("--csv-sha1", help="expected sha1 of the CSV (fetch is verified against it)")
-    t.add_argument("--seed", type=int, help="random seed (RANDOM_SEED, default 1234)")
-    t.add_argument("--epochs", type=int, help="head training epochs (EPOCHS)")
-    t.add_argument("--batch-size", type=int, help="head training batch size (BATCH_SIZE)")
-    t.add_argument(
-        "--image-size", type=int, help="input size in pixels (IMAGE_SIZE; default: the base's native size)"
-    )
-    t.add_argument("--learning-rate", type=float, help="Adam learning rate (LEARNING_RATE)")
-    t.add_argument("--base", help=f"base network (BASE_MODEL, default {Settings().base})")
-    t.add_argument(
-        "--train-percentage", type=int, help="share of each label used for training (TRAIN_PERCENTAGE)"
-    )
-    t.add_argument(
-        "--data-limit",
-        type=int,
-        help="at most this many images per label; 0 = all, -1 = balance labels to the smallest (DATA_LIMIT)",
-    )
-    t.add_argument(
-        "--l2", type=float, help="head L2 penalty; negative = choose by cross-validation (HEAD_L2)"
-    )
-    t.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        help="with or without the mirrored view (FLIP_AUGMENT=1 adds it)",
-    )
-    t.add_argument(
-        "--views",
-        help="comma-separated views to average: original, mirrored, center, top-left, top-right, "
-        "bottom-left, bottom-right (VIEWS; default mirrored,center)",
-    )
-    t.add_argument(
-        "--extra-base",
-        metavar="NAME",
-        help="a second base whose features are concatenated with the first's (EXTRA_BASE_MODEL)",
-    )
-    t.add_argument(
-        "--head",
-        choices=["logistic", "adam"],
-        help="logistic: softmax regression to convergence, l2 by 5-fold CV; adam: mini-batch (HEAD)",
-    )
-    t.add_argument(
-        "--calibrate",
-        action=argparse.BooleanOptionalAction,
-        help="fit a temperature on the cross-validation folds (CALIBRATE; logistic head, default on)",
-    )
+    for flag in TRAIN_FLAGS:
+        flag.add_to(t)
     t.add_argument("--force", action="store_true", help="train again even if the model is ready")
     t.add_argument(
         "--publish",
@@ -111,6 +64,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("infer", help="label images with a trained model")
     i.add_argument("--model", required=True, type=sha1_arg, help="model sha1")
     i.add_argument(
@@ -130,16 +85,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     i.set_defaults(func=cmd_infer)
 
-    v = sub.add_parser(
-        "verify", help="rebuild a model from its stored inputs in a fresh process and compare bytes"
-    )
-    v.add_argument("model", type=sha1_arg, help="model sha1")
-    v.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("show", help="print a model's manifest (or its status while training)")
-    s.add_argument("model", type=sha1_arg, help="model sha1")
-    s.set_defaults(func=cmd_show)
-
+def _add_base(sub: argparse._SubParsersAction, settings: Settings) -> None:
     b = sub.add_parser("base", help="manage base networks")
     bsub = b.add_subparsers(dest="base_command", required=True)
     bi = bsub.add_parser("import", help="put a Keras-applications weight file into the store")
@@ -147,29 +94,15 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     bi.add_argument("--base", required=True)
     bi.add_argument("--sha256", help="pin the file's sha256 (required where Keras publishes no hash)")
     be = bsub.add_parser("ensure", help="convert the default base into the store (no download)")
-    be.add_argument("--base", default=(settings or Settings()).base)
+    be.add_argument("--base", default=settings.base)
     be.add_argument(
         "--all", action="store_true", help="every packaged base (efficientnet-lite0, -lite1, -lite2)"
     )
     bsub.add_parser("list", help="list known bases and whether the store holds them")
     b.set_defaults(func=cmd_base)
 
-    c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
-    c.add_argument("sha1", type=sha1_arg)
-    c.set_defaults(func=cmd_cat)
 
-    m = sub.add_parser("models", help="list the models the store knows (JSON lines, newest first)")
-    m.add_argument("--limit", type=int, default=None, help="at most this many")
-    m.set_defaults(func=cmd_models)
-
-    k = sub.add_parser("cancel", help="ask a running training job to stop")
-    k.add_argument("model", type=sha1_arg, help="model sha1")
-    k.set_defaults(func=cmd_cancel)
-
-    d = sub.add_parser("delete", help="forget a model (its refs); `stl gc` then reclaims its objects")
-    d.add_argument("model", type=sha1_arg, help="model sha1")
-    d.set_defaults(func=cmd_delete)
-
+def _add_gc(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("gc", help="find (and with --delete, remove) objects nothing references")
     g.add_argument("--delete", action="store_true", help="delete them (default: a dry run that lists them)")
     g.add_argument(
@@ -190,18 +123,46 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     )
     g.set_defaults(func=cmd_gc)
 
+
+#: Commands whose one argument is a model's sha1.
+_ON_ONE_MODEL = (
+    ("verify", "rebuild a model from its stored inputs in a fresh process and compare bytes", cmd_verify),
+    ("show", "print a model's manifest (or its status while training)", cmd_show),
+    ("cancel", "ask a running training job to stop", cmd_cancel),
+    ("delete", "forget a model (its refs); `stl gc` then reclaims its objects", cmd_delete),
+)
+
+
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    settings = settings or Settings()
+    p = argparse.ArgumentParser(prog="stl", description="Reproducible, content-addressed transfer learning.")
+    p.add_argument("--store", help="store URI or path (default: STORE_URI, then DATA_DIR, then ./data)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_train(sub, settings)
+    _add_infer(sub)
+    for name, text, func in _ON_ONE_MODEL:
+        command = sub.add_parser(name, help=text)
+        command.add_argument("model", type=sha1_arg, help="model sha1")
+        command.set_defaults(func=func)
+    _add_base(sub, settings)
+    c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
+    c.add_argument("sha1", type=sha1_arg)
+    c.set_defaults(func=cmd_cat)
+    m = sub.add_parser("models", help="list the models the store knows (JSON lines, newest first)")
+    m.add_argument("--limit", type=int, default=None, help="at most this many")
+    m.set_defaults(func=cmd_models)
+    _add_gc(sub)
     e = sub.add_parser("export", help="write a model as one self-contained file (tflite: base + head)")
     e.add_argument("model", type=sha1_arg, help="model sha1")
     e.add_argument("--format", choices=["tflite"], default="tflite")
     e.add_argument("--out", "-o", help="output path (default <sha1 prefix>.<format>)")
     e.set_defaults(func=cmd_export)
-
     sub.add_parser(
         "serve",
         help="run the HTTP API under gunicorn; every further argument is a gunicorn option (e.g. --bind)",
         add_help=False,
     ).set_defaults(func=cmd_serve)
-
     return p
 
 
@@ -214,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     parser = build_parser(settings)
     args, extra = parser.parse_known_args(argv)
+    args.settings = settings  # read once, here: every command takes them from args
     if args.command == "serve":
         # gunicorn's options pass through as given ("--" before them is optional).
         args.gunicorn_args = extra[1:] if extra[:1] == ["--"] else extra

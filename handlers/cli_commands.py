@@ -14,7 +14,10 @@ from typing import Any
 from model.config import Settings
 from model.data.fetch import FetchPolicy
 from model.errors import InvalidRequest
+from model.identity.refs import base_ref
 from store import ObjectStore
+
+from .cli_flags import hyperparameters
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -53,46 +56,20 @@ def _tqdm_progress(stage: str, total: int) -> Any:
 def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPolicy]:
     from model.api import Context
 
-    ctx = Context.open(args.store)
+    ctx = Context.open(args.store, settings=args.settings)
     return ctx.store, ctx.settings, ctx.policy
-
-
-def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    names = {
-        "seed": "random_seed",
-        "epochs": "epochs",
-        "batch_size": "batch_size",
-        "image_size": "image_size",
-        "learning_rate": "learning_rate",
-        "base": "base",
-        "train_percentage": "train_percentage",
-        "data_limit": "data_limit",
-        "l2": "l2",
-    }
-    params = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag) is not None}
-    if args.flip is not None:
-        params["flip"] = args.flip
-    if args.views is not None:
-        params["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
-    if args.head is not None:
-        params["head"] = args.head
-    if args.extra_base is not None:
-        params["extra_base"] = args.extra_base
-    if args.calibrate is not None:
-        params["calibrate"] = args.calibrate
-    return params
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from model.api import Context, train_job
 
-    ctx = Context.open(args.store)
+    ctx = Context.open(args.store, settings=args.settings)
     store, settings = ctx.store, ctx.settings
     owner = f"cli-{os.getpid()}"
     recipe, status = train_job(
         ctx,
         args.csv,
-        _hyperparameters(args),
+        hyperparameters(args),
         args.csv_sha1,
         _tqdm_progress,
         force=args.force,
@@ -170,7 +147,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     images = args.images or ([settings.default_test_image_url] if settings.default_test_image_url else [])
     if not args.csv and not images:
         raise InvalidRequest("give one or more images, or --csv")
-    ensure_model(store, args.model, args.model_uri)  # fetched by hash and verified if absent
+    ensure_model(
+        store, args.model, args.model_uri, settings.data_dir
+    )  # fetched by hash and verified if absent
     predictor = Predictor(store, settings)
     predictor.load(args.model)  # unknown model: fail before touching any image
     if args.csv:
@@ -276,7 +255,7 @@ def cmd_base(args: argparse.Namespace) -> int:
             _emit({"base": name, "weights_sha1": sha1})
     else:
         for name in sorted(BASES):
-            raw = store.get_ref(f"bases/{name}")
+            raw = store.get_ref(base_ref(name))
             _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
     return 0
 

@@ -30,7 +30,9 @@ def check_model(service: Service, model_sha1: str, uri: str | None = None) -> No
     if not uri:
         raise ModelNotFound(model_sha1)
     check_model_uri(uri, service.model_uri_allow)
-    ensure_model(service.store, model_sha1, uri)  # verified by hash; a mismatch is an error
+    ensure_model(
+        service.store, model_sha1, uri, service.settings.data_dir
+    )  # verified by hash; a mismatch is an error
 
 
 def image_bytes(service: Service, ref: dict[str, str], name: str) -> bytes:

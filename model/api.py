@@ -20,16 +20,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.context import Context
+from model.context import Context, StoreLike
 from model.errors import PipelineError
 from model.execution.choice import executor_for, on_cluster
 from model.identity.recipe import Recipe
 from model.jobs import state as jobs
 from model.jobs.progress import tee
 from model.training.pipeline import Progress, prepare_recipe, silent, train_model
-from store import ObjectStore
-
-StoreLike = str | os.PathLike[str] | ObjectStore | None
 
 
 def train_job(

@@ -16,6 +16,9 @@ from model.data.fetch import FetchPolicy
 from model.identity.recipe import Recipe
 from store import ObjectStore, open_store
 
+#: A store, or what names one: a path or a store URI (None: the settings' STORE_URI, then DATA_DIR).
+StoreLike = str | os.PathLike[str] | ObjectStore | None
+
 
 @dataclass
 class Context:
@@ -26,9 +29,7 @@ class Context:
     policy: FetchPolicy
 
     @staticmethod
-    def open(
-        store: str | os.PathLike[str] | ObjectStore | None = None, settings: Settings | None = None
-    ) -> Context:
+    def open(store: StoreLike = None, settings: Settings | None = None) -> Context:
         """A caller on their own machine: the store named (or the settings' one), no SSRF restrictions."""
         settings = settings or Settings.from_env()
         if not isinstance(store, ObjectStore):

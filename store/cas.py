@@ -205,6 +205,17 @@ class ObjectStore:
             return True
         return self.transport.exists(object_key(sha1))
 
+    def peek(self, sha1: str, size: int) -> bytes | None:
+        """The first ``size`` bytes of an object, *unverified*, or None if it is absent.
+
+        A hint only (gc asks whether an object looks like a JSON document before it reads and
+        verifies it whole with ``get``): never data to act on by itself."""
+        entry = self.transport.get(object_key(sha1))
+        if entry is None:
+            return None
+        with entry.stream as stream:
+            return stream.read(size)
+
     def list_objects(self) -> list[str]:
         """Every object's sha1, sorted (for garbage collection and audits)."""
         return [key[8:10] + key[11:] for key in self.transport.list("objects/")]

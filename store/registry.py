@@ -8,7 +8,6 @@ A new backend is a transport module with an ``open_*`` function plus one line he
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -44,14 +43,14 @@ def opener(scheme: str) -> Callable[[str, str], ObjectStore]:
     return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
-def open_store(uri: str | None = None, data_dir: str | None = None) -> ObjectStore:
-    """Open the store named by ``uri`` (default: ``STORE_URI``, then ``DATA_DIR``).
+def open_store(uri: str | None = None, data_dir: str = "./data") -> ObjectStore:
+    """Open the store named by ``uri`` (None or "": the local store at ``data_dir``).
 
     ``data_dir`` holds what a remote store keeps on this machine: its verified
-    cache, and for IPFS its refs and CID index.
+    cache, and for IPFS its refs and CID index. Nothing here reads the environment:
+    the caller's settings (``STORE_URI``, ``DATA_DIR``) say which store is meant.
     """
-    data_dir = data_dir or os.environ.get("DATA_DIR") or "./data"
-    uri = uri or os.environ.get("STORE_URI") or data_dir
+    uri = uri or data_dir
     return opener(scheme_of(uri))(uri, data_dir)
 
 

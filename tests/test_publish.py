@@ -48,7 +48,7 @@ def test_a_tampered_remote_is_an_error_never_a_silent_load(
     try:
         weights.write_bytes(original[:-4] + b"\0\0\0\0")
         with pytest.raises(HashMismatch):
-            ensure_model(LocalStore(tmp_path / "victim"), model, str(remote))
+            ensure_model(LocalStore(tmp_path / "victim"), model, str(remote), str(tmp_path / "victim"))
         assert LocalStore(tmp_path / "victim").get_ref(manifest_ref(model)) is None
     finally:
         weights.write_bytes(original)
@@ -61,9 +61,9 @@ def test_a_manifest_for_another_recipe_is_refused(published: tuple[Path, Path, s
     liar.set_ref(manifest_ref(other), LocalStore(remote).get_ref(manifest_ref(model)))
     liar.put(LocalStore(remote).get(LocalStore(remote).get_ref(manifest_ref(model)).decode()))
     with pytest.raises(HashMismatch):
-        ensure_model(LocalStore(tmp_path / "victim"), other, str(tmp_path / "liar"))
+        ensure_model(LocalStore(tmp_path / "victim"), other, str(tmp_path / "liar"), str(tmp_path / "victim"))
     with pytest.raises(ModelNotFound):
-        ensure_model(LocalStore(tmp_path / "victim"), other, None)
+        ensure_model(LocalStore(tmp_path / "victim"), other, None, str(tmp_path / "victim"))
 
 
 def test_a_model_published_into_a_store_is_listed_by_the_api_the_cli_and_the_page(

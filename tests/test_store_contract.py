@@ -68,6 +68,9 @@ def test_round_trip(store: ObjectStore, tmp_path: Path) -> None:
     empty = store.put(b"")
     assert store.get(empty) == b""
     assert sha1 in store.list_objects() and empty in store.list_objects()
+    # A peek is the object's first bytes (a hint for gc, unverified), or None when it is absent.
+    assert store.peek(sha1, 3) == b"hel" and store.peek(sha1, 99) == b"hello" and store.peek(empty, 1) == b""
+    assert store.peek("0" * 40, 1) is None
 
 
 def test_missing_objects_and_bad_names(store: ObjectStore) -> None:

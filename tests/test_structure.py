@@ -126,3 +126,51 @@ def test_the_checker_sees_a_circle_and_an_upward_import() -> None:
 def test_no_module_is_longer_than_a_reader_holds_at_once() -> None:
     long = {m: n for m, p in sources().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+#: The ref namespaces the project writes; their names are spelled in model/identity/refs.py only.
+REF_ROOTS = ("models/", "cache/", "bases/")
+
+
+def _string_starts(path: Path) -> list[str]:
+    """Every string literal and f-string head in a file that starts like a ref name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        value = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            value = str(node.values[0].value)
+        if value is not None and value.startswith(REF_ROOTS) and "\n" not in value:
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {value!r}")
+    return found
+
+
+def test_ref_names_are_spelled_in_one_module() -> None:
+    """The store's ref names are the project's schema: gc, the catalog and the jobs read them
+    from model.identity.refs, so that they cannot drift apart."""
+    schema = REPO / "model/identity/refs.py"
+    spelled = [
+        s
+        for p in sources().values()
+        if p != schema and p.parts[-3:-1] != ("store",)
+        for s in _string_starts(p)
+    ]
+    assert spelled == []
+    assert len(_string_starts(schema)) >= 10  # the check reads what it should
+
+
+def test_the_face_resolves_every_name_and_imports_nothing_heavy() -> None:
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, model\n"
+        "heavy = [m for m in ('ray', 'ai_edge_litert', 'numpy', 'flask') if m in sys.modules]\n"
+        "missing = [n for n in model.__all__ if getattr(model, n, None) is None]\n"
+        "print(json.dumps({'heavy': heavy, 'missing': missing, 'listed': 'train' in dir(model)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    # `import model` loads nothing heavy (resolving the names afterwards is what may).
+    assert json.loads(out.stdout) == {"heavy": [], "missing": [], "listed": True}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from model.bases.litert import RUNTIME, Int8Base
 from model.errors import BaseModelError, InvalidRequest
+from model.identity.refs import base_ref
 from store import LocalStore, ObjectStore
 from store.hashing import sha1_bytes
 
@@ -112,10 +113,6 @@ BASES: dict[str, BaseSpec] = {
         ),
     )
 }
-
-
-def base_ref(name: str) -> str:
-    return f"bases/{name}"
 
 
 def get_spec(name: str) -> BaseSpec:

@@ -23,6 +23,7 @@ from model.bases.litert import RUNTIME, Int8Base
 from model.bases.registry import load_base
 from model.data.images import RESIZE_METHOD
 from model.identity.canonical import CODE_VERSION, canonical_json
+from model.identity.refs import features_cache_ref, tensor_cache_ref
 from model.identity.tensors import dump_tensors, load_tensors
 from store import ObjectStore
 from store.hashing import sha1_bytes
@@ -43,7 +44,7 @@ class TensorKey:
 
     @property
     def ref(self) -> str:
-        return f"cache/tensor/{self.sha1}"
+        return tensor_cache_ref(self.sha1)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class FeatureKey:
 
     @property
     def ref(self) -> str:
-        return f"cache/features/{self.sha1}"
+        return features_cache_ref(self.sha1)
 
 
 def cached(store: ObjectStore, ref: str) -> str | None:

@@ -18,15 +18,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from model.errors import ModelNotFound
+from model.identity.refs import manifest_ref
 from store import ObjectStore
 
 FORMAT = "stl-manifest/2"
 #: The row table: one JSON object per line (sorted keys), in CSV order.
 ROWS_FORMAT = "stl-rows/1"
-
-
-def manifest_ref(model_sha1: str) -> str:
-    return f"models/{model_sha1}/manifest"
 
 
 def encode_manifest(manifest: dict[str, Any]) -> bytes:

@@ -16,14 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from model.errors import JobCancelled
+from model.identity.refs import cancel_ref
 from store import ObjectStore
 
 #: Seconds between two progress writes to the store.
 WRITE_INTERVAL = 1.0
-
-
-def cancel_ref(model_sha1: str) -> str:
-    return f"models/{model_sha1}/cancel"
 
 
 def request_cancel(store: ObjectStore, model_sha1: str, owner: str) -> None:

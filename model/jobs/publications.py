@@ -11,7 +11,6 @@ by the rules of ``model.jobs.state``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -19,24 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from model.errors import PipelineError
+from model.identity.refs import publication_lease_ref, publication_ref, publications_prefix
 from model.jobs.state import DEFAULT_BACKOFF, error_fields, retry_due
 from store import ObjectStore, StoreError, lease
 
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str], dict[str, Any]]  # target URI -> where it went
-
-
-def _key(uri: str) -> str:
-    return hashlib.sha1(uri.encode()).hexdigest()[:16]
-
-
-def publication_ref(model_sha1: str, uri: str) -> str:
-    return f"models/{model_sha1}/publish/{_key(uri)}"
-
-
-def _lease_ref(model_sha1: str, uri: str) -> str:
-    return f"models/{model_sha1}/publish-lease/{_key(uri)}"
 
 
 def read(store: ObjectStore, model_sha1: str, uri: str) -> dict[str, Any] | None:
@@ -59,7 +47,7 @@ def request(store: ObjectStore, model_sha1: str, uri: str) -> dict[str, Any]:
 
 def all_for(store: ObjectStore, model_sha1: str) -> list[dict[str, Any]]:
     out = []
-    for name in store.list_refs(f"models/{model_sha1}/publish"):
+    for name in store.list_refs(publications_prefix(model_sha1)):
         raw = store.get_ref(name)
         if raw is not None:
             out.append(json.loads(raw))
@@ -85,7 +73,7 @@ def run(
 
     ``retry_now`` retries any error at once (an operator at the CLI asking again).
     """
-    name = _lease_ref(model_sha1, uri)
+    name = publication_lease_ref(model_sha1, uri)
     if not lease.acquire(store, name, owner, ttl):
         return None
     try:

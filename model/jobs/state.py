@@ -32,10 +32,11 @@ from typing import Any
 
 from model.config import Settings
 from model.errors import JobCancelled, JobStateError, ModelNotFound, PipelineError
-from model.identity.manifest import load_manifest, manifest_ref, missing_objects
+from model.identity.manifest import load_manifest, missing_objects
 from model.identity.recipe import Recipe
+from model.identity.refs import cancel_ref, lease_ref, manifest_ref, model_prefix, recipe_ref, status_ref
 from model.jobs import fence as gc_fence
-from model.jobs.progress import JobProgress, cancel_ref, request_cancel
+from model.jobs.progress import JobProgress, request_cancel
 from store import ObjectStore, StoreError, StoreUnwritable, lease
 
 #: Statuses of a job that some process is (or is about to be) running.
@@ -85,18 +86,6 @@ def retry_due(record: dict[str, Any]) -> bool:
         and record.get("error_kind") == "transient"
         and time.time() >= record.get("retry_at", 0)
     )
-
-
-def status_ref(model_sha1: str) -> str:
-    return f"models/{model_sha1}/status"
-
-
-def lease_ref(model_sha1: str) -> str:
-    return f"models/{model_sha1}/lease"
-
-
-def recipe_ref(model_sha1: str) -> str:
-    return f"models/{model_sha1}/recipe"
 
 
 def read_status(store: ObjectStore, model_sha1: str) -> dict[str, Any] | None:
@@ -342,7 +331,7 @@ def delete(store: ObjectStore, model_sha1: str) -> dict[str, Any]:
     Returns the status it had. A running job must be cancelled first (JobStateError).
     """
     current = read_status(store, model_sha1)
-    names = store.list_refs(f"models/{model_sha1}")
+    names = store.list_refs(model_prefix(model_sha1))
     if current is None and manifest_ref(model_sha1) not in names:
         raise ModelNotFound(model_sha1)
     if current is not None and current["status"] in RUNNING:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.errors import ModelNotFound
-from model.identity.manifest import load_manifest, manifest_ref
-from model.jobs.state import RUNNING, lease_lapsed, read_recipe, read_status, recipe_ref, shown_status
+from model.identity.manifest import load_manifest
+from model.identity.refs import manifest_ref, recipe_ref, status_ref
+from model.jobs.state import RUNNING, lease_lapsed, read_recipe, read_status, shown_status
 from store import ObjectStore
 from store.errors import HashMismatch
 from store.hashing import is_sha1
@@ -26,7 +27,13 @@ def _row_status(store: ObjectStore, status: dict[str, Any] | None, has_manifest:
 
 
 def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str, Any]:
-    status = read_status(store, model_sha1) if f"models/{model_sha1}/status" in names else None
+    return _row_and_record(store, model_sha1, names)[0]
+
+
+def _row_and_record(
+    store: ObjectStore, model_sha1: str, names: set[str]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    status = read_status(store, model_sha1) if status_ref(model_sha1) in names else None
     raw_recipe = store.get_ref(recipe_ref(model_sha1)) if recipe_ref(model_sha1) in names else None
     recipe = json.loads(raw_recipe)["recipe"] if raw_recipe else {}
     row: dict[str, Any] = {
@@ -42,16 +49,23 @@ def model_row(store: ObjectStore, model_sha1: str, names: set[str]) -> dict[str,
         row["progress"] = status["progress"]
     if status is not None and status.get("message"):
         row["message"] = status["message"]
-    return row
+    return row, status
 
 
 def model_rows(store: ObjectStore, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
     """Summary rows, most recently updated first; ``offset``/``limit`` page through them."""
+    return [row for row, _record in models_with_records(store, offset, limit)]
+
+
+def models_with_records(
+    store: ObjectStore, offset: int = 0, limit: int | None = None
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """``model_rows``, each with the job record it was read from (None: a model with no job here)."""
     names = set(store.list_refs("models"))
     sha1s = sorted({n.split("/")[1] for n in names if n.count("/") >= 2 and is_sha1(n.split("/")[1])})
-    rows = [model_row(store, s, names) for s in sha1s]
-    rows.sort(key=lambda r: (r["updated_at"] or 0, r["model_sha1"]), reverse=True)
-    return rows[offset : None if limit is None else offset + limit]
+    pairs = [_row_and_record(store, s, names) for s in sha1s]
+    pairs.sort(key=lambda p: (p[0]["updated_at"] or 0, p[0]["model_sha1"]), reverse=True)
+    return pairs[offset : None if limit is None else offset + limit]
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,13 @@ from typing import Any
 from model.data.csvfile import parse_csv
 from model.errors import PipelineError
 from model.features.cache import FeatureKey, TensorKey
+from model.identity.refs import CACHE_PREFIX
 from model.identity.views import tensor_sizes
 from model.jobs import fence as gc_fence
 from model.jobs.state import RUNNING, read_recipe
 from store import ObjectStore, StoreError
-from store.cas import object_key
 
 _SHA1 = re.compile(rb"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
-CACHE_PREFIX = "cache/"
 #: Objects larger than this are never read as JSON while marking.
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 #: The shortest grace period ``stl gc`` takes without --force: an object uploaded (POST /objects,
@@ -92,11 +91,7 @@ class Report:
 
 
 def _is_document(store: ObjectStore, sha1: str) -> bool:
-    entry = store.transport.get(object_key(sha1))
-    if entry is None:
-        return False
-    with entry.stream as stream:
-        return stream.read(1) == b"{"
+    return store.peek(sha1, 1) == b"{"
 
 
 def _mark(store: ObjectStore, roots: set[str], marked: set[str]) -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
-from model.bases.registry import base_ref
 from model.data.fetch import is_below
 from model.errors import FetchRefused, InvalidRequest, ModelNotFound
-from model.identity.manifest import holds_model, manifest_ref, manifest_sha1
+from model.identity.manifest import holds_model, manifest_sha1
 from model.identity.recipe import canonical_json
+from model.identity.refs import base_ref, manifest_ref
 from store import HashMismatch, ObjectStore, open_store
 from store.hashing import sha1_bytes
 from store.registry import LOCAL_SCHEMES, SCHEMES, scheme_of
@@ -163,15 +163,16 @@ def publish_model(store: ObjectStore, model_sha1: str, uri: str, data_dir: str) 
         target.close()
 
 
-def ensure_model(store: ObjectStore, model_sha1: str, uri: str | None) -> None:
-    """Make sure ``store`` holds the model, fetching it from ``uri`` by hash if needed."""
+def ensure_model(store: ObjectStore, model_sha1: str, uri: str | None, data_dir: str) -> None:
+    """Make sure ``store`` holds the model, fetching it from ``uri`` by hash if needed (a remote
+    source keeps its verified cache in ``data_dir``, the settings' DATA_DIR)."""
     if holds_model(store, model_sha1):
         return
     if not uri:
         raise ModelNotFound(model_sha1)
     parsed = urlparse(uri)
     publication_cid = parsed.path.strip("/") if parsed.scheme == "ipfs" else None
-    source = open_store(uri)
+    source = open_store(uri, data_dir)
     try:
         copy_model(source, store, model_sha1, publication_cid or None)
     finally:

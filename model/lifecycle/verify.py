@@ -15,11 +15,12 @@ import sys
 import tempfile
 from typing import Any
 
-from model.bases.registry import base_ref, ensure_base
+from model.bases.registry import ensure_base
 from model.config import Settings
 from model.data.fetch import FetchPolicy
 from model.identity.manifest import load_manifest, manifest_rows, manifest_sha1, missing_objects
 from model.identity.recipe import Recipe
+from model.identity.refs import base_ref
 from store import LocalStore, ObjectStore
 
 

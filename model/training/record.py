@@ -16,6 +16,7 @@ from typing import Any
 from model.data.csvfile import Row
 from model.identity.manifest import FORMAT, ROWS_FORMAT
 from model.identity.recipe import Recipe
+from model.identity.refs import run_ref
 from model.training.fit import FittedHead
 from model.training.runtime import numeric_path
 from store import ObjectStore
@@ -131,5 +132,5 @@ def record_run(
         "environment": environment,
     }
     sha1 = store.put(json.dumps(run, sort_keys=True).encode())
-    store.set_ref(f"models/{model_sha1}/runs/{int(run['finished_at'] * 1000)}-{sha1[:8]}", sha1.encode())
+    store.set_ref(run_ref(model_sha1, run["finished_at"], sha1), sha1.encode())
     return sha1

@@ -1,0 +1,86 @@
+"""Every ref name the project writes: the store's mutable namespace, in effect its schema.
+
+The store itself knows only that a ref is a name with bytes (``store.cas``); what the names
+mean lives here, in one place, so that gc, the catalog and the jobs cannot disagree on them:
+
+    models/<sha1>/recipe                 the recipe a job was asked for (JSON)
+    models/<sha1>/status                 the job record (JSON)
+    models/<sha1>/lease                  who runs the job, until when
+    models/<sha1>/cancel                 present while a cancel is asked for
+    models/<sha1>/manifest               the manifest object's sha1: the model exists
+    models/<sha1>/runs/<ms>-<sha1[:8]>   one run record object's sha1 per training run
+    models/<sha1>/publish/<key>          one publication record per target store (JSON)
+    models/<sha1>/publish-lease/<key>    who publishes to that target, until when
+    bases/<name>                         the pinned int8 base's sha1
+    cache/tensor/<key>                   a decoded image tensor's sha1 (derived, droppable)
+    cache/features/<key>                 one view's features' sha1 (derived, droppable)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: Refs under it point at derived objects that gc may drop (and a training makes again).
+CACHE_PREFIX = "cache/"
+
+
+def model_prefix(model_sha1: str) -> str:
+    """Every ref of one model starts with this (``store.list_refs`` of it lists them)."""
+    return f"models/{model_sha1}"
+
+
+def recipe_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/recipe"
+
+
+def status_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/status"
+
+
+def lease_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/lease"
+
+
+def cancel_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/cancel"
+
+
+def manifest_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/manifest"
+
+
+def runs_prefix(model_sha1: str) -> str:
+    return f"models/{model_sha1}/runs"
+
+
+def run_ref(model_sha1: str, finished_at: float, record_sha1: str) -> str:
+    """Sorted by time (milliseconds), told apart by the record's own hash."""
+    return f"{runs_prefix(model_sha1)}/{int(finished_at * 1000)}-{record_sha1[:8]}"
+
+
+def _target_key(uri: str) -> str:
+    return hashlib.sha1(uri.encode()).hexdigest()[:16]
+
+
+def publications_prefix(model_sha1: str) -> str:
+    return f"models/{model_sha1}/publish"
+
+
+def publication_ref(model_sha1: str, uri: str) -> str:
+    return f"{publications_prefix(model_sha1)}/{_target_key(uri)}"
+
+
+def publication_lease_ref(model_sha1: str, uri: str) -> str:
+    return f"models/{model_sha1}/publish-lease/{_target_key(uri)}"
+
+
+def base_ref(name: str) -> str:
+    return f"bases/{name}"
+
+
+def tensor_cache_ref(key_sha1: str) -> str:
+    return f"{CACHE_PREFIX}tensor/{key_sha1}"
+
+
+def features_cache_ref(key_sha1: str) -> str:
+    return f"{CACHE_PREFIX}features/{key_sha1}"
