@@ -20,7 +20,9 @@ Usage: python bench/bench_head.py [--sizes 2000,4000,16000,128000] [--old-sizes 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -96,22 +98,21 @@ def one_new(n: int) -> dict:
 def one_stored(n: int) -> dict:
     """This head on shards in a local store, read one at a time (bounded memory): the same bits."""
     from model.head import logistic
-    from model.head.linear import Head, LinearMap, standardisation_of_sums, unit_sums
+    from model.head.linear import Head, LinearMap, Moments
     from model.head.products import Integers
     from model.head.shards import InStore, store_shards
     from store import LocalStore
 
     pairs = int(os.environ.get("HEAD_SHARD_PAIRS", "65536"))
+    factor = np.full(DIM, FACTOR)
     with tempfile.TemporaryDirectory(prefix="stl-bench-shards-") as tmp:
         store = LocalStore(tmp)
-        sums = squares = None
+        moments: list[Moments] = []
 
         def shards():
-            nonlocal sums, squares
             held: list[tuple[np.ndarray, np.ndarray]] = []
             for units, y in synthetic_blocks(n, n):
-                s, q = unit_sums(units, np.ones(len(y), np.int64))
-                sums, squares = (s, q) if sums is None else (sums + s, squares + q)
+                moments.append(Moments.of(units, factor))
                 held.append((units, y))
                 if sum(len(b[1]) for b in held) >= pairs:
                     yield np.concatenate([b[0] for b in held]), np.concatenate([b[1] for b in held])
@@ -121,9 +122,8 @@ def one_stored(n: int) -> dict:
 
         refs = store_shards(store, shards())
         y = np.arange(n) % LABELS
-        factor = np.full(DIM, FACTOR)
         t = time.perf_counter()
-        mean, scale = standardisation_of_sums(factor, sums, squares, n)
+        mean, scale = functools.reduce(operator.add, moments).standardisation()
         scales = np.full(DIM, scale)
         linear = LinearMap.of(factor, mean, scales)
         cv = logistic.cross_validate(InStore(store, refs, BOUND), y, LABELS, linear, seed=1)

@@ -116,11 +116,13 @@ def test_gc_during_a_training_keeps_everything_the_training_uses(tmp_path: Path)
     release.set()
     thread.join(120)
     model = result["model"]
-    # The old model's weights, manifest, row table and run record went; what the running job reads
-    # stayed.
+    # The old model's weights, manifest, row table and run record went, and the head shards its
+    # training wrote (one per split: derived, named by no ref); what the running job reads
+    # stayed, its own young shards included.
     gone = set(report.unreferenced)
-    assert report.deleted == 4
-    assert {old_weights, old_manifest} <= gone and len(gone) == 4, report.summary()
+    assert report.deleted == 6
+    assert {old_weights, old_manifest} <= gone and len(gone) == 6, report.summary()
+    assert report.kept_young == 2, report.summary()
     needed = referenced_by(store, model.sha1)
     assert needed <= set(store.list_objects())
     for sha1 in needed:

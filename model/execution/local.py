@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
-import numpy as np
-
-from model.head.products import Integers
-from model.head.shards import InMemory, Rows
+from model.head.shards import InStore, Rows
 from store import ObjectStore
+
+#: The head's features this process keeps loaded between solver rounds (float64); past it, the
+#: shards are read from the store each round, so memory stays bounded at any number of pairs.
+HEAD_MEMORY_BYTES = 1 << 30
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,9 +42,9 @@ class Executor(Protocol):
         whatever it raises stops the map."""
         ...
 
-    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
-        """Where the head's training rows are while it fits, in shards of ``pairs``: in this
-        process, or held by the cluster's workers (the driver then sees only sums)."""
+    def head_rows(self, shards: list[tuple[int, str]], bound: int) -> Rows:
+        """Where the head's training rows (shard objects in the store) are while it fits: read
+        by this process, or held by the cluster's workers (the driver then sees only sums)."""
         ...
 
 
@@ -62,8 +63,8 @@ class LocalExecutor:
         for chunk in chunks:  # in this thread: the chunk beats the job's progress itself
             yield fn(self.store, chunk, *args, **({"tick": tick} if tick is not None else {}))
 
-    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
-        return InMemory(units, pairs)
+    def head_rows(self, shards: list[tuple[int, str]], bound: int) -> Rows:
+        return InStore(self.store, shards, bound, HEAD_MEMORY_BYTES)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

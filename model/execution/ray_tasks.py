@@ -16,15 +16,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
 from model.config import Settings
 from model.execution.ray_cluster import connect, portable, store_for, unwrap
 from model.execution.ray_shards import InRay
-from model.head.products import Integers
-from model.head.shards import Rows, shard_pairs, store_shards
+from model.head.shards import Rows
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +76,10 @@ class RayExecutor:
             for ref in pending:  # the job stopped early (failed, cancelled): drop the rest
                 ray.cancel(ref)
 
-    def head_rows(self, units: Integers, y: np.ndarray, pairs: int) -> Rows:
-        """The rows as shard objects in the store, held by up to one actor per CPU of the cluster."""
-        size = shard_pairs(pairs)
-        ints = units.values.astype(np.int16)  # |units| <= 255 * views: int16 holds them
-        blocks = ((ints[a : a + size], y[a : a + size]) for a in range(0, len(y), size))
-        shards = store_shards(store_for(self.settings), blocks)
+    def head_rows(self, shards: list[tuple[int, str]], bound: int) -> Rows:
+        """The shards held by up to one actor per CPU of the cluster, each loading its own."""
         workers = max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
-        return InRay(self.settings, shards, units.bound, workers)
+        return InRay(self.settings, shards, bound, workers)
 
     @staticmethod
     def _get(ref: ray.ObjectRef, tick: Callable[[], None] | None = None) -> Any:

@@ -44,38 +44,57 @@ def row_counts(n: int, counts: np.ndarray | None) -> np.ndarray:
     return np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64)
 
 
-def unit_sums(units: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column the exact weighted sums of the integer units and of their squares (int64)."""
-    ints = np.asarray(units).astype(np.int64)
-    weight = np.asarray(weight, np.int64)
-    return weight @ ints, weight @ (ints * ints)  # |units| < 2**11: exact up to 2**40 photos
+_MOMENT_ROWS = 8192
 
 
-def standardisation_of_sums(
-    factor: np.ndarray, sums: np.ndarray, squares: np.ndarray, total: int
-) -> tuple[np.ndarray, float]:
-    """``standardisation`` from exact sums (added up over any blocks of rows): the same values."""
-    mean = np.multiply(factor, np.divide(sums.astype(np.float64), float(total)))  # rounded once each
-    # sum over columns of factor_j**2 * (sum w u**2 - (sum w u)**2 / N), exactly, divided by N * dim
-    per_column = zip(factor, sums, squares, strict=True)
-    spread = sum(
-        (Fraction(float(f)) ** 2 * (int(q) * total - int(s) ** 2) for f, s, q in per_column), Fraction(0)
-    )
-    deviation = spread / (total * total * len(factor))
-    rms = math.sqrt(float(deviation))  # sqrt is correctly rounded
-    return mean, 1.0 / max(rms, 1e-6)
+@dataclass(frozen=True)
+class Moments:
+    """Exact weighted sums of a split's integer features and of their squares (int64), per
+    column: all the standardisation needs. Sums over blocks of rows add up exactly, so a split
+    streamed through in shards gives the same values as one held whole."""
+
+    factor: np.ndarray  # (dim,) float64
+    sums: np.ndarray  # (dim,) int64
+    squares: np.ndarray  # (dim,) int64
+    total: int  # the rows' weights summed
+
+    @staticmethod
+    def of(units: np.ndarray, factor: np.ndarray, counts: np.ndarray | None = None) -> Moments:
+        weight = row_counts(len(units), counts)
+        sums = np.zeros(np.shape(units)[1], np.int64)
+        squares = np.zeros_like(sums)
+        for a in range(0, len(units), _MOMENT_ROWS):  # in blocks: int64 temporaries stay small
+            ints = np.asarray(units[a : a + _MOMENT_ROWS]).astype(np.int64)  # |units| < 2**11
+            w = weight[a : a + _MOMENT_ROWS]
+            sums += w @ ints  # exact: integers, up to 2**40 photos
+            squares += w @ (ints * ints)
+        return Moments(factor, sums, squares, int(weight.sum()))
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(
+            self.factor, self.sums + other.sums, self.squares + other.squares, self.total + other.total
+        )
+
+    def standardisation(self) -> tuple[np.ndarray, float]:
+        """The weighted mean of each float feature, and one scale for all: 1 / their RMS deviation.
+
+        One global scale (not one per feature) keeps the features' relative sizes: per-feature
+        scaling would blow up features that barely vary in training. Both are rounded once from
+        exact integer sums: they depend on the photos alone, not on their order or grouping."""
+        total = self.total
+        mean = np.multiply(self.factor, np.divide(self.sums.astype(np.float64), float(total)))
+        # sum over columns of factor_j**2 * (sum w u**2 - (sum w u)**2 / N), exactly, over N * dim
+        columns = zip(self.factor, self.sums, self.squares, strict=True)
+        spread = sum(
+            (Fraction(float(f)) ** 2 * (int(q) * total - int(s) ** 2) for f, s, q in columns), Fraction(0)
+        )
+        rms = math.sqrt(float(spread / (total * total * len(self.factor))))  # sqrt is correctly rounded
+        return mean, 1.0 / max(rms, 1e-6)
 
 
 def standardisation(features: IntegerFeatures, counts: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """The weighted mean of each float feature, and one scale for all: 1 / their RMS deviation.
-
-    One global scale (not one per feature) keeps the features' relative sizes: per-feature
-    scaling would blow up features that barely vary in training. Both come from exact integer
-    sums, rounded once: the values depend on the photos alone, not on their order or grouping.
-    """
-    weight = row_counts(len(features.units), counts)
-    sums, squares = unit_sums(features.units.values, weight)
-    return standardisation_of_sums(features.factor, sums, squares, int(weight.sum()))
+    """``Moments.standardisation`` of features held whole."""
+    return Moments.of(features.units.values, features.factor, counts).standardisation()
 
 
 @dataclass

@@ -210,6 +210,13 @@ class InMemory:
 SHARD_UNITS, SHARD_LABELS = "units", "labels"
 
 
+def store_shard(store: ObjectStore, units: np.ndarray, y: np.ndarray) -> str:
+    """One shard object: its rows' integer features (int16) and labels."""
+    return store.put(
+        dump_tensors({SHARD_UNITS: np.asarray(units, np.int16), SHARD_LABELS: np.asarray(y, np.int64)})
+    )
+
+
 def store_shards(
     store: ObjectStore, blocks: Iterable[tuple[np.ndarray, np.ndarray]]
 ) -> list[tuple[int, str]]:
@@ -221,35 +228,46 @@ def store_shards(
     for units, y in blocks:
         if out and start % exact.SUM_BLOCK_ROWS:
             raise HeadInputError("a head shard that is not the last must hold whole sum blocks")
-        data = dump_tensors({SHARD_UNITS: np.asarray(units, np.int16), SHARD_LABELS: np.asarray(y, np.int64)})
-        out.append((start, store.put(data)))
+        out.append((start, store_shard(store, units, y)))
         start += len(y)
     return out
 
 
 class StoredShards:
-    """Shards kept in a store and read (verified) one at a time when a round needs the features:
-    memory holds one shard's features, plus every fit's logits of every row (rows x labels)."""
+    """Shards kept in a store and read (verified) when a round needs the features: the first
+    ones stay loaded while they fit in ``keep_bytes``, the rest are read one at a time. Memory
+    holds those, plus every fit's logits of every row (rows x labels)."""
 
     def __init__(
-        self, store: ObjectStore, shards: list[tuple[int, str]], weights: np.ndarray, bound: int
+        self,
+        store: ObjectStore,
+        shards: list[tuple[int, str]],
+        y: np.ndarray,
+        weights: np.ndarray,
+        bound: int,
+        keep_bytes: int = 0,
     ) -> None:
-        self.store, self.bound = store, bound
+        self.store, self.bound, self.budget = store, bound, keep_bytes
+        self.kept: set[int] = set()
         self.shards: list[Shard] = []
         self.sha1s: list[str] = []
-        for start, sha1 in shards:
-            labels = load_tensors(store.get(sha1))[SHARD_LABELS]
-            self.shards.append(Shard(start, None, labels, weights[start : start + len(labels)]))
+        ends = [start for start, _ in shards[1:]] + [len(y)]
+        for (start, sha1), end in zip(shards, ends, strict=True):
+            self.shards.append(Shard(start, None, y[start:end], weights[start:end]))
             self.sha1s.append(sha1)
 
     def answer(self, problem: Problem, request: Round) -> list[Answer]:
         out = []
         load = needs_features(request)
-        for shard, sha1 in zip(self.shards, self.sha1s, strict=True):
-            if load:
+        for i, (shard, sha1) in enumerate(zip(self.shards, self.sha1s, strict=True)):
+            if load and shard.units is None:
                 shard.units = Integers.of(load_tensors(self.store.get(sha1))[SHARD_UNITS], self.bound)
+                if shard.units.values.nbytes <= self.budget:
+                    self.kept.add(i)
+                    self.budget -= shard.units.values.nbytes
             out.append(answer(shard, problem, request))
-            shard.units = None
+            if i not in self.kept:
+                shard.units = None
         return out
 
     def close(self) -> None:
@@ -263,6 +281,7 @@ class InStore:
     store: ObjectStore
     shards: list[tuple[int, str]]
     bound: int
+    keep_bytes: int = 0  # shards kept loaded between rounds, first come, while they fit
 
     def runner(self, y: np.ndarray, weights: np.ndarray) -> StoredShards:
-        return StoredShards(self.store, self.shards, weights, self.bound)
+        return StoredShards(self.store, self.shards, y, weights, self.bound, self.keep_bytes)

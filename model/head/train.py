@@ -27,12 +27,11 @@ from model.head.linear import (
     Head,
     IntegerFeatures,
     LinearMap,
+    Moments,
     linear_gradient,
     linear_logits,
     row_counts,
-    standardisation,
 )
-from model.head.products import Integers
 from model.head.shards import InMemory, Rows
 
 ADAM_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -92,7 +91,7 @@ def _fit(
 
 
 def _standardised(features: IntegerFeatures, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, LinearMap]:
-    mean, scale = standardisation(features, counts)
+    mean, scale = Moments.of(features.units.values, features.factor, counts).standardisation()
     scales = np.full(features.units.dim, scale)
     return mean, scales, LinearMap.of(features.factor, mean, scales)
 
@@ -161,20 +160,49 @@ def train_logistic(
     calibrate: bool,
     counts: np.ndarray | None = None,
     tick: logistic.Tick | None = None,
-    rows: Callable[[Integers, np.ndarray], Rows] | None = None,
+) -> LogisticResult:
+    """``train_logistic_on`` features held in this process, in one shard."""
+    counts = row_counts(len(y), counts)
+    moments = Moments.of(features.units.values, features.factor, counts)
+    return train_logistic_on(
+        InMemory(features.units),
+        moments,
+        y,
+        n_labels,
+        seed=seed,
+        l2=l2,
+        calibrate=calibrate,
+        counts=counts,
+        tick=tick,
+    )
+
+
+def train_logistic_on(
+    rows: Rows,
+    moments: Moments,
+    y: np.ndarray,
+    n_labels: int,
+    *,
+    seed: int,
+    l2: float,
+    calibrate: bool,
+    counts: np.ndarray | None = None,
+    tick: logistic.Tick | None = None,
 ) -> LogisticResult:
     """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
 
-    Row i stands for ``counts[i]`` identical photos (a CSV that lists an image many times);
-    ``tick`` is called once per round of products (a job's cancel check); ``rows(units, y)``
-    places the rows in shards (default: one, in this process), which changes no bit."""
+    ``rows`` are the training rows wherever they are (in shards: which changes no bit) and
+    ``moments`` their exact sums (the standardisation). Row i stands for ``counts[i]`` identical
+    photos (a CSV that lists an image many times); ``tick`` is called once per round of
+    products (a job's cancel check)."""
     counts = row_counts(len(y), counts)
-    mean, scales, linear = _standardised(features, counts)
+    mean, scale = moments.standardisation()
+    scales = np.full(len(moments.factor), scale)
+    linear = LinearMap.of(moments.factor, mean, scales)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)
-    placed = InMemory(features.units) if rows is None else rows(features.units, y)
-    cv = logistic.cross_validate(placed, y, n_labels, linear, seed, grid=grid, counts=counts, tick=tick)
+    cv = logistic.cross_validate(rows, y, n_labels, linear, seed, grid=grid, counts=counts, tick=tick)
     final = cv.final
     temperature = logistic.fit_temperature(cv.out_of_fold_logits, y, counts) if calibrate else 1.0
     accuracy = cv.accuracy if l2 < 0 else {}
-    head = Head(final.kernel, final.bias, mean, scales, cv.l2, accuracy, temperature, features.factor)
+    head = Head(final.kernel, final.bias, mean, scales, cv.l2, accuracy, temperature, moments.factor)
     return LogisticResult(head, cv.out_of_fold_logits, cv.folds, final.iterations, final.converged)

@@ -1,4 +1,4 @@
-"""Fitting the recipe's head on the features and measuring it: pure, so any process (a Ray task) may run it."""
+"""Fitting the recipe's head on a training split's rows and measuring it on the held-out split."""
 
 from __future__ import annotations
 
@@ -8,42 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from model.data.csvfile import Row
 from model.head import logistic
 from model.head.linear import IntegerFeatures
-from model.head.products import Integers
+from model.head.metrics import summary
 from model.head.shards import Rows
+from model.head.train import train_head, train_logistic_on
 from model.identity.recipe import Recipe
-
-
-@dataclass
-class Examples:
-    """Distinct (image, label) pairs of one split, each with the number of rows that list it."""
-
-    image_index: np.ndarray  # (pairs,) row of the per-image feature matrix
-    y: np.ndarray  # (pairs,) label index
-    counts: np.ndarray  # (pairs,) rows
-
-    @staticmethod
-    def of(rows: list[Row], image_index: dict[str, int], labels: list[str]) -> Examples:
-        """In the order of each pair's first row, so a CSV without repeats keeps its row order."""
-        pairs: dict[tuple[str, str], int] = {}
-        for row in rows:
-            key = (row.sha1, row.label)
-            pairs[key] = pairs.get(key, 0) + 1
-        return Examples(
-            np.array([image_index[s] for s, _ in pairs], np.int64),
-            np.array([labels.index(lab) for _, lab in pairs], np.int64),
-            np.array(list(pairs.values()), np.int64),
-        )
-
-    @property
-    def rows(self) -> int:
-        return int(self.counts.sum())
-
-    def per_row(self, values: np.ndarray) -> np.ndarray:
-        """Per-pair values repeated once per row (metrics count rows, as the CSV lists them)."""
-        return np.repeat(values, self.counts, axis=0)
+from model.training.head_rows import HeadRows
+from store import ObjectStore
 
 
 @dataclass
@@ -54,39 +26,40 @@ class FittedHead:
     train_accuracy: float
 
 
+def _probabilities(store: ObjectStore, head: Any, rows: HeadRows) -> np.ndarray:
+    """The head's probabilities for every pair of a split, one shard at a time."""
+    parts = [head.probabilities(units) for units in rows.shard_units(store)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(head.bias)))
+
+
 def fit_head(
     recipe: Recipe,
     labels: list[str],
-    features: IntegerFeatures,
-    train: Examples,
-    held: Examples,
+    store: ObjectStore,
+    train: HeadRows,
+    held: HeadRows,
+    place: Callable[[HeadRows], Rows],
     on_epoch: Callable[[], None] | None = None,
     tick: Callable[[], None] | None = None,
-    rows: Callable[[Integers, np.ndarray], Rows] | None = None,
 ) -> FittedHead:
-    """Train the recipe's head on the training pairs and measure it: pure, so any process may run it.
+    """Train the recipe's head on the training pairs and measure it.
 
-    ``features`` has one row per distinct image; the pairs index into it. ``on_epoch`` counts the
-    Adam head's epochs; ``tick`` is called once per logistic solver round (a cancel check);
-    ``rows`` says where the logistic head's training rows are kept while it fits (default: in
-    this process, one shard), which changes no bit.
-    """
-    from model.head.metrics import summary
-    from model.head.train import train_head, train_logistic
-
-    x_train = features.rows(train.image_index)
+    ``place`` says where the logistic head's rows are while it fits (in this process, or held
+    by workers), which changes no bit. ``on_epoch`` counts the Adam head's epochs; ``tick`` is
+    called once per logistic solver round (a cancel check)."""
+    pairs = train.examples
     training: dict[str, Any] = {"head": recipe.head}
     if recipe.head == "logistic":
-        fitted = train_logistic(
-            x_train,
-            train.y,
+        fitted = train_logistic_on(
+            place(train),
+            train.moments,
+            pairs.y,
             len(labels),
             seed=recipe.random_seed,
             l2=recipe.l2,
             calibrate=recipe.calibrate,
-            counts=train.counts,
+            counts=pairs.counts,
             tick=tick,
-            rows=rows,
         )
         head = fitted.head
         training.update(
@@ -96,10 +69,10 @@ def fit_head(
             cross_validation_folds=fitted.folds,
             temperature=head.temperature,
         )
-    else:
+    else:  # random mini-batches over every row: the rows are read into this process
         head = train_head(
-            x_train,
-            train.y,
+            IntegerFeatures(train.all_units(store), train.moments.factor),
+            pairs.y,
             len(labels),
             seed=recipe.random_seed,
             epochs=recipe.epochs,
@@ -107,17 +80,19 @@ def fit_head(
             learning_rate=recipe.learning_rate,
             l2=recipe.l2,
             on_epoch=on_epoch,
-            counts=train.counts,
+            counts=pairs.counts,
         )
-    if held.rows:
-        probabilities = head.probabilities(features.units.rows(held.image_index))
-        validation = summary(held.per_row(probabilities), held.per_row(held.y), labels)
+    if held.examples.rows:
+        probabilities = _probabilities(store, head, held)
+        validation = summary(
+            held.examples.per_row(probabilities), held.examples.per_row(held.examples.y), labels
+        )
         validation["validation_source"] = "holdout split"
     else:  # every photo trained the head: each is judged by the fold model that did not see it
         # (the recipe allows no holdout only for the logistic head, which has folds)
         assert recipe.head == "logistic"
         probabilities = head.calibrated(fitted.out_of_fold_logits)
-        validation = summary(train.per_row(probabilities), train.per_row(train.y), labels)
+        validation = summary(pairs.per_row(probabilities), pairs.per_row(pairs.y), labels)
         validation["validation_source"] = f"{fitted.folds}-fold cross-validation on the training photos"
-    right = head.probabilities(x_train.units).argmax(axis=1) == train.y
-    return FittedHead(head, training, validation, int(train.counts[right].sum()) / train.rows)
+    right = _probabilities(store, head, train).argmax(axis=1) == pairs.y
+    return FittedHead(head, training, validation, int(pairs.counts[right].sum()) / pairs.rows)

@@ -1,8 +1,9 @@
 """The training pipeline: CSV -> images -> tensors -> features -> head -> manifest.
 
 Images go through in chunks (``model.features.chunks``) on an executor (in this process, or
-Ray tasks: ``model.execution.local``), so memory holds one chunk of decoded pixels and
-the (small) feature matrix, never the whole data set decoded. Every
+Ray tasks: ``model.execution.local``), so memory holds one chunk of decoded pixels, never the
+whole data set decoded; the features go straight into the splits' head shards in the store
+(``model.training.head_rows``), which the head reads where the executor keeps them. Every
 intermediate goes into the store under its hash; the model's weights and
 manifest are written last, so a failed or killed run leaves nothing under the
 model's name.
@@ -19,8 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
 from model.bases.litert import UNIT_BOUND
 from model.bases.registry import ensure_base
 from model.config import Settings
@@ -31,14 +30,13 @@ from model.data.split import split_rows
 from model.errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
 from model.execution.local import Executor, LocalExecutor, chunked
 from model.features.chunks import Image, Mismatch, features_chunk, fetch_chunk
-from model.head.linear import IntegerFeatures
-from model.head.products import Integers
 from model.head.shards import Rows
 from model.identity.manifest import encode_rows, missing_objects, save_manifest
 from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
-from model.training.fit import Examples, fit_head
+from model.training.fit import fit_head
+from model.training.head_rows import Examples, HeadRows, ShardWriter
 from model.training.record import model_manifest, record_run, row_table, weights_and_metrics
 from store import ObjectStore
 from store.hashing import is_sha1
@@ -158,11 +156,11 @@ def extract_features(
     recipe: Recipe,
     settings: Settings,
     progress: Progress,
-) -> tuple[IntegerFeatures, dict[str, dict[str, Any]], dict[str, int], list[str]]:
-    """Each image's view-summed integer features (one row per image), its cache records, cache
-    statistics, and the processes (host:pid) that ran the chunks."""
-    units: np.ndarray | None = None
-    factor: np.ndarray | None = None
+    writers: list[ShardWriter],
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each image's view-summed integer features, handed to the splits' shard writers as the
+    chunks finish (in image order); the images' cache records, cache statistics, and the
+    processes (host:pid) that ran the chunks."""
     records: dict[str, dict[str, Any]] = {}
     stats = {"decoded": 0, "tensor_cache_hits": 0, "base_forward": 0, "feature_cache_hits": 0}
     done = 0
@@ -171,19 +169,16 @@ def extract_features(
         chunks = chunked(images, FEATURE_CHUNK)
         for result in executor.map(features_chunk, chunks, recipe, settings, tick=lambda: bar.update(0)):
             n = len(result.records)
-            if units is None:
-                units = np.empty((len(images), result.units.shape[1]), np.int16)
-                factor = result.factor
-            units[done : done + n] = result.units
+            for i in range(n):
+                for writer in writers:
+                    writer.add(done + i, result.units[i], result.factor)
             records.update((r["image_sha1"], r) for r in result.records)
             for k, v in result.stats.items():
                 stats[k] += v
             done += n
             workers.add(result.worker)
             bar.update(n)
-    assert units is not None and factor is not None
-    features = IntegerFeatures(Integers.of(units, UNIT_BOUND * len(recipe.views)), factor)
-    return features, records, stats, sorted(workers)
+    return records, stats, sorted(workers)
 
 
 #: Builds of one job when a gc keeps sweeping what it read: then a transient error, retried later.
@@ -218,12 +213,21 @@ def build_model(
     timings["fetch"] = time.time() - started
 
     t = time.time()
-    features, image_records, stats, workers = extract_features(executor, images, recipe, settings, progress)
-    timings["features"] = time.time() - t
     image_index = {image.sha1: i for i, image in enumerate(images)}
     in_train = {r.line for r in train_rows}
-    train = Examples.of([r for r in used if r.line in in_train], image_index, labels)
-    held = Examples.of([r for r in used if r.line not in in_train], image_index, labels)
+    bound = UNIT_BOUND * len(recipe.views)
+    writers = [
+        ShardWriter(
+            store,
+            Examples.of([r for r in used if (r.line in in_train) == side], image_index, labels),
+            settings.head_shard_pairs,
+            bound,
+        )
+        for side in (True, False)
+    ]
+    image_records, stats, workers = extract_features(executor, images, recipe, settings, progress, writers)
+    train, held = (w.finish() for w in writers)
+    timings["features"] = time.time() - t
 
     t = time.time()
     with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
@@ -232,10 +236,10 @@ def build_model(
         # each round (a cancel check).
         on_epoch = (lambda: bar.update(1)) if recipe.head != "logistic" else None
 
-        def head_rows(units: Integers, y: np.ndarray) -> Rows:
-            return executor.head_rows(units, y, settings.head_shard_pairs)
+        def place(rows: HeadRows) -> Rows:
+            return executor.head_rows(rows.shards, rows.bound)
 
-        fitted = fit_head(recipe, labels, features, train, held, on_epoch, lambda: bar.update(0), head_rows)
+        fitted = fit_head(recipe, labels, store, train, held, place, on_epoch, lambda: bar.update(0))
         if on_epoch is None:
             bar.update(1)
     timings["train"] = time.time() - t
@@ -258,7 +262,7 @@ def build_model(
         rows_sha1,
         len(used),
         len(images),
-    ) | weights_and_metrics(head, weights, weights_sha1, fitted, train.rows, held.rows)
+    ) | weights_and_metrics(head, weights, weights_sha1, fitted, train.examples.rows, held.examples.rows)
     return Built(manifest, weights_sha1, timings, stats, workers)
 
 
