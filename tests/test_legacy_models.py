@@ -1,6 +1,6 @@
 """A model trained before integer features (code version stl-3) stays servable, bit for bit.
 
-tests/data/stl3-model holds the manifest, row table and weights that `stl train
+tests/fixtures/stl3-model holds the manifest, row table and weights that `stl train
 example-data/train.csv --seed 7` wrote at stl-3 (commit 6d29c2b); that code's `stl infer` on the
 five probe images printed output with sha1 ``STL3_INFER_STDOUT_SHA1``. Today's code must print
 the same bytes: a float-feature head is served on float features, through the same arithmetic.
@@ -17,7 +17,7 @@ from test_portable_bits import INFER_IMAGES
 
 from store import LocalStore
 
-FIXTURE = REPO / "tests/data/stl3-model"
+FIXTURE = REPO / "tests/fixtures/stl3-model"
 STL3_MODEL = "59850a5786090bed4a0a5eef7503c029d9fd421c"
 STL3_MANIFEST = "eba66de2e55ec725a377379315709d463fb3d2ff"
 #: `stl infer` at 6d29c2b (stl-3) on INFER_IMAGES with that model (its INFER_STDOUT_SHA1 then).

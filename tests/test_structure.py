@@ -129,7 +129,7 @@ def test_no_module_is_longer_than_a_reader_holds_at_once() -> None:
 
 
 #: The ref namespaces the project writes; their names are spelled in model/identity/refs.py only.
-REF_ROOTS = ("models/", "cache/", "bases/")
+REF_ROOTS = ("models/", "cache/", "bases/", "gc/")
 
 
 def _string_starts(path: Path) -> list[str]:

@@ -14,12 +14,16 @@ mean lives here, in one place, so that gc, the catalog and the jobs cannot disag
     bases/<name>                         the pinned int8 base's sha1
     cache/tensor/<key>                   a decoded image tensor's sha1 (derived, droppable)
     cache/features/<key>                 one view's features' sha1 (derived, droppable)
+    gc/lock                              the lease gc's sweep and a model's commit share
+    gc/epoch                             how many deleting gc runs the store has seen
 """
 
 from __future__ import annotations
 
 import hashlib
 
+GC_LOCK_REF = "gc/lock"
+GC_EPOCH_REF = "gc/epoch"
 #: Refs under it point at derived objects that gc may drop (and a training makes again).
 CACHE_PREFIX = "cache/"
 

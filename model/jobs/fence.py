@@ -26,10 +26,11 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
+from model.identity.refs import GC_EPOCH_REF, GC_LOCK_REF
 from store import ObjectStore, lease
 
-LOCK_REF = "gc/lock"
-EPOCH_REF = "gc/epoch"
+LOCK_REF = GC_LOCK_REF
+EPOCH_REF = GC_EPOCH_REF
 #: Seconds a holder that died keeps the lock; renewed every third of it while held.
 LOCK_TTL = 60.0
 #: How often a waiting commit or gc asks again.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from api_testing import REPO, Api, Site, poll_until_done, train_body
 
@@ -19,6 +20,12 @@ def test_training_publishes_to_model_uri(api: Api, site: Site) -> None:
     assert final["status"] == "ready", final
     assert final["published"]["uri"] == str(target)
     assert final["published"]["status"] in ("in_progress", "ready")
+    # The copy runs after the model is ready: wait for its record to say it is done.
+    deadline = time.time() + 60
+    while final["published"]["status"] != "ready" and time.time() < deadline:
+        time.sleep(0.5)
+        final = api.post("/train", json=body).json()  # the same request: the job's record
+    assert final["published"]["status"] == "ready", final
     assert LocalStore(target).get_ref(manifest_ref(final["model_sha1"])) is not None
 
 
