@@ -93,19 +93,6 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def matmul_tn(a: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """a.T @ g for (n, d) and (n, k) -> (d, k), summed by ``tree_sum`` over n."""
-    a = np.asarray(a, np.float64)
-    g = np.asarray(g, np.float64)
-    n, d = a.shape
-    out = np.empty((d, g.shape[1]), np.float64)
-    cols = max(1, _BLOCK // max(1, n * g.shape[1]))
-    for start in range(0, d, cols):
-        block = a[:, start : start + cols]  # products laid out (n, k, cols)
-        out[start : start + cols] = tree_sum(np.multiply(block[:, None, :], g[:, :, None]), axis=0).T
-    return out
-
-
 def dot(u: np.ndarray, v: np.ndarray) -> float:
     """Inner product of two equal-shape arrays, summed by ``tree_sum`` over the flattened values."""
     return float(tree_sum(np.multiply(np.ravel(u), np.ravel(v))))
