@@ -23,6 +23,10 @@ class ModelNotFound(PipelineError):
         super().__init__(f"unknown model {model_sha1}")
         self.model_sha1 = model_sha1
 
+    def __reduce__(self) -> tuple:
+        # Pickled (by Ray) from its argument: the message alone would not rebuild it.
+        return (type(self), (self.model_sha1,))
+
 
 class DataError(PipelineError):
     """The training or inference data is unusable."""

@@ -12,10 +12,22 @@ from collections.abc import Callable
 class StoreError(Exception):
     """Base class for every failure of the store."""
 
+    #: The arguments a subclass with its own ``__init__`` was made with (kept by ``_made``).
+    _made_with: tuple = ()
+
+    def _made(self, *args: object) -> None:
+        self._made_with = args
+
+    def __reduce__(self) -> tuple:
+        # Pickled (by Ray, between processes) from the arguments it was made with: the message
+        # alone cannot rebuild a subclass whose __init__ takes other arguments.
+        return (type(self), self._made_with) if self._made_with else super().__reduce__()
+
 
 class ObjectNotFound(StoreError):
     def __init__(self, sha1: str, where: str = "store") -> None:
         super().__init__(f"object {sha1} not found in {where}")
+        self._made(sha1, where)
         self.sha1 = sha1
 
 
@@ -24,6 +36,7 @@ class HashMismatch(StoreError):
 
     def __init__(self, expected: str, actual: str, where: str = "store") -> None:
         super().__init__(f"hash mismatch in {where}: expected sha1 {expected}, got {actual}")
+        self._made(expected, actual, where)
         self.expected = expected
         self.actual = actual
 
@@ -42,12 +55,14 @@ def detected(error: HashMismatch) -> HashMismatch:
 class InvalidHash(StoreError):
     def __init__(self, value: str) -> None:
         super().__init__(f"not a sha1 hex digest: {value!r}")
+        self._made(value)
         self.value = value
 
 
 class InvalidRefName(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"invalid ref name: {name!r}")
+        self._made(name)
         self.name = name
 
 
@@ -62,4 +77,5 @@ class StoreUnwritable(BackendUnavailable):
 class ObjectTooLarge(StoreError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"object larger than the limit of {limit} bytes")
+        self._made(limit)
         self.limit = limit

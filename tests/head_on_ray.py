@@ -1,7 +1,7 @@
 """Fit the head on shards held by Ray actors and print the weights' sha1 per placement, as JSON.
 
 Run by tests/test_ray_executor.py with the cluster's environment (RAY_ADDRESS, DATA_DIR).
-Usage: python tests/head_on_ray.py [same|kill]
+Usage: python tests/head_on_ray.py [kill|corrupt]
 """
 
 from __future__ import annotations
@@ -52,24 +52,38 @@ def main() -> None:
     store = open_store(settings.store_uri or None, settings.data_dir)
     units, y, linear = problem()
     shards = store_shards(store, ((units[a : a + PAIRS], y[a : a + PAIRS]) for a in range(0, len(y), PAIRS)))
+    if sys.argv[1:] == ["corrupt"]:  # one shard's bytes changed on disk after it was written
+        path = Path(settings.data_dir) / "objects" / shards[1][1][:2] / shards[1][1][2:]
+        path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+        try:
+            logistic.fit(InRay(settings, shards, BOUND, 2), y, 3, linear, 0.1)
+        except Exception as e:  # the worker's own error, as the driver sees it
+            print(json.dumps({"error": type(e).__name__, "message": str(e)[:200]}))
+            return
+        print(json.dumps({"error": None}))
+        return
     if sys.argv[1:] == ["kill"]:
-        rounds = []
+        rounds, killed = [], []
 
-        def kill_one_holder() -> None:
+        def kill_holders() -> None:
+            """Kill a shard-holding worker at rounds 5 and 40 (each time the oldest alive)."""
             rounds.append(1)
-            if len(rounds) == 5:
+            if len(rounds) in (5, 40):
                 ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-                pid = next(int(line.split()[0]) for line in ps.splitlines() if "ray::ShardHolder" in line)
+                pid = min(int(line.split()[0]) for line in ps.splitlines() if "ray::ShardHolder" in line)
                 os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
         try:
-            logistic.cross_validate(
-                InRay(settings, shards, BOUND, 2), y, 3, linear, seed=4, tick=kill_one_holder
+            cv = logistic.cross_validate(
+                InRay(settings, shards, BOUND, 2), y, 3, linear, seed=4, tick=kill_holders
             )
         except ExecutorUnavailable as e:
             print(json.dumps({"error": type(e).__name__, "message": str(e)[:200], "rounds": len(rounds)}))
             return
-        print(json.dumps({"error": None, "rounds": len(rounds)}))
+        print(
+            json.dumps({"error": None, "rounds": len(rounds), "killed": len(set(killed)), "sha1": sha1(cv)})
+        )
         return
     out = {
         "local": sha1(logistic.cross_validate(InMemory(Integers.of(units, BOUND)), y, 3, linear, seed=4)),

@@ -16,7 +16,16 @@ from model.errors import HeadInputError
 from model.head import exact, logistic, metrics
 from model.head.linear import IntegerFeatures, LinearMap, standardisation
 from model.head.products import Integers
-from model.head.shards import InMemory, InStore, shard_pairs, store_shards
+from model.head.shards import (
+    InMemory,
+    InStore,
+    LocalShards,
+    Shard,
+    StateLog,
+    answer,
+    shard_pairs,
+    store_shards,
+)
 from store.errors import HashMismatch
 
 BOUND = 510  # two views of an int8 base
@@ -153,6 +162,40 @@ def test_any_shard_size_and_answer_order_gives_the_same_bits(pairs: int) -> None
             whole[f].logits, sharded[f].logits
         )
     assert _sha1(whole[0].theta, whole[1].theta) == SHARDED_SHA1
+
+
+class _Forgetful:
+    """Shards that lose their fits' state at some rounds, as a dead worker's would, and are
+    rebuilt from the rounds logged so far, as a replacement worker's are."""
+
+    def __init__(self, runner: LocalShards, losses: dict[int, list[int]]) -> None:
+        self.runner, self.losses, self.log, self.rounds = runner, losses, StateLog(), 0
+
+    def answer(self, problem: Any, request: Any) -> list:
+        self.rounds += 1
+        for i in self.losses.get(self.rounds, []):
+            old = self.runner.shards[i]
+            fresh = self.runner.shards[i] = Shard(old.start, old.units, old.y, old.weights)
+            for done in self.log.replay():
+                assert answer(fresh, problem, done).gradient is None  # a replay computes no sums
+        answers = self.runner.answer(problem, request)
+        self.log.record(request)
+        return answers
+
+
+def test_a_shard_rebuilt_from_the_log_gives_the_same_bits() -> None:
+    """Shards whose state is thrown away mid-fit (three of five, at two rounds, one of them
+    while the line search is at its first steps) and rebuilt by replaying the log go on to the
+    same bits: the golden of the undisturbed fits."""
+    features, y = _problem(20_000, 24)
+    linear = _linear(features)
+    weights = np.stack([np.arange(len(y)) % 5 != 0, np.ones(len(y), bool)], axis=1).astype(np.int64) * 2
+    runner, problem, totals = logistic._plan(InMemory(features.units, 4096), y, 3, linear, weights)
+    forgetful = _Forgetful(runner, {2: [1], 9: [2], 31: [0, 4]})
+    solvers = {f: logistic.solver(24, 3, 0.01) for f in range(2)}
+    fits = logistic.run_together(forgetful, problem, totals, solvers)
+    assert forgetful.rounds > 31 and not forgetful.log.events  # every loss happened; fits finished
+    assert _sha1(fits[0].theta, fits[1].theta) == SHARDED_SHA1
 
 
 def test_shards_read_from_a_store_give_the_same_bits(tmp_path: Path) -> None:

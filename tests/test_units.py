@@ -178,3 +178,32 @@ def test_fetch_refuses_other_schemes_and_reports_unreadable_paths(tmp_path) -> N
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(FetchError, match="cannot read"):
         fetch_bytes(str(tmp_path / "f" / "g"), FetchPolicy())
+
+
+def _error_types() -> list[type[BaseException]]:
+    import inspect
+
+    import model.errors
+    import store.errors
+
+    return [
+        t
+        for module in (store.errors, model.errors)
+        for _name, t in inspect.getmembers(module, inspect.isclass)
+        if issubclass(t, BaseException) and t.__module__ == module.__name__
+    ]
+
+
+@pytest.mark.parametrize("error_type", _error_types(), ids=lambda t: t.__name__)
+def test_every_error_survives_pickling_with_its_message(error_type: type[BaseException]) -> None:
+    """Ray hands a worker's error to the driver pickled: a type whose ``__init__`` takes other
+    arguments than its message must still come back as itself, or the user gets Ray's
+    'failed to deserialize' instead of the one line naming the fault."""
+    import inspect
+
+    params = list(inspect.signature(error_type.__init__).parameters.values())[1:]
+    explicit = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    args = [7 if p.annotation in (int, "int") else f"{p.name}-{SHA}" for p in explicit] or ["what was wrong"]
+    error = error_type(*args)
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is error_type and str(back) == str(error)

@@ -69,6 +69,7 @@ class Round:
     tries: dict[int, float] = field(default_factory=dict)
     accepts: dict[int, float] = field(default_factory=dict)
     finish: list[int] = field(default_factory=list)
+    replay: bool = False  # rebuild the fits' state only: no losses, gradients or logits back
 
 
 @dataclass
@@ -125,6 +126,8 @@ def answer(shard: Shard, problem: Problem, request: Round) -> Answer:
     # 2. Steps taken.
     for f, t in request.accepts.items():
         shard.logits[f] = np.add(shard.logits[f], np.multiply(shard.steps.pop(f), t))
+    if request.replay:
+        return Answer(shard.start, None, [], {}, {})
     # 3. Losses: at new parameters, and at the steps tried.
     losses: dict[int, np.ndarray] = {}
     for f in request.starts:
@@ -148,6 +151,39 @@ def answer(shard: Shard, problem: Problem, request: Round) -> Answer:
         shard.logits.pop(f, None)
         shard.steps.pop(f, None)
     return Answer(shard.start, gradient, order, losses, logits)
+
+
+class StateLog:
+    """The requests each fit's shard state (its logits, its steps) was built from: the fit's
+    last start and every direction and accepted step since. Replayed in order on a fresh copy of
+    the same rows, they rebuild that state bit for bit (the same arithmetic on the same
+    integers), so a shard lost with its worker is rebuilt elsewhere and the fit goes on. It
+    holds at most one parameter vector per iteration of each running fit, never rows."""
+
+    def __init__(self) -> None:
+        self.events: dict[int, list[Round]] = {}
+
+    def record(self, request: Round) -> None:
+        """Note a round every shard has answered."""
+        for f, theta in request.starts.items():
+            self.events[f] = [Round(starts={f: theta})]
+        for f, direction in request.directions.items():
+            self.events[f].append(Round(directions={f: direction}))
+        for f, t in request.accepts.items():
+            self.events[f][-1].accepts[f] = t  # answered after the direction in one replay round
+        for f in request.finish:
+            self.events.pop(f, None)
+
+    def replay(self) -> list[Round]:
+        """Rounds that rebuild every running fit's state: round i holds each fit's i-th event."""
+        depth = max((len(e) for e in self.events.values()), default=0)
+        rounds = [Round(replay=True) for _ in range(depth)]
+        for events in self.events.values():
+            for out, event in zip(rounds, events, strict=False):
+                out.starts.update(event.starts)
+                out.directions.update(event.directions)
+                out.accepts.update(event.accepts)
+        return rounds
 
 
 def shard_pairs(requested: int) -> int:
