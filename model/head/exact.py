@@ -37,16 +37,22 @@ def tree_sum(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """Sum along ``axis`` as a balanced tree in a fixed order: first half plus second half.
 
     Each level is one elementwise ``np.add``, which is correctly rounded per
-    element, so the result depends only on the values and the length.
+    element, so the result depends only on the values and the length. A level of
+    odd length carries its last element to the next level, last. The levels are
+    added in place in one copy of ``a`` (the head's solver calls this tens of
+    thousands of times per fit, on short vectors, so allocations are its cost).
     """
-    x = np.moveaxis(np.asarray(a, dtype=np.float64), axis, 0)
-    if x.shape[0] == 0:
+    x = np.array(np.moveaxis(np.asarray(a), axis, 0) if axis else a, dtype=np.float64)
+    n = x.shape[0]
+    if n == 0:
         return np.zeros(x.shape[1:], np.float64)
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        head = np.add(x[:half], x[half : 2 * half])
-        x = np.concatenate([head, x[2 * half :]]) if x.shape[0] % 2 else head
-    return x[0].copy()
+    while n > 1:
+        half = n // 2
+        np.add(x[:half], x[half : 2 * half], out=x[:half])
+        if n % 2:
+            x[half] = x[2 * half]
+        n = half + n % 2
+    return x[0]
 
 
 #: Sums over rows go block by block, then over the blocks' sums: rows split into shards of whole
@@ -95,7 +101,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def dot(u: np.ndarray, v: np.ndarray) -> float:
     """Inner product of two equal-shape arrays, summed by ``tree_sum`` over the flattened values."""
-    return float(tree_sum(np.multiply(np.ravel(u), np.ravel(v))))
+    return float(tree_sum(np.multiply(u, v).ravel()))
 
 
 def exp(x: np.ndarray) -> np.ndarray:
