@@ -12,6 +12,7 @@ from typing import Any
 from stl_testing import run_stl, small_dataset
 
 from model import api
+from model.execution import local as local_executor
 from model.identity.manifest import load_manifest, manifest_rows
 from model.jobs import state as jobs
 from model.lifecycle import gc
@@ -117,12 +118,12 @@ def test_gc_during_a_training_keeps_everything_the_training_uses(tmp_path: Path)
     thread.join(120)
     model = result["model"]
     # The old model's weights, manifest, row table and run record went, and the head shards its
-    # training wrote (one per split: derived, named by no ref); what the running job reads
-    # stayed, its own young shards included.
+    # training wrote (one per split: derived, named by no ref once it ended); what the running
+    # job reads stayed, its own shards included (named by its ledger, not kept for their age).
     gone = set(report.unreferenced)
     assert report.deleted == 6
     assert {old_weights, old_manifest} <= gone and len(gone) == 6, report.summary()
-    assert report.kept_young == 2, report.summary()
+    assert report.kept_young == 0, report.summary()
     needed = referenced_by(store, model.sha1)
     assert needed <= set(store.list_objects())
     for sha1 in needed:
@@ -130,11 +131,62 @@ def test_gc_during_a_training_keeps_everything_the_training_uses(tmp_path: Path)
     assert model.predict([str(csv.parent / "checks" / "000.png")])[0]["checks"] > 0.5
 
 
+def test_a_fit_that_outlasts_the_grace_period_keeps_its_head_shards(tmp_path: Path, monkeypatch) -> None:
+    """A long fit reads its head shards long after storing them (each epoch when they do not stay
+    in memory, and whenever a Ray worker is replaced): gc keeps them while the job runs, however
+    old they are, and lets them go once it has ended."""
+    monkeypatch.setattr(local_executor, "HEAD_MEMORY_BYTES", 0)  # shards are read back every epoch
+    csv = small_dataset(tmp_path / "set")
+    store = LocalStore(tmp_path / "data")
+    in_head, release = threading.Event(), threading.Event()
+
+    class Pause:
+        def __init__(self, stage: str) -> None:
+            self.stage = stage
+
+        def update(self, n: int = 1) -> None:
+            if self.stage == "head" and n and not in_head.is_set():
+                in_head.set()  # one epoch done: the rest read the shards again
+                release.wait(60)
+
+        def close(self) -> None:
+            pass
+
+    result: dict[str, Any] = {}
+
+    def train() -> None:
+        try:
+            result["model"] = api.train(str(csv), store=store, progress=lambda s, t: Pause(s), **QUICK)
+        except Exception as e:  # the job's error, for the assertion below
+            result["error"] = e
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    assert in_head.wait(120)
+    [ledger] = [n for n in store.list_refs("models") if n.endswith("/head-shards")]
+    shards = json.loads(store.get_ref(ledger) or b"{}")["head_shards"]
+    assert len(shards) == 2  # one per split
+    age_everything(tmp_path / "data", 2 * DAY)  # the fit has run for two days
+    report = gc.collect(store, grace_s=DAY, delete=True)
+    release.set()
+    thread.join(120)
+    assert "error" not in result, result
+    assert not set(shards) & set(report.unreferenced), report.summary()
+    assert set(shards) <= set(store.list_objects())
+    model = result["model"]
+    assert model.predict([str(csv.parent / "checks" / "000.png")])[0]["checks"] > 0.5
+    assert store.get_ref(ledger) is None  # the build ended: its shards are derived, droppable
+    # A ledger that outlived its job (a crash) protects nothing.
+    store.set_ref(ledger, json.dumps({"head_shards": shards}).encode())
+    age_everything(tmp_path / "data", 2 * DAY)
+    after = gc.collect(store, grace_s=DAY, delete=True)
+    assert set(shards) <= set(after.unreferenced) and not set(shards) & set(store.list_objects())
+    assert model.predict([str(csv.parent / "checks" / "000.png")])[0]["checks"] > 0.5
+
+
 def test_stl_gc_is_a_dry_run_unless_told(tmp_path: Path) -> None:
     csv = small_dataset(tmp_path / "set")
-    trained = run_stl(
-        ["train", str(csv), "--epochs", "5", "--l2", "0.001", "--image-size", "96"], tmp_path / "d"
-    )
+    trained = run_stl(["train", str(csv), "--l2", "0.001", "--image-size", "96"], tmp_path / "d")
     assert trained.code == 0, trained.err
     model_sha1 = trained.json["model_sha1"]
     deleted = run_stl(["delete", model_sha1], tmp_path / "d")

@@ -9,6 +9,7 @@ mean lives here, in one place, so that gc, the catalog and the jobs cannot disag
     models/<sha1>/cancel                 present while a cancel is asked for
     models/<sha1>/manifest               the manifest object's sha1: the model exists
     models/<sha1>/runs/<ms>-<sha1[:8]>   one run record object's sha1 per training run
+    models/<sha1>/head-shards            the head shards a build has stored so far (JSON), while it runs
     models/<sha1>/publish/<key>          one publication record per target store (JSON)
     models/<sha1>/publish-lease/<key>    who publishes to that target, until when
     bases/<name>                         the pinned int8 base's sha1
@@ -47,6 +48,14 @@ def lease_ref(model_sha1: str) -> str:
 
 def cancel_ref(model_sha1: str) -> str:
     return f"models/{model_sha1}/cancel"
+
+
+#: The last part of ``head_shards_ref``: gc honours such a ref only while its job runs.
+HEAD_SHARDS = "head-shards"
+
+
+def head_shards_ref(model_sha1: str) -> str:
+    return f"models/{model_sha1}/{HEAD_SHARDS}"
 
 
 def manifest_ref(model_sha1: str) -> str:

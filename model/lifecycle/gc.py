@@ -7,7 +7,9 @@ Content is never deleted by anything else: deleting a model drops its refs only.
 * every sha1 inside a marked JSON object (a manifest names its CSV, images, tensors,
   features and weights), transitively;
 * for each job that is new or running, its CSV's images and the cache entries its
-  recipe will read, so that a training running during gc keeps its inputs;
+  recipe will read, so that a training running during gc keeps its inputs, and the head
+  shards its build has stored so far (``model.jobs.in_flight``), which a long fit reads
+  long after writing them; a stopped job's list of them protects nothing;
 * cache entries (tensors, features) that a remaining model uses, or that are younger than
   the grace period, or all of them with ``keep_caches``. Other cache entries are
   recomputable and are dropped with the objects they name.
@@ -42,7 +44,7 @@ from typing import Any
 from model.data.csvfile import parse_csv
 from model.errors import PipelineError
 from model.features.cache import FeatureKey, TensorKey
-from model.identity.refs import CACHE_PREFIX
+from model.identity.refs import CACHE_PREFIX, HEAD_SHARDS, status_ref
 from model.identity.views import tensor_sizes
 from model.jobs import fence as gc_fence
 from model.jobs.state import RUNNING, read_recipe
@@ -134,6 +136,11 @@ def in_flight_cache_refs(store: ObjectStore, model_sha1: str, marked: set[str]) 
     return refs
 
 
+def _running(store: ObjectStore, model_sha1: str) -> bool:
+    raw = store.get_ref(status_ref(model_sha1))
+    return raw is not None and json.loads(raw).get("status") in RUNNING
+
+
 def collect(
     store: ObjectStore,
     grace_s: float,
@@ -170,6 +177,8 @@ def _collect(
             continue
         if name.endswith("/status") and json.loads(raw).get("status") in RUNNING:
             protected_cache |= in_flight_cache_refs(store, name.split("/")[1], marked)
+        if name.endswith("/" + HEAD_SHARDS) and not _running(store, name.split("/")[1]):
+            continue  # left by a job that stopped without ending its build: it protects nothing
         _mark(store, sha1s_in(raw), marked)
     # The mark above is complete for everything but caches: keep the cache entries it reaches.
     for name in cache_names:

@@ -9,7 +9,7 @@ then reads the shards where the executor keeps them (``Executor.head_rows``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,8 +79,16 @@ class HeadRows:
 class ShardWriter:
     """Takes image features in image order; stores the split's pairs in order, shard by shard."""
 
-    def __init__(self, store: ObjectStore, examples: Examples, pairs: int, bound: int) -> None:
-        self.store, self.examples, self.bound = store, examples, bound
+    def __init__(
+        self,
+        store: ObjectStore,
+        examples: Examples,
+        pairs: int,
+        bound: int,
+        on_shard: Callable[[str], None] = lambda _sha1: None,
+    ) -> None:
+        """``on_shard`` is told each shard's sha1 as it is stored (the job's ledger of them)."""
+        self.store, self.examples, self.bound, self.on_shard = store, examples, bound, on_shard
         self.size = shard_pairs(pairs)
         self.last_use = {int(image): k for k, image in enumerate(examples.image_index)}
         self.pending: dict[int, np.ndarray] = {}  # image -> features, until its last pair is out
@@ -116,7 +124,9 @@ class ShardWriter:
         assert self.factor is not None
         part = Moments.of(units, self.factor, self.examples.counts[start:end])
         self.moments = part if self.moments is None else self.moments + part
-        self.shards.append((start, store_shard(self.store, units, self.examples.y[start:end])))
+        sha1 = store_shard(self.store, units, self.examples.y[start:end])
+        self.on_shard(sha1)
+        self.shards.append((start, sha1))
         self.block = []
 
     def finish(self) -> HeadRows:

@@ -35,11 +35,12 @@ from model.identity.manifest import encode_rows, missing_objects, save_manifest
 from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
-from model.training.fit import fit_head
+from model.jobs.in_flight import HeadShardLedger
+from model.training.fit import FittedHead, fit_head
 from model.training.head_rows import Examples, HeadRows, ShardWriter
 from model.training.record import model_manifest, record_run, row_table, weights_and_metrics
 from store import ObjectStore
-from store.hashing import is_sha1
+from store.hashing import is_sha1, sha1_bytes
 
 #: Images per features chunk (one Ray task each): big enough that a task's overhead is small next
 #: to its ~64 base forward passes, small enough that a killed task loses little.
@@ -196,25 +197,35 @@ class Built:
     workers: list[str]
 
 
-def build_model(
-    ctx: Context, recipe: Recipe, csv_source: str | None, progress: Progress, executor: Executor
-) -> Built:
-    """Every stage of the training; stores every object the manifest names, but not its ref."""
-    store, settings, policy = ctx.store, ctx.settings, ctx.policy
-    started = time.time()
-    timings: dict[str, float] = {}
-    csv_bytes = load_csv(store, recipe, csv_source, policy)
-    rows = parse_csv(csv_bytes, settings.max_csv_rows)
-    train_rows, val_rows = split_rows(rows, recipe.random_seed, recipe.train_percentage, recipe.data_limit)
-    used = sorted(train_rows + val_rows, key=lambda r: r.line)
-    labels = sorted({r.label for r in used})
-    images = distinct_images(used)
-    fetch_images(executor, images, csv_source, settings, policy, progress)
-    timings["fetch"] = time.time() - started
+@dataclass
+class Fitted:
+    """The head fitted on the splits' rows, and what the features stage reports."""
 
+    head: FittedHead
+    train: HeadRows
+    held: HeadRows
+    image_records: dict[str, dict[str, Any]]  # image sha1 -> its cache record
+    stats: dict[str, int]
+    workers: list[str]
+
+
+def features_and_head(
+    executor: Executor,
+    recipe: Recipe,
+    settings: Settings,
+    progress: Progress,
+    store: ObjectStore,
+    used: list[Row],
+    in_train: set[int],
+    labels: list[str],
+    images: list[Image],
+    ledger: HeadShardLedger,
+    timings: dict[str, float],
+) -> Fitted:
+    """The features, straight into each split's head shards (named in ``ledger`` as they are
+    stored), then the head fitted on the shards."""
     t = time.time()
     image_index = {image.sha1: i for i, image in enumerate(images)}
-    in_train = {r.line for r in train_rows}
     bound = UNIT_BOUND * len(recipe.views)
     writers = [
         ShardWriter(
@@ -222,6 +233,7 @@ def build_model(
             Examples.of([r for r in used if (r.line in in_train) == side], image_index, labels),
             settings.head_shard_pairs,
             bound,
+            ledger.add,
         )
         for side in (True, False)
     ]
@@ -243,11 +255,35 @@ def build_model(
         if on_epoch is None:
             bar.update(1)
     timings["train"] = time.time() - t
-    head = fitted.head
+    return Fitted(fitted, train, held, image_records, stats, workers)
+
+
+def build_model(
+    ctx: Context, recipe: Recipe, csv_source: str | None, progress: Progress, executor: Executor
+) -> Built:
+    """Every stage of the training; stores every object the manifest names, but not its ref."""
+    store, settings, policy = ctx.store, ctx.settings, ctx.policy
+    started = time.time()
+    timings: dict[str, float] = {}
+    csv_bytes = load_csv(store, recipe, csv_source, policy)
+    rows = parse_csv(csv_bytes, settings.max_csv_rows)
+    train_rows, val_rows = split_rows(rows, recipe.random_seed, recipe.train_percentage, recipe.data_limit)
+    used = sorted(train_rows + val_rows, key=lambda r: r.line)
+    labels = sorted({r.label for r in used})
+    images = distinct_images(used)
+    fetch_images(executor, images, csv_source, settings, policy, progress)
+    timings["fetch"] = time.time() - started
+
+    in_train = {r.line for r in train_rows}
+    with HeadShardLedger(store, recipe.sha1) as ledger:  # gc keeps the shards while the fit runs
+        done = features_and_head(
+            executor, recipe, settings, progress, store, used, in_train, labels, images, ledger, timings
+        )
+    fitted, train, held, head = done.head, done.train, done.held, done.head.head
 
     weights = dump_tensors(head.tensors())
     weights_sha1 = store.put(weights)
-    table = encode_rows(row_table(used, in_train, image_records))
+    table = encode_rows(row_table(used, in_train, done.image_records))
     rows_sha1 = store.put(table)
     base_weights = store.get(recipe.base_sha1)
     extra_weights = store.get(recipe.extra_base_sha1) if recipe.extra_base else None
@@ -263,7 +299,7 @@ def build_model(
         len(used),
         len(images),
     ) | weights_and_metrics(head, weights, weights_sha1, fitted, train.examples.rows, held.examples.rows)
-    return Built(manifest, weights_sha1, timings, stats, workers)
+    return Built(manifest, weights_sha1, timings, done.stats, done.workers)
 
 
 def commit_model(store: ObjectStore, built: Built, progress: Progress) -> tuple[str, int] | None:
