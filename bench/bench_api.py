@@ -73,7 +73,7 @@ def service(data_dir: Path, allow: str, workers: int) -> Iterator[str]:
 def train(url: str, files: str) -> str:
     csv_sha1 = hashlib.sha1((EXAMPLE / "train.csv").read_bytes()).hexdigest()
     body = {
-        "metadata": {"random_seed": 1234, "epochs": 5},
+        "metadata": {"random_seed": 1234},
         "csv": {"url": f"{files}/train.csv", "sha1": csv_sha1},
     }
     deadline = time.time() + 300

@@ -72,7 +72,7 @@ def main() -> int:
         env = {**FAKE_AWS, "S3_ENDPOINT_URL": endpoint, "IPFS_ADDRESS": node.multiaddr}
         csv = small_dataset(tmp / "set")
         home = tmp / "home"
-        trained = run_stl(["train", str(csv), "--epochs", "20"], home, env=env)
+        trained = run_stl(["train", str(csv)], home, env=env)
         model = trained.json["model_sha1"]
         uris = {
             "directory": str(tmp / "published"),
@@ -81,7 +81,7 @@ def main() -> int:
         }
         published = {}
         for name, uri in uris.items():
-            run = run_stl(["train", str(csv), "--epochs", "20", "--force", "--publish", uri], home, env=env)
+            run = run_stl(["train", str(csv), "--force", "--publish", uri], home, env=env)
             published[name] = run.json["published"].get("model_uri", uri)
         rows = [("held locally", first_infer(home, model, "", env))]
         for name, uri in published.items():

@@ -8,6 +8,7 @@ non-zero exit status, in ``main`` and nowhere else.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from model.bases.quiet import silence_native_output
@@ -166,8 +167,22 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _tell_the_user() -> None:
+    """The project's notices (logger ``stl``: a setting nothing reads, a one-off conversion) as
+    ``stl: ...`` lines on stderr, once however often ``main`` runs in this process."""
+    notices = logging.getLogger("stl")
+    if not any(getattr(h, "stl_cli", False) for h in notices.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("stl: %(message)s"))
+        handler.stl_cli = True  # type: ignore[attr-defined]
+        notices.addHandler(handler)
+        notices.setLevel(logging.INFO)
+        notices.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _tell_the_user()
     try:
         settings = Settings.from_env()
     except ValueError as e:

@@ -6,6 +6,7 @@ that pure functions never look at the environment themselves.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -89,6 +90,25 @@ def _refuse_unsupported() -> None:
             "TENSORBOARD_LOGS_ENABLED is not supported: TensorFlow is not used for training; "
             "the head's per-epoch loss is in the run record (stl show); unset it"
         )
+
+
+#: The 2019 variables that only the Adam head reads; old deployments still set them.
+ADAM_ONLY_VARIABLES = ("EPOCHS", "BATCH_SIZE", "LEARNING_RATE")
+_warned: set[str] = set()
+
+
+def _warn_unread(settings: Settings) -> None:
+    """Once per process: the environment sets what the default head will not read."""
+    unread = [v for v in ADAM_ONLY_VARIABLES if os.environ.get(v, "").strip()]
+    if settings.head != "logistic" or not unread or "adam-only" in _warned:
+        return
+    _warned.add("adam-only")
+    logging.getLogger("stl").warning(
+        "%s %s only the adam head; the default head (HEAD=logistic) trains to convergence and ignores %s",
+        ", ".join(unread),
+        "set" if len(unread) > 1 else "sets",
+        "them" if len(unread) > 1 else "it",
+    )
 
 
 def _list(name: str) -> tuple[str, ...]:
@@ -195,7 +215,7 @@ class Settings:
         """Read every setting once; a value that cannot be honoured is a ValueError naming it."""
         _refuse_unsupported()
         d = Settings()
-        return Settings(
+        settings = Settings(
             data_dir=os.environ.get("DATA_DIR") or d.data_dir,
             store_uri=os.environ.get("STORE_URI", ""),
             base_cache=os.environ.get("STL_BASE_CACHE", ""),
@@ -238,3 +258,5 @@ class Settings:
             default_csv_url=os.environ.get("DEFAULT_INPUT_CSV_URL", ""),
             default_test_image_url=os.environ.get("DEFAULT_TEST_IMG_URL", ""),
         )
+        _warn_unread(settings)
+        return settings

@@ -113,7 +113,7 @@ def run_stl(
 
 
 #: Small, fast hyperparameters for tests that train.
-FAST = ["--epochs", "5", "--l2", "0.001", "--image-size", "96"]
+FAST = ["--l2", "0.001", "--image-size", "96"]
 
 
 #: Fake credentials for moto's S3 server: never real ones, never AWS itself.

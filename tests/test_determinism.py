@@ -35,7 +35,7 @@ def test_retrain_with_new_seed_reuses_tensors_and_features(tmp_path: Path) -> No
     store = LocalStore(tmp_path / "data")
     settings = Settings()
     policy = FetchPolicy()
-    params = {"epochs": 5, "l2": 0.001, "image_size": 96}
+    params = {"l2": 0.001, "image_size": 96}
     ctx = Context(settings, store, policy)
     first = train_model(ctx, prepare_recipe(ctx, params, str(csv), None), str(csv))
     # The default views, mirrored and centre crop: two decoded sizes and two base runs per image.
@@ -55,7 +55,7 @@ def test_cached_and_fresh_features_give_the_same_model(tmp_path: Path) -> None:
     """A store warmed by a different CSV (other batch-mates) must not change a model's bits."""
     csv = small_dataset(tmp_path / "set")
     settings, policy = Settings(), FetchPolicy()
-    params = {"epochs": 5, "l2": 0.001, "image_size": 96}
+    params = {"l2": 0.001, "image_size": 96}
     fresh = LocalStore(tmp_path / "fresh")
     fresh_ctx = Context(settings, fresh, policy)
     out_fresh = train_model(fresh_ctx, prepare_recipe(fresh_ctx, params, str(csv), None), str(csv))

@@ -21,10 +21,10 @@ def _recipe(**params: object) -> Recipe:
 
 
 def test_same_request_same_hash_in_another_process() -> None:
-    here = _recipe(epochs=7).sha1
+    here = _recipe(head="adam", epochs=7).sha1
     code = (
         "from model.config import Settings;from model.identity.recipe import *;"
-        f"print(make_recipe(parse_hyperparameters({{'epochs': 7}}, Settings()), {CSV!r}, {BASE!r}, 224).sha1)"
+        f"print(make_recipe(parse_hyperparameters({{'head': 'adam', 'epochs': 7}}, Settings()), {CSV!r}, {BASE!r}, 224).sha1)"
     )
     there = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -112,7 +112,7 @@ def test_defaults_fill_in_and_native_size_applies() -> None:
             {"views": ["original", "upside-down"]},
             "unknown view(s) upside-down; choose from: original, mirrored",
         ),
-        ({"views": ["mirrored"], "flip": False}, "flip false leaves no views"),
+        ({"views": ["mirrored"], "flip": False}, "flip false and views listing mirrored contradict"),
         ({"head": "svm"}, "head must be one of adam, logistic, got 'svm'"),
         ({"calibrate": 1}, "calibrate must be true or false"),
         ({"extra_base": 3}, "extra_base must be a base network name or empty"),
@@ -138,10 +138,55 @@ def test_views_are_canonical_and_flip_adds_or_removes_the_mirror() -> None:
     assert _recipe().views == Settings().views
 
 
-def test_the_logistic_head_ignores_adam_settings() -> None:
-    # epochs, batch size and learning rate do not change a logistic head's bytes, so not its name.
-    assert _recipe(epochs=5).sha1 == _recipe(epochs=50, learning_rate=0.5, batch_size=8).sha1
+def test_an_option_the_head_does_not_read_is_refused_not_ignored() -> None:
+    # A user who asks for 3 epochs of a head that trains to convergence would believe they got them.
+    for given, message in (
+        ({"epochs": 3}, "epochs applies to head adam only; the logistic head trains to convergence"),
+        ({"learning_rate": 0.5, "batch_size": 7}, "batch_size, learning_rate apply to head adam only"),
+    ):
+        with pytest.raises(InvalidRequest, match=message):
+            _recipe(**given)
     assert _recipe(head="adam", epochs=5).sha1 != _recipe(head="adam", epochs=50).sha1
+    # The environment's 2019 EPOCHS etc. are not a request: recorded as 0, the name unchanged.
+    assert _recipe().epochs == 0
+    assert (
+        _recipe().sha1
+        == make_recipe(
+            parse_hyperparameters({}, dataclasses.replace(Settings(), epochs=9, learning_rate=0.5)),
+            CSV,
+            BASE,
+            224,
+        ).sha1
+    )
+
+
+def test_the_2019_adam_variables_warn_once_when_the_head_will_not_read_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model import config
+
+    monkeypatch.setattr(config, "_warned", set())
+    monkeypatch.setenv("EPOCHS", "3")
+    monkeypatch.setenv("BATCH_SIZE", "7")
+    with caplog.at_level("WARNING", logger="stl"):
+        Settings.from_env()
+        Settings.from_env()
+    assert [r.getMessage() for r in caplog.records] == [
+        "EPOCHS, BATCH_SIZE set only the adam head; the default head (HEAD=logistic) trains to "
+        "convergence and ignores them"
+    ]
+    caplog.clear()
+    monkeypatch.setattr(config, "_warned", set())
+    monkeypatch.setenv("HEAD", "adam")
+    with caplog.at_level("WARNING", logger="stl"):
+        assert Settings.from_env().epochs == 3
+    assert caplog.records == []
+
+
+def test_flip_false_with_the_mirrored_view_is_a_contradiction() -> None:
+    with pytest.raises(InvalidRequest, match="flip false and views listing mirrored contradict"):
+        _recipe(flip=False, views=["mirrored", "center"])
+    assert _recipe(flip=False, views=["original", "center"]).views == ("original", "center")
 
 
 def test_manifests_from_before_views_still_load() -> None:

@@ -73,6 +73,15 @@ class Recipe:
         return Recipe(**{k: tuple(v) if k == "views" else v for k, v in d.items() if k in names})
 
 
+def fields_in_use(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a recipe (``Recipe.to_dict``) that its head and bases read: not the Adam-only
+    ones of a logistic head (recorded as 0), nor an absent second base's."""
+    unused = set(ADAM_ONLY) if recipe.get("head") == "logistic" else set()
+    if not recipe.get("extra_base"):
+        unused |= {"extra_base", "extra_base_sha1"}
+    return {k: v for k, v in recipe.items() if k not in unused}
+
+
 def recipe_sha1(recipe: Recipe) -> str:
     return sha1_bytes(recipe.canonical_json())
 
@@ -129,6 +138,12 @@ def parse_hyperparameters(params: dict[str, Any], settings: Settings) -> dict[st
     if head not in HEADS:
         raise InvalidRequest(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     out["head"] = head
+    given = [name for name in ADAM_ONLY if name in params]
+    if head == "logistic" and given:
+        raise InvalidRequest(
+            f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to head adam only; the "
+            "logistic head trains to convergence (drop it, or ask for head adam)"
+        )
     calibrate = params.get("calibrate", settings.calibrate if head == "logistic" else False)
     if not isinstance(calibrate, bool):
         raise InvalidRequest(f"calibrate must be true or false, got {calibrate!r}")
@@ -157,6 +172,8 @@ def _views(params: dict[str, Any], settings: Settings) -> tuple[str, ...]:
         flip = params["flip"]
         if not isinstance(flip, bool):
             raise InvalidRequest(f"flip must be true or false, got {flip!r}")
+        if not flip and "mirrored" in params.get("views", ()):
+            raise InvalidRequest("flip false and views listing mirrored contradict each other; give one")
         chosen = chosen | {"mirrored"} if flip else chosen - {"mirrored"}
         if not chosen:
             raise InvalidRequest('flip false leaves no views; add views such as ["original"]')
