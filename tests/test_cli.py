@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,9 +119,9 @@ BAD_INPUTS = {
         r"CSV line \d+ \(dots/001\.png\) is 3000x3000 pixels, over the limit of 1000000",
     ),
     "malformed_row": (
-        lambda root, csv: csv.write_text(csv.read_text() + "just-a-path.png,dots\n"),
+        lambda root, csv: csv.write_text(csv.read_text() + "just-a-path.png\n"),
         None,
-        r"CSV line 13: expected 3 fields <image_url>,<label>,<sha1>, got 2",
+        r"CSV line 13: expected 3 fields <image_url>,<label>,<sha1>, got 1",
     ),
     "one_label": (
         lambda root, csv: csv.write_text(
@@ -142,6 +143,10 @@ BAD_INPUTS = {
 }
 
 
+#: Cases whose fault is in the CSV's own text: found when the request is read, not by a job.
+CSV_REFUSED = {"malformed_row", "one_label"}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_fails_with_one_line_and_an_error_status(
     case: str, tmp_path: Path, file_server: FileServer
@@ -152,6 +157,9 @@ def test_bad_input_fails_with_one_line_and_an_error_status(
     assert "Traceback" not in run.err
     assert run.error_line.startswith("stl: error: ")
     assert re.search(pattern, run.error_line), run.error_line
+    if case in CSV_REFUSED:  # the CSV itself cannot train: refused before any job is recorded
+        assert run.out.strip() == "" and LocalStore(data).list_refs("models") == []
+        return
     model = run.json["model_sha1"]
     status = jobs.read_status(LocalStore(data), model)
     assert status is not None and status["status"] == "error"
@@ -186,7 +194,51 @@ def test_csv_sha1_mismatch(tmp_path: Path, file_server: FileServer) -> None:
 def test_bad_flags_and_unknown_model(tmp_path: Path) -> None:
     run = run_stl(["train", str(EXAMPLE / "train.csv"), "--epochs", "0"], tmp_path / "data")
     assert run.code == 2 and run.error_line == "stl: error: epochs must be between 1 and 1000, got 0"
+    run = run_stl(["train", str(EXAMPLE / "train.csv"), "--epochs", "3"], tmp_path / "data")
+    assert run.code == 2 and run.error_line == (
+        "stl: error: epochs applies to head adam only; the logistic head trains to convergence "
+        "(drop it, or ask for head adam)"
+    )
+    assert run_stl(["models"], tmp_path / "data").out == ""  # refused before anything was recorded
     run = run_stl(["infer", "--model", "f" * 40, str(EXAMPLE / "infer" / "dots.png")], tmp_path / "data")
     assert run.code == 1 and run.error_line == f"stl: error: unknown model {'f' * 40}"
     run = run_stl(["train", str(EXAMPLE / "train.csv"), "--base", "resnet"], tmp_path / "data")
     assert run.code == 2 and "unknown base 'resnet'" in run.error_line
+
+
+def test_a_csv_a_person_writes_trains_with_the_sha1s_filled_in(tmp_path: Path) -> None:
+    """A header row and no sha1 column, as people write them: the stored CSV, which the recipe
+    names, is the complete one. (Not the example model's weights: the header moves every row a
+    line down, and a row's line is part of its rank in the seeded split, so the folds differ.)"""
+    shutil.copytree(EXAMPLE / "images", tmp_path / "set" / "images")
+    rows = [line.split(",") for line in (EXAMPLE / "train.csv").read_text().splitlines()]
+    written = tmp_path / "set" / "photos.csv"
+    written.write_text("path,label\n" + "".join(f"{path},{label}\n" for path, label, _ in rows))
+    run = run_stl(["train", str(written)], tmp_path / "data")
+    assert run.code == 0, run.err[-2000:]
+    shown = json.loads(run_stl(["show", run.json["model_sha1"]], tmp_path / "data").out)
+    completed = "path,label,sha1\n" + "".join(f"{path},{label},{sha1}\n" for path, label, sha1 in rows)
+    assert shown["recipe"]["csv_sha1"] == sha1_of(completed.encode())
+    assert shown["outputs"]["weights"]["sha1"] == "a6672678aead0aeddf43db8ded59c6ac03cf6adf"
+    assert run.json["model_sha1"] == "05777a09a391d98f8b0d774c90d49beaee7ebf1c"
+
+
+def test_a_csv_that_cannot_train_leaves_no_model_behind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    url_rows = tmp_path / "urls.csv"
+    url_rows.write_text("url,label\nhttp://127.0.0.1:9/a.jpg,cat\nhttp://127.0.0.1:9/b.jpg,dog\n")
+    run = run_stl(["train", str(url_rows)], data)
+    assert run.code != 0 and run.error_line == (
+        "stl: error: CSV line 2: no sha1 for http://127.0.0.1:9/a.jpg (an image URL needs one; "
+        "a local file's is computed)"
+    )
+    missing = tmp_path / "missing.csv"
+    missing.write_text("gone.png,cat\nother.png,dog\n")
+    run = run_stl(["train", str(missing)], data)
+    assert run.code != 0 and run.error_line.startswith("stl: error: CSV line 1: "), run.err[-1000:]
+    assert "gone.png" in run.error_line
+    one_label = tmp_path / "one.csv"
+    one_label.write_text(f"{EXAMPLE}/images/dots/000.png,dots\n{EXAMPLE}/images/dots/001.png,dots\n")
+    run = run_stl(["train", str(one_label)], data)
+    assert run.error_line == "stl: error: CSV needs at least 2 labels to train a classifier, got 1"
+    assert run_stl(["models"], data).out == ""  # none of them recorded a model

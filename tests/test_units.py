@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from model.bases.torch_legacy import UnsafePickle, load_legacy_state_dict
-from model.data.csvfile import Row, parse_csv
+from model.data.csvfile import ImageRow, Row, complete, parse_csv, parse_image_list
 from model.data.fetch import FetchPolicy, check_url_allowed, resolve_source
 from model.data.images import decode_image
 from model.data.split import split_rows
@@ -207,3 +207,40 @@ def test_every_error_survives_pickling_with_its_message(error_type: type[BaseExc
     error = error_type(*args)
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is error_type and str(back) == str(error)
+
+
+def test_a_header_row_names_the_columns_in_any_order() -> None:
+    a, b = "a" * 40, "b" * 40
+    plain = parse_csv(f"x.png,cat,{a}\ny.png,dog,{b}\n".encode(), 10)
+    named = parse_csv(f"label,path,sha1\ncat,x.png,{a}\ndog,y.png,{b.upper()}\n".encode(), 10)
+    assert [(r.source, r.label, r.sha1) for r in named] == [(r.source, r.label, r.sha1) for r in plain]
+    assert [r.line for r in named] == [2, 3]  # the file's own line numbers
+    with pytest.raises(CsvError, match=r"^CSV line 2: no sha1 for x.png \(an image URL needs one; a local"):
+        parse_csv(b"path,label\nx.png,cat\ny.png,dog\n", 10)
+    with pytest.raises(CsvError, match=r"^CSV line 3: expected 3 fields label,path,sha1, got 2$"):
+        parse_csv(f"label,path,sha1\ncat,x.png,{a}\ndog,y.png\n".encode(), 10)
+    # A first row that only looks like names is data: "path" twice is no header.
+    with pytest.raises(CsvError, match="CSV line 1: 'sha1' is not a sha1"):
+        parse_csv(f"path,path,sha1\nx.png,cat,{a}\n".encode(), 10)
+    listed = list(parse_image_list(f"path,label,sha1\nx.png,cat,{a}\ny.png,,{b}\n".encode(), 10))
+    assert listed == [ImageRow(2, "x.png", "cat", a), ImageRow(3, "y.png", None, b)]
+
+
+def test_complete_fills_in_only_the_missing_sha1s_and_keeps_the_rest() -> None:
+    seen = []
+
+    def sha1_of(line: int, image: str) -> str:
+        seen.append((line, image))
+        return image[0] * 40
+
+    assert complete(b"a.png,cat," + b"f" * 40 + b"\n", sha1_of) == b"a.png,cat," + b"f" * 40 + b"\n"
+    assert seen == []
+    plain = complete(b"a.png,cat\n\nb.png,dog," + b"e" * 40 + b"\nc.png,dog\n", sha1_of)
+    assert (
+        plain
+        == b"a.png,cat," + b"a" * 40 + b"\n\nb.png,dog," + b"e" * 40 + b"\nc.png,dog," + b"c" * 40 + b"\n"
+    )
+    assert seen == [(1, "a.png"), (4, "c.png")]
+    named = complete(b"label,path\r\ncat,d.png\r\n", sha1_of)
+    assert named == b"label,path,sha1\ncat,d.png," + b"d" * 40 + b"\n"
+    assert [r.sha1 for r in parse_csv(named + b"dog,e.png," + b"e" * 40 + b"\n", 10)] == ["d" * 40, "e" * 40]

@@ -1,15 +1,18 @@
-"""The project's two CSV grammars, over one reader: no header, UTF-8, blank rows skipped.
+"""The project's two CSV grammars, over one reader: UTF-8, blank rows skipped.
 
-Training takes ``<image_url>,<label>,<sha1>`` per row (``parse_csv``); labelling a list of
-images takes ``<image_url>[,<label>][,<sha1>]`` (``parse_image_list``), so a training CSV
-can be labelled as it is.
+Training takes ``<image_url>,<label>,<sha1>`` per row (``parse_csv``), or the columns a header
+row names (``path,label,sha1``, as people write them; ``header_of`` says which names count);
+labelling a list of images takes ``<image_url>[,<label>][,<sha1>]`` (``parse_image_list``),
+so a training CSV can be labelled as it is. ``complete`` fills in the sha1s a CSV leaves out,
+from a function the caller gives (a local file's bytes), so that the stored CSV, which the
+recipe names, is complete.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from model.errors import CsvError
@@ -42,31 +45,113 @@ def records(data: bytes) -> Iterator[tuple[int, list[str]]]:
         raise CsvError(f"CSV line {reader.line_num}: {reason}") from None
 
 
+#: Header names, lowercased: which column holds the image, which the label, which the sha1.
+SOURCE_NAMES = ("path", "url", "image", "image_url", "file", "filename", "source")
+LABEL_NAMES = ("label", "class", "category")
+SHA1_NAMES = ("sha1",)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a training CSV's fields are: the plain three, or as a header row names them."""
+
+    source: int
+    label: int
+    sha1: int | None
+    names: tuple[str, ...] = ()  # the header's names; () for the plain form
+
+    @property
+    def width(self) -> int:
+        return len(self.names) or 3
+
+
+PLAIN = Columns(0, 1, 2)
+
+
+def header_of(fields: list[str]) -> Columns | None:
+    """The columns a header row names, or None if ``fields`` is not one (every field a known name:
+    one image column, one label column, at most one sha1 column)."""
+    names = [f.lower() for f in fields]
+    picks = [
+        [i for i, n in enumerate(names) if n in kind] for kind in (SOURCE_NAMES, LABEL_NAMES, SHA1_NAMES)
+    ]
+    source, label, sha1 = picks
+    if len(source) != 1 or len(label) != 1 or len(sha1) > 1 or sum(map(len, picks)) != len(names):
+        return None
+    return Columns(source[0], label[0], sha1[0] if sha1 else None, tuple(names))
+
+
 def parse_csv(data: bytes, max_rows: int) -> list[Row]:
     """Rows of the training CSV; a malformed row fails the whole file with its line number."""
     rows: list[Row] = []
+    columns: Columns | None = None
     for n, fields in records(data):
-        _add_row(rows, n, fields, max_rows)
+        if columns is None:
+            columns = header_of(fields)
+            if columns is not None:
+                continue
+            columns = PLAIN
+        _add_row(rows, n, fields, columns, max_rows)
     labels = sorted({r.label for r in rows})
     if len(labels) < 2:
         raise CsvError(f"CSV needs at least 2 labels to train a classifier, got {len(labels)}")
     return rows
 
 
-def _add_row(rows: list[Row], n: int, fields: list[str], max_rows: int) -> None:
-    if len(fields) != 3:
-        raise CsvError(f"CSV line {n}: expected 3 fields <image_url>,<label>,<sha1>, got {len(fields)}")
-    source, label, sha1 = fields
-    sha1 = sha1.lower()
+def _add_row(rows: list[Row], n: int, fields: list[str], columns: Columns, max_rows: int) -> None:
+    if len(fields) != columns.width:
+        expected = ",".join(columns.names) if columns.names else "<image_url>,<label>,<sha1>"
+        raise CsvError(f"CSV line {n}: expected {columns.width} fields {expected}, got {len(fields)}")
+    source, label = fields[columns.source], fields[columns.label]
     if not source:
         raise CsvError(f"CSV line {n}: empty image URL")
     if not label:
         raise CsvError(f"CSV line {n}: empty label")
+    if columns.sha1 is None:
+        raise CsvError(
+            f"CSV line {n}: no sha1 for {source} (an image URL needs one; a local file's is computed)"
+        )
+    sha1 = fields[columns.sha1].lower()
     if not is_sha1(sha1):
         raise CsvError(f"CSV line {n}: {sha1!r} is not a sha1 (40 hex digits)")
     rows.append(Row(n, source, label, sha1))
     if len(rows) > max_rows:
         raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+
+
+def complete(data: bytes, sha1_of: Callable[[int, str], str]) -> bytes:
+    """The CSV with each missing sha1 filled in by ``sha1_of(line, image)``: a plain row of two
+    fields gets a third, a header without a sha1 column gets one. ``data`` itself when nothing
+    is missing; otherwise every other byte of meaning (rows, order, blank lines) is kept."""
+    list(records(data))  # not UTF-8, or not CSV: the reader's own error, with its line
+    table = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    columns: Columns | None = None
+    changed = False
+    for n, raw in enumerate(table, start=1):
+        fields = [f.strip() for f in raw]
+        if not any(fields):
+            continue
+        if columns is None:
+            columns = header_of(fields)
+            if columns is not None:
+                if columns.sha1 is None:
+                    raw.append("sha1")
+                    changed = True
+                continue
+            columns = PLAIN
+        missing = (
+            (len(fields) == 2)
+            if columns is PLAIN
+            else (columns.sha1 is None and len(fields) == columns.width)
+        )
+        if missing and fields[columns.source]:
+            raw.append(sha1_of(n, fields[columns.source]))
+            changed = True
+    if not changed:
+        return data
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(table)
+    return out.getvalue().encode()
 
 
 @dataclass(frozen=True)
@@ -78,8 +163,13 @@ class ImageRow:
 
 
 def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
-    """Rows of an image list: ``url``, ``url,label``, ``url,sha1`` or ``url,label,sha1``."""
-    for count, (n, fields) in enumerate(records(data), start=1):
+    """Rows of an image list: ``url``, ``url,label``, ``url,sha1`` or ``url,label,sha1``, or the
+    columns a header row names."""
+    rows = records(data)
+    for count, (n, fields) in enumerate(rows, start=1):
+        if count == 1 and (columns := header_of(fields)) is not None:
+            yield from _named_image_rows(rows, columns, max_rows)
+            return
         if len(fields) > 3 or not fields[0]:
             raise CsvError(f"CSV line {n}: expected <image_url>[,<label>][,<sha1>], got {len(fields)} fields")
         sha1 = fields[-1].lower() if len(fields) > 1 and is_sha1(fields[-1].lower()) else None
@@ -89,3 +179,19 @@ def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
         if count > max_rows:
             raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
         yield ImageRow(n, fields[0], label or None, sha1)
+
+
+def _named_image_rows(
+    rows: Iterator[tuple[int, list[str]]], columns: Columns, max_rows: int
+) -> Iterator[ImageRow]:
+    for count, (n, fields) in enumerate(rows, start=1):
+        if len(fields) != columns.width or not fields[columns.source]:
+            raise CsvError(
+                f"CSV line {n}: expected {columns.width} fields {','.join(columns.names)}, got {len(fields)}"
+            )
+        sha1 = fields[columns.sha1].lower() if columns.sha1 is not None else None
+        if sha1 is not None and not is_sha1(sha1):
+            raise CsvError(f"CSV line {n}: {sha1!r} is not a sha1 (40 hex digits)")
+        if count > max_rows:
+            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+        yield ImageRow(n, fields[columns.source], fields[columns.label] or None, sha1)

@@ -57,11 +57,11 @@ def resolve_source(source: str, base: str | None = None) -> str:
     source = source.strip()
     if not source:
         raise FetchError("empty URL or path")
-    if source.startswith("sha1:") or _is_url(source) or source.startswith("file://"):
+    if source.startswith("sha1:") or is_url(source) or source.startswith("file://"):
         return source
     if base is None:
         return source
-    if _is_url(base):
+    if is_url(base):
         return urljoin(base, source)
     if base.startswith("file://"):
         base = urlparse(base).path
@@ -77,7 +77,7 @@ def fetch_bytes(
     """Fetch ``source`` under ``policy``; verify against ``expected_sha1`` when given."""
     if source.startswith("sha1:"):
         data = _from_store(source[5:], store)
-    elif _is_url(source):
+    elif is_url(source):
         data = _from_url(source, policy)
     elif "://" in source and not source.startswith("file://"):
         raise FetchRefused(f"only http(s) URLs, paths and sha1: references are allowed: {source}")
@@ -90,7 +90,7 @@ def fetch_bytes(
     return data
 
 
-def _is_url(s: str) -> bool:
+def is_url(s: str) -> bool:
     return s.startswith(("http://", "https://"))
 
 

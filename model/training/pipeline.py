@@ -24,10 +24,10 @@ from model.bases.litert import UNIT_BOUND
 from model.bases.registry import ensure_base
 from model.config import Settings
 from model.context import Context
-from model.data.csvfile import Row, parse_csv
-from model.data.fetch import FetchPolicy, fetch_bytes
+from model.data.csvfile import Row, complete, parse_csv
+from model.data.fetch import FetchPolicy, fetch_bytes, is_url, resolve_source
 from model.data.split import split_rows
-from model.errors import ChecksumMismatch, DataError, InvalidRequest, StoreChanged
+from model.errors import ChecksumMismatch, CsvError, DataError, FetchError, InvalidRequest, StoreChanged
 from model.execution.local import Executor, LocalExecutor, chunked
 from model.features.chunks import Image, Mismatch, features_chunk, fetch_chunk
 from model.head.shards import Rows
@@ -98,10 +98,37 @@ def prepare_recipe(
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
-        csv_sha1 = store.put(fetch_bytes(csv_source, policy, store))
+        csv_sha1 = store_csv(store, fetch_bytes(csv_source, policy, store), csv_source, policy, settings)
     elif not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
+    elif store.has(csv_sha1):
+        parse_csv(store.get(csv_sha1), settings.max_csv_rows)  # refused before any job exists
     return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
+
+
+def store_csv(
+    store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy, settings: Settings
+) -> str:
+    """Complete a training CSV (the sha1s it leaves out, of local files), check that it parses,
+    store it; its sha1. A CSV that cannot train is refused here, before any job is recorded."""
+
+    def sha1_of(line: int, image: str) -> str:
+        resolved = resolve_source(image, source)
+        if resolved.startswith("sha1:") or is_url(resolved):
+            raise CsvError(
+                f"CSV line {line}: no sha1 for {image} (an image URL needs one; a local file's is computed)"
+            )
+        try:
+            return store.put(fetch_bytes(resolved, policy, store))
+        except FetchError as e:
+            raise type(e)(f"CSV line {line}: {e}") from None
+
+    data = complete(data, sha1_of)
+    parse_csv(data, settings.max_csv_rows)
+    sha1 = sha1_bytes(data)
+    if not store.has(sha1):  # held already: nothing to write (a read-only store polls)
+        store.put(data)
+    return sha1
 
 
 def load_csv(store: ObjectStore, recipe: Recipe, csv_source: str | None, policy: FetchPolicy) -> bytes:

@@ -87,6 +87,16 @@ def test_train_out_of_range_after_schema(api: Api, site: Site) -> None:
     assert error_of(r, 400) == "image_size must be between 32 and 1024, got 16"
 
 
+def test_an_option_the_head_does_not_read_is_a_400_and_records_nothing(api: Api, site: Site) -> None:
+    before = api.get("/models").json()["models"]
+    r = api.post("/train", json=train_body(site, epochs=3))
+    assert error_of(r, 400) == (
+        "epochs applies to head adam only; the logistic head trains to convergence "
+        "(drop it, or ask for head adam)"
+    )
+    assert api.get("/models").json()["models"] == before
+
+
 def test_unknown_base(api: Api, site: Site) -> None:
     r = api.post("/train", json=train_body(site, base="resnet-9000"))
     assert error_of(r, 400).startswith("unknown base 'resnet-9000'; choose one of: ")
@@ -95,7 +105,11 @@ def test_unknown_base(api: Api, site: Site) -> None:
 @pytest.mark.parametrize(
     ("csv", "status", "message"),
     [
-        ("bad.csv", 422, "CSV line 1: expected 3 fields <image_url>,<label>,<sha1>, got 2"),
+        (
+            "bad.csv",
+            422,
+            "CSV line 1: no sha1 for images/dots/000.png (an image URL needs one; a local file's is computed)",
+        ),
         ("one_label.csv", 422, "CSV needs at least 2 labels to train a classifier, got 1"),
     ],
 )

@@ -57,7 +57,7 @@ def test_redirect_to_allowed_host_followed(api: Api, site: Site) -> None:
     url = f"{site.url}/redirect?to={quote(site.url + '/bad.csv', safe='')}"
     # Fetched (through the redirect) and parsed: the CSV's own error proves the bytes arrived.
     message = error_of(api.post("/train", json=csv_request(url)), 422)
-    assert message.startswith("CSV line 1: expected 3 fields")
+    assert message.startswith("CSV line 1: no sha1 for images/dots/000.png")
 
 
 @pytest.mark.parametrize(
