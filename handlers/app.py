@@ -206,8 +206,9 @@ def readyz() -> Response:
 def _use_gunicorn_logging(log_format: str) -> None:
     # Under gunicorn, send our log lines to its error log, at its level.
     gunicorn_log = logging.getLogger("gunicorn.error")
-    # handlers: requests; model.runner: how each job this worker ran ended.
-    ours = [logging.getLogger("handlers"), logging.getLogger("model.run.runner")]
+    # handlers: requests; model.runner: how each job this worker ran ended; stl: notices (a
+    # setting nothing reads, a one-off base conversion, a refused publication target).
+    ours = [logging.getLogger("handlers"), logging.getLogger("model.run.runner"), logging.getLogger("stl")]
     if gunicorn_log.handlers:
         for logger in ours:
             logger.handlers = gunicorn_log.handlers

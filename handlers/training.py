@@ -20,15 +20,14 @@ from typing import Any
 
 from model.context import Job
 from model.data.csvfile import parse_csv
-from model.errors import ExecutorUnavailable, InvalidRequest
+from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest
 from model.execution.choice import on_cluster
 from model.identity.recipe import Recipe
 from model.jobs import publications
 from model.jobs import state as jobs
 from model.lifecycle.publish import check_model_uri
 from model.run.runner import publisher, run_job
-from model.training.pipeline import prepare_recipe
-from store.hashing import sha1_bytes
+from model.training.pipeline import prepare_recipe, store_csv
 
 from .metrics import observe_training
 from .service import Service, resolve_client_source
@@ -72,29 +71,44 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
     """Have the CSV in the store (verified when a sha1 was given); its sha1 and resolved source."""
     source = resolve_client_source(url, service.settings) if url else None
     if sha1 is not None and service.store.has(sha1):
-        data = service.store.get(sha1)
+        # Parsed now so that a malformed CSV is refused before any job exists.
+        parse_csv(service.store.get(sha1), service.settings.max_csv_rows)
     elif url is not None:
-        data = service.fetch(url, sha1)
-        sha1 = sha1_bytes(data)
-        if not service.store.has(sha1):  # held already: nothing to write (a read-only store polls)
-            service.store.put(data)
+        # Completed (a local file's missing sha1), parsed and stored: the recipe names the result.
+        sha1 = store_csv(service.store, service.fetch(url, sha1), source, service.policy, service.settings)
     elif sha1 is not None:
         raise InvalidRequest(f"CSV {sha1} is not in the store; give its csv.url")
     else:
         raise InvalidRequest("csv needs a url or a sha1")
-    # Parsed now so that a malformed CSV is refused before any job exists.
-    parse_csv(data, service.settings.max_csv_rows)
     return sha1, source
 
 
 def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     publish_to = (body.get("model") or {}).get("uri") or None
+    refused: FetchRefused | None = None
     if publish_to:
-        # Before anything is fetched: a refused target makes no connection at all.
-        check_model_uri(publish_to, service.model_uri_allow)
+        # Before anything is fetched: a refused target makes no connection at all. The model
+        # still trains (a 2019 body's gs://test/1 must too); the refusal is its publication record.
+        try:
+            check_model_uri(publish_to, service.model_uri_allow)
+        except FetchRefused as e:
+            refused = e
     csv = body["csv"]
     csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
     recipe = prepare_recipe(service, body.get("metadata", {}), csv_source, csv_sha1)
+    if publish_to and refused is not None:
+        out = _train(service, recipe, csv_source, None)
+        record = publications.read(service.store, recipe.sha1, publish_to)
+        if record is None or record["status"] != "refused":  # once: a poll writes nothing
+            record = publications.refuse(service.store, recipe.sha1, publish_to, str(refused))
+        return {**out, "published": publications.public(record)}
+    return _train(service, recipe, csv_source, publish_to)
+
+
+def _train(
+    service: Service, recipe: Recipe, csv_source: str | None, publish_to: str | None
+) -> dict[str, Any]:
+    """Start (or find) the job for ``recipe``, and the publication to ``publish_to`` if any."""
     ready = jobs.ready_status(service.store, recipe.sha1)
     if ready is not None and not publish_to:
         return public_status(ready)  # a poll of a finished model writes nothing

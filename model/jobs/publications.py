@@ -4,7 +4,8 @@ A failed publish must not make a trained model look failed, and a second client
 asking for another target must not be dropped. So each (model, target) pair has
 its own ref, ``models/<sha1>/publish/<key>``, written when the request arrives
 (``pending``) and carried to ``ready`` or ``error`` by whichever process runs it
-under its own lease. The training job, when it finishes, runs every pending
+under its own lease, or ``refused`` at once when the target is not one the operator allowed
+(the 2019 bodies name ``gs://`` targets: they still train). The training job, when it finishes, runs every pending
 target; a request that finds the model already ready runs its own. Errors retry
 by the rules of ``model.jobs.state``.
 """
@@ -43,6 +44,13 @@ def request(store: ObjectStore, model_sha1: str, uri: str) -> dict[str, Any]:
     pending = {"uri": uri, "status": "pending", "updated_at": time.time()}
     store.create_ref(publication_ref(model_sha1, uri), json.dumps(pending, sort_keys=True).encode())
     return read(store, model_sha1, uri) or pending
+
+
+def refuse(store: ObjectStore, model_sha1: str, uri: str, reason: str) -> dict[str, Any]:
+    """Record that a request asked for ``uri`` and was refused it (``reason``): the model still
+    trains, and whoever looks at it sees why it was not published there. Never retried."""
+    logging.getLogger("stl").warning("model %s: not publishing to %s: %s", model_sha1, uri, reason)
+    return _write(store, model_sha1, uri, "refused", message=reason)
 
 
 def all_for(store: ObjectStore, model_sha1: str) -> list[dict[str, Any]]:

@@ -12,15 +12,28 @@ from model.identity.manifest import manifest_ref
 from store import LocalStore
 
 
+def refused(uri: str) -> dict:
+    """A training's publication record for a target the operator did not allow."""
+    reason = f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)"
+    return {"uri": uri, "status": "refused", "message": reason}
+
+
 @pytest.mark.parametrize("uri", ["ipfs://127.0.0.1:{trap}", "s3://any-bucket/p", "gs://other/1", "/tmp/x"])
 def test_unlisted_targets_are_refused_before_any_connection(
     api: Api, site: Site, trap: Trap, uri: str
 ) -> None:
+    # The model trains (a 2019 client gets its model_sha1 and statuses); the publication is refused.
     uri = uri.format(trap=trap.port)
     body = {**train_body(site, random_seed=41), "model": {"uri": uri}}
-    assert error_of(api.post("/train", json=body), 403) == (
-        f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)"
-    )
+    answer = api.post("/train", json=body)
+    assert answer.status_code == 200 and answer.json()["status"] in ("new", "in_progress", "ready")
+    assert answer.json()["published"] == refused(uri)
+    model = answer.json()["model_sha1"]
+    assert refused(uri) in [
+        {k: p[k] for k in ("uri", "status", "message")}
+        for p in api.get(f"/models/{model}").json()["publications"]
+    ]
+    assert f"model {model}: not publishing to {uri}: model.uri {uri} is not an allowed" in api.log()
     infer = {"model": {"sha1": "a" * 40, "uri": uri}, "image": {"url": f"{site.url}/infer/dots.png"}}
     assert error_of(api.post("/infer", json=infer), 403) == (
         f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)"
@@ -31,18 +44,18 @@ def test_unlisted_targets_are_refused_before_any_connection(
 def test_a_lookalike_of_an_allowed_prefix_is_refused(api: Api, site: Site) -> None:
     for uri in (f"{ALLOWED_BUCKET}-evil/x", "s3://allowed-bucket/modelsX", str(site.root / "published/../x")):
         body = {**train_body(site, random_seed=41), "model": {"uri": uri}}
-        assert error_of(api.post("/train", json=body), 403) == (
-            f"model.uri {uri} is not an allowed publish target (MODEL_URI_ALLOW)"
-        )
+        assert api.post("/train", json=body).json()["published"] == refused(uri)
 
 
 def test_by_default_no_target_is_allowed(strict_api: Api) -> None:
-    body = {"csv": {"url": "http://example.com/x.csv"}, "model": {"uri": "ipfs://127.0.0.1:5001"}}
-    r = strict_api.post("/train", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert (
-        error_of(r, 403)
-        == "model.uri ipfs://127.0.0.1:5001 is not an allowed publish target (MODEL_URI_ALLOW)"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rows = (
+        b"http://127.0.0.1:9/a.png,cat," + b"a" * 40 + b"\nhttp://127.0.0.1:9/b.png,dog," + b"b" * 40 + b"\n"
     )
+    csv_sha1 = strict_api.post("/objects", files={"file": ("x.csv", rows)}, headers=auth).json()["sha1"]
+    body = {"csv": {"sha1": csv_sha1}, "model": {"uri": "ipfs://127.0.0.1:5001"}}
+    r = strict_api.post("/train", json=body, headers=auth)
+    assert r.status_code == 200 and r.json()["published"] == refused("ipfs://127.0.0.1:5001"), r.text
 
 
 def test_the_2019_ipfs_form_is_refused_with_what_to_do(api: Api, site: Site) -> None:
