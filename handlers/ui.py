@@ -23,8 +23,10 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from markupsafe import Markup, escape
 
 from model.bases.registry import BASES
+from model.config import BALANCED, NO_LIMIT
 from model.errors import ModelNotFound
 from model.identity.manifest import manifest_rows, missing_objects
+from model.identity.recipe import fields_in_use
 from model.identity.views import VIEWS
 from model.jobs import fence as gc_fence
 from model.jobs import publications
@@ -66,10 +68,28 @@ def pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
 
+def recipe_rows(recipe: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """The model page's recipe table: the fields the recipe's head reads, each with what its
+    value means where a bare number would mislead."""
+    meanings = {
+        ("data_limit", NO_LIMIT): "all photos",
+        ("data_limit", BALANCED): "balanced: every label cut to the smallest label's count",
+        ("l2", -1.0): "chosen by 5-fold cross-validation",
+        ("train_percentage", 100): "validation from the head's cross-validation folds",
+    }
+    rows = []
+    for key, value in sorted(fields_in_use(recipe).items()):
+        meaning = meanings.get((key, value), "") if isinstance(value, (int, float)) else ""
+        if key == "data_limit" and isinstance(value, int) and value > 0:
+            meaning = f"at most {value} photos per label"
+        rows.append((key, value, meaning))
+    return rows
+
+
 def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
     """The confusion matrix as an SVG heat map: rows true labels, columns predictions, counts inside."""
-    n, cell, pad = len(labels), 56, 110
-    top = 40  # room for the column labels and the axis name above the grid
+    n, cell = len(labels), 56
+    pad, top = 110, 44  # the grid's left and top edges: room for the row and column labels
     width, height = pad + n * cell + 10, top + n * cell + 10
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" id="confusion" width="{width}" height="{height}" '
@@ -80,9 +100,10 @@ def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
     ]
     for i, label in enumerate(labels):
         x = pad + i * cell + cell / 2
-        parts.append(f'<text x="{x}" y="{pad - 8}" text-anchor="middle">{escape(label)}</text>')
         parts.append(
-            f'<text x="{pad - 8}" y="{pad + i * cell + cell / 2 + 5}" text-anchor="end">{escape(label)}</text>'
+            f'<text x="{x}" y="{top - 8}" text-anchor="middle" class="col">{escape(label)}</text>'
+            f'<text x="{pad - 8}" y="{top + i * cell + cell / 2 + 5}" text-anchor="end" class="row">'
+            f"{escape(label)}</text>"
         )
     for r, row in enumerate(matrix):
         total = sum(row) or 1
@@ -141,7 +162,7 @@ def model_page(model_sha1: str) -> str | tuple[str, int]:
         sha1=model_sha1,
         state=found.state,
         job=public_status(found.job) if found.job else None,
-        recipe=found.recipe or {},
+        recipe=recipe_rows(found.recipe or {}),
         manifest=found.manifest,
         metrics=metrics,
         labels=labels,

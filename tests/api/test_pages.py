@@ -108,3 +108,48 @@ def test_a_model_page_names_the_objects_its_store_lost(
         f'<li>features of CSV line {row["line"]} <code class="hash">{row["features_sha1"][0]}</code></li>'
         in page
     )
+
+
+def test_the_confusion_picture_puts_each_label_beside_its_row_and_above_its_column() -> None:
+    """Each row label's baseline lies within its row of cells, each column label above the grid
+    and within its column: a reader must not take one label's errors for another's."""
+    import xml.etree.ElementTree as ET
+
+    from handlers.ui import confusion_svg
+
+    labels = ["checks", "dots", "stripes"]
+    svg = ET.fromstring(str(confusion_svg(labels, [[3, 1, 0], [0, 4, 0], [1, 0, 2]])))
+    ns = "{http://www.w3.org/2000/svg}"
+    cells = {(int(r.get("data-row")), int(r.get("data-col"))): r for r in svg.iter(ns + "rect")}
+    assert len(cells) == 9 and cells[(0, 1)].get("data-count") == "1"
+    grid_top = min(float(r.get("y")) for r in cells.values())
+    texts = list(svg.iter(ns + "text"))
+    rows = [t for t in texts if t.get("class") == "row"]
+    cols = [t for t in texts if t.get("class") == "col"]
+    assert [t.text for t in rows] == labels and [t.text for t in cols] == labels
+    for i, text in enumerate(rows):
+        cell = cells[(i, 0)]
+        top, height = float(cell.get("y")), float(cell.get("height"))
+        assert top < float(text.get("y")) < top + height, (text.text, text.get("y"), top)
+        assert float(text.get("x")) <= float(cell.get("x"))  # left of the grid
+    for j, text in enumerate(cols):
+        cell = cells[(0, j)]
+        left, width = float(cell.get("x")), float(cell.get("width"))
+        assert float(text.get("y")) < grid_top, (text.text, text.get("y"), grid_top)
+        assert left < float(text.get("x")) < left + width
+
+
+def test_the_recipe_table_shows_what_the_head_reads_and_what_the_values_mean() -> None:
+    from handlers.ui import recipe_rows
+
+    logistic = {"head": "logistic", "epochs": 0, "batch_size": 0, "learning_rate": 0.0, "data_limit": 0}
+    logistic |= {"l2": -1.0, "extra_base": "", "extra_base_sha1": "", "random_seed": 1}
+    rows = {key: (value, meaning) for key, value, meaning in recipe_rows(logistic)}
+    assert set(rows) == {"head", "data_limit", "l2", "random_seed"}
+    assert rows["data_limit"] == (0, "all photos")
+    assert rows["l2"][1] == "chosen by 5-fold cross-validation"
+    adam = {**logistic, "head": "adam", "epochs": 3, "batch_size": 7, "learning_rate": 0.5, "data_limit": -1}
+    rows = {key: (value, meaning) for key, value, meaning in recipe_rows(adam)}
+    assert rows["epochs"] == (3, "") and rows["batch_size"] == (7, "")
+    assert rows["data_limit"] == (-1, "balanced: every label cut to the smallest label's count")
+    assert recipe_rows({"data_limit": 40})[0] == ("data_limit", 40, "at most 40 photos per label")
