@@ -163,3 +163,73 @@ def test_an_environment_from_the_lock_alone_serves(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_building_the_package_prints_no_warning_of_its_own(tmp_path: Path) -> None:
+    """`make demo` installs the project first: setuptools' warnings about our own configuration
+    (data folders that "would be ignored", a deprecated license table) read like failures. The
+    pages' data must still be in the wheel."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-v",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    ours = [
+        line.strip()
+        for line in text.splitlines()
+        if re.search(r"would be ignored|deprecated|SetuptoolsWarning|BuildBackendWarning", line)
+    ]
+    assert ours == []
+    import zipfile
+
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"handlers/templates/model.html", "handlers/static/ui/ui.js", "handlers/openapi.yaml"} <= names
+
+
+def test_the_one_off_base_conversion_says_so_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first training on a machine converts the base (up to a minute): one line says so."""
+    import logging
+
+    from model.bases import registry
+    from store import LocalStore
+
+    spec = registry.get_spec("efficientnet-lite0")
+    said: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    def convert(_spec: object) -> bytes:
+        said.append("converted")
+        raise RuntimeError("stop here: the line must come before the work")
+
+    monkeypatch.setattr(registry, "convert_packaged", convert)
+    handler = Catch()
+    logging.getLogger("stl").addHandler(handler)
+    monkeypatch.setattr(logging.getLogger("stl"), "level", logging.INFO)
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            registry.ensure_base(LocalStore(tmp_path / "store"), spec.name, str(tmp_path / "cache"))
+    finally:
+        logging.getLogger("stl").removeHandler(handler)
+    assert said == [
+        f"converting efficientnet-lite0 to int8, once per machine (cached in {tmp_path / 'cache'})",
+        "converted",
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,10 +156,15 @@ def ensure_base(store: ObjectStore, name: str, cache_dir: str | None = None) -> 
             f"base {name} is not in the store; import its weight file {spec.source_file} "
             f"with `stl base import FILE --base {name}`"
         )
-    cache = LocalStore(cache_dir or default_cache_dir())
+    cache_dir = cache_dir or default_cache_dir()
+    cache = LocalStore(cache_dir)
     if cache.has(spec.int8_sha1):
         data = cache.get(spec.int8_sha1)  # verified against the pin on read
     else:
+        # Up to a minute on a loaded machine, once: say so, or the first train looks hung.
+        logging.getLogger("stl").info(
+            "converting %s to int8, once per machine (cached in %s)", name, cache_dir
+        )
         data = convert_packaged(spec)
         cache.put(data)
     store.put(data)
