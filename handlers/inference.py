@@ -7,7 +7,7 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import FileStorage
 
-from model.errors import ImageError, InvalidRequest, ModelNotFound
+from model.errors import ImageError, InvalidRequest
 from model.identity.manifest import holds_model
 from model.lifecycle.publish import check_model_uri, ensure_model
 from store.errors import ObjectNotFound
@@ -27,9 +27,8 @@ def check_model(service: Service, model_sha1: str, uri: str | None = None) -> No
     """Refuse an unknown model before fetching any image for it; fetch it by hash from ``uri`` if given."""
     if holds_model(service.store, model_sha1):
         return
-    if not uri:
-        raise ModelNotFound(model_sha1)
-    check_model_uri(uri, service.model_uri_allow)
+    if uri:
+        check_model_uri(uri, service.model_uri_allow)
     ensure_model(
         service.store, model_sha1, uri, service.settings.data_dir
     )  # verified by hash; a mismatch is an error

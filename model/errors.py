@@ -28,6 +28,20 @@ class ModelNotFound(PipelineError):
         return (type(self), (self.model_sha1,))
 
 
+class ModelNotReady(ModelNotFound):
+    """A model whose job exists but has no manifest: still training, failed or cancelled."""
+
+    def __init__(self, model_sha1: str, status: str, reason: str = "") -> None:
+        PipelineError.__init__(
+            self,
+            f"model {model_sha1} is not ready: its training is {status}" + (f": {reason}" if reason else ""),
+        )
+        self.model_sha1, self.status, self.reason = model_sha1, status, reason
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.model_sha1, self.status, self.reason))
+
+
 class DataError(PipelineError):
     """The training or inference data is unusable."""
 

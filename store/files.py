@@ -59,11 +59,16 @@ def staged_copy(src: BinaryIO, directory: Path) -> Iterator[Staged]:
                 os.unlink(tmp)
 
 
-def write_atomically(src: BinaryIO, dest: str | os.PathLike[str]) -> None:
-    """Write ``src`` to ``dest`` so that ``dest`` is either untouched or complete."""
+def write_atomically(src: BinaryIO, dest: str | os.PathLike[str], mode: int | None = None) -> None:
+    """Write ``src`` to ``dest`` so that ``dest`` is either untouched or complete.
+
+    The staged copy is private (0600, as ``mkstemp`` makes it); ``mode`` is what ``dest`` gets
+    instead (a file for people to share, such as an export)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with staged_copy(src, dest.parent) as staged:
+        if mode is not None:
+            os.chmod(staged.path, mode)
         staged.rename_to(dest)
 
 

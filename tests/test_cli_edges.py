@@ -57,6 +57,22 @@ def test_a_bad_model_hash_is_a_usage_error(tmp_path: Path) -> None:
     assert run_stl(["show", "a" * 40 + "\n"], tmp_path / "d").code == 2
 
 
+def test_labelling_with_a_model_whose_training_failed_says_why(tmp_path: Path) -> None:
+    from model.jobs import state as jobs
+    from store import LocalStore
+
+    failed = "c" * 40
+    jobs.write_status(LocalStore(tmp_path / "d"), failed, "error", message="CSV line 2: empty label")
+    run = run_stl(["infer", "--model", failed, str(EXAMPLE / "infer" / "dots.png")], tmp_path / "d")
+    assert run.code == 1
+    assert (
+        run.error_line
+        == f"stl: error: model {failed} is not ready: its training is error: CSV line 2: empty label"
+    )
+    unknown = run_stl(["infer", "--model", "d" * 40, str(EXAMPLE / "infer" / "dots.png")], tmp_path / "d")
+    assert unknown.error_line == f"stl: error: unknown model {'d' * 40}"
+
+
 def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:
     csv = tmp_path / "long.csv"
     csv.write_text("x" * 140_000 + ",dots," + "0" * 40 + "\n")

@@ -295,5 +295,5 @@ def export_model(
     from store.hashing import sha1_bytes
 
     data = export_bytes(store, model_sha1, fmt)
-    write_atomically(io.BytesIO(data), path)
+    write_atomically(io.BytesIO(data), path, mode=0o644)  # a file to hand on, not a private one
     return sha1_bytes(data)

@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import urlparse, urlsplit
 
 from model.data.fetch import is_below
-from model.errors import FetchRefused, InvalidRequest, ModelNotFound
+from model.errors import FetchRefused, InvalidRequest, ModelNotFound, ModelNotReady
 from model.identity.manifest import holds_model, manifest_sha1
 from model.identity.recipe import canonical_json
 from model.identity.refs import base_ref, manifest_ref
+from model.jobs.state import read_status
 from store import HashMismatch, ObjectStore, open_store
 from store.hashing import sha1_bytes
 from store.registry import LOCAL_SCHEMES, SCHEMES, scheme_of
@@ -169,6 +170,9 @@ def ensure_model(store: ObjectStore, model_sha1: str, uri: str | None, data_dir:
     if holds_model(store, model_sha1):
         return
     if not uri:
+        record = read_status(store, model_sha1)
+        if record is not None:  # a job, not a model: say how it stands
+            raise ModelNotReady(model_sha1, record["status"], record.get("message", ""))
         raise ModelNotFound(model_sha1)
     parsed = urlparse(uri)
     publication_cid = parsed.path.strip("/") if parsed.scheme == "ipfs" else None
