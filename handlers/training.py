@@ -19,7 +19,6 @@ import uuid
 from typing import Any
 
 from model.context import Job
-from model.data.csvfile import parse_csv
 from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest
 from model.execution.choice import on_cluster
 from model.identity.recipe import Recipe
@@ -70,16 +69,13 @@ def _owner() -> str:
 def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str, str | None]:
     """Have the CSV in the store (verified when a sha1 was given); its sha1 and resolved source."""
     source = resolve_client_source(url, service.settings) if url else None
-    if sha1 is not None and service.store.has(sha1):
-        # Parsed now so that a malformed CSV is refused before any job exists.
-        parse_csv(service.store.get(sha1), service.settings.max_csv_rows)
-    elif url is not None:
-        # Completed (a local file's missing sha1), parsed and stored: the recipe names the result.
-        sha1 = store_csv(service.store, service.fetch(url, sha1), source, service.policy, service.settings)
-    elif sha1 is not None:
-        raise InvalidRequest(f"CSV {sha1} is not in the store; give its csv.url")
-    else:
-        raise InvalidRequest("csv needs a url or a sha1")
+    if sha1 is None or not service.store.has(sha1):  # held: prepare_recipe parses it, as any CSV
+        if url is None:
+            raise InvalidRequest(
+                f"CSV {sha1} is not in the store; give its csv.url" if sha1 else "csv needs a url or a sha1"
+            )
+        # Completed (a local file's missing sha1) and stored: the recipe names the result.
+        sha1 = store_csv(service.store, service.fetch(url, sha1), source, service.policy)
     return sha1, source
 
 
@@ -96,7 +92,7 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     csv = body["csv"]
     csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
     recipe = prepare_recipe(service, body.get("metadata", {}), csv_source, csv_sha1)
-    if publish_to and refused is not None:
+    if refused is not None:  # publish_to was given, and is not an allowed target
         out = _train(service, recipe, csv_source, None)
         record = publications.read(service.store, recipe.sha1, publish_to)
         if record is None or record["status"] != "refused":  # once: a poll writes nothing

@@ -36,7 +36,7 @@ from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
 from model.jobs.in_flight import HeadShardLedger
-from model.training.fit import FittedHead, fit_head
+from model.training.fit import fit_head
 from model.training.head_rows import Examples, HeadRows, ShardWriter
 from model.training.record import model_manifest, record_run, row_table, weights_and_metrics
 from store import ObjectStore
@@ -98,19 +98,17 @@ def prepare_recipe(
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
-        csv_sha1 = store_csv(store, fetch_bytes(csv_source, policy, store), csv_source, policy, settings)
+        csv_sha1 = store_csv(store, fetch_bytes(csv_source, policy, store), csv_source, policy)
     elif not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
-    elif store.has(csv_sha1):
-        parse_csv(store.get(csv_sha1), settings.max_csv_rows)  # refused before any job exists
+    if store.has(csv_sha1):  # parsed here, once, so that a CSV that cannot train gets no job
+        parse_csv(store.get(csv_sha1), settings.max_csv_rows)
     return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
 
 
-def store_csv(
-    store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy, settings: Settings
-) -> str:
-    """Complete a training CSV (the sha1s it leaves out, of local files), check that it parses,
-    store it; its sha1. A CSV that cannot train is refused here, before any job is recorded."""
+def store_csv(store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy) -> str:
+    """Complete a training CSV (the sha1s it leaves out, of local files) and store it; its sha1.
+    ``prepare_recipe`` parses what is stored, before any job is recorded."""
 
     def sha1_of(line: int, image: str) -> str:
         resolved = resolve_source(image, source)
@@ -124,7 +122,6 @@ def store_csv(
             raise type(e)(f"CSV line {line}: {e}") from None
 
     data = complete(data, sha1_of)
-    parse_csv(data, settings.max_csv_rows)
     sha1 = sha1_bytes(data)
     if not store.has(sha1):  # held already: nothing to write (a read-only store polls)
         store.put(data)
@@ -224,67 +221,6 @@ class Built:
     workers: list[str]
 
 
-@dataclass
-class Fitted:
-    """The head fitted on the splits' rows, and what the features stage reports."""
-
-    head: FittedHead
-    train: HeadRows
-    held: HeadRows
-    image_records: dict[str, dict[str, Any]]  # image sha1 -> its cache record
-    stats: dict[str, int]
-    workers: list[str]
-
-
-def features_and_head(
-    executor: Executor,
-    recipe: Recipe,
-    settings: Settings,
-    progress: Progress,
-    store: ObjectStore,
-    used: list[Row],
-    in_train: set[int],
-    labels: list[str],
-    images: list[Image],
-    ledger: HeadShardLedger,
-    timings: dict[str, float],
-) -> Fitted:
-    """The features, straight into each split's head shards (named in ``ledger`` as they are
-    stored), then the head fitted on the shards."""
-    t = time.time()
-    image_index = {image.sha1: i for i, image in enumerate(images)}
-    bound = UNIT_BOUND * len(recipe.views)
-    writers = [
-        ShardWriter(
-            store,
-            Examples.of([r for r in used if (r.line in in_train) == side], image_index, labels),
-            settings.head_shard_pairs,
-            bound,
-            ledger.add,
-        )
-        for side in (True, False)
-    ]
-    image_records, stats, workers = extract_features(executor, images, recipe, settings, progress, writers)
-    train, held = (w.finish() for w in writers)
-    timings["features"] = time.time() - t
-
-    t = time.time()
-    with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
-        # The solvers run here; the logistic head's rows are where the executor keeps them (on Ray,
-        # in shards its workers hold). The Adam head reports each epoch, the logistic head beats
-        # each round (a cancel check).
-        on_epoch = (lambda: bar.update(1)) if recipe.head != "logistic" else None
-
-        def place(rows: HeadRows) -> Rows:
-            return executor.head_rows(rows.shards, rows.bound)
-
-        fitted = fit_head(recipe, labels, store, train, held, place, on_epoch, lambda: bar.update(0))
-        if on_epoch is None:
-            bar.update(1)
-    timings["train"] = time.time() - t
-    return Fitted(fitted, train, held, image_records, stats, workers)
-
-
 def build_model(
     ctx: Context, recipe: Recipe, csv_source: str | None, progress: Progress, executor: Executor
 ) -> Built:
@@ -302,15 +238,47 @@ def build_model(
     timings["fetch"] = time.time() - started
 
     in_train = {r.line for r in train_rows}
-    with HeadShardLedger(store, recipe.sha1) as ledger:  # gc keeps the shards while the fit runs
-        done = features_and_head(
-            executor, recipe, settings, progress, store, used, in_train, labels, images, ledger, timings
+    # The features go straight into each split's head shards, which the ledger names as they are
+    # stored: gc keeps them while the fit runs, however long it takes.
+    with HeadShardLedger(store, recipe.sha1) as ledger:
+        t = time.time()
+        image_index = {image.sha1: i for i, image in enumerate(images)}
+        bound = UNIT_BOUND * len(recipe.views)
+        writers = [
+            ShardWriter(
+                store,
+                Examples.of([r for r in used if (r.line in in_train) == side], image_index, labels),
+                settings.head_shard_pairs,
+                bound,
+                ledger.add,
+            )
+            for side in (True, False)
+        ]
+        image_records, stats, workers = extract_features(
+            executor, images, recipe, settings, progress, writers
         )
-    fitted, train, held, head = done.head, done.train, done.held, done.head.head
+        train, held = (w.finish() for w in writers)
+        timings["features"] = time.time() - t
+
+        t = time.time()
+        with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
+            # The solvers run here; the logistic head's rows are where the executor keeps them (on Ray,
+            # in shards its workers hold). The Adam head reports each epoch, the logistic head beats
+            # each round (a cancel check).
+            on_epoch = (lambda: bar.update(1)) if recipe.head != "logistic" else None
+
+            def place(rows: HeadRows) -> Rows:
+                return executor.head_rows(rows.shards, rows.bound)
+
+            fitted = fit_head(recipe, labels, store, train, held, place, on_epoch, lambda: bar.update(0))
+            if on_epoch is None:
+                bar.update(1)
+        timings["train"] = time.time() - t
+    head = fitted.head
 
     weights = dump_tensors(head.tensors())
     weights_sha1 = store.put(weights)
-    table = encode_rows(row_table(used, in_train, done.image_records))
+    table = encode_rows(row_table(used, in_train, image_records))
     rows_sha1 = store.put(table)
     base_weights = store.get(recipe.base_sha1)
     extra_weights = store.get(recipe.extra_base_sha1) if recipe.extra_base else None
@@ -326,7 +294,7 @@ def build_model(
         len(used),
         len(images),
     ) | weights_and_metrics(head, weights, weights_sha1, fitted, train.examples.rows, held.examples.rows)
-    return Built(manifest, weights_sha1, timings, done.stats, done.workers)
+    return Built(manifest, weights_sha1, timings, stats, workers)
 
 
 def commit_model(store: ObjectStore, built: Built, progress: Progress) -> tuple[str, int] | None:
