@@ -104,7 +104,7 @@ def feature_images() -> tuple[list[tuple[str, Path]], str]:
 
 
 def fresh_store(root: Path, images: list[tuple[str, Path]]):
-    from model.bases.registry import ensure_base
+    from model.bases.registry import ensure_base_with
     from model.config import Settings
     from store import LocalStore
 
@@ -112,7 +112,7 @@ def fresh_store(root: Path, images: list[tuple[str, Path]]):
     for _sha1, path in images:
         store.put(path.read_bytes())
     settings = Settings.from_env()
-    ensure_base(store, settings.base, settings.base_cache or None)
+    ensure_base_with(settings, store, settings.base)
     return store
 
 

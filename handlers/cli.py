@@ -90,15 +90,23 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 def _add_base(sub: argparse._SubParsersAction, settings: Settings) -> None:
     b = sub.add_parser("base", help="manage base networks")
     bsub = b.add_subparsers(dest="base_command", required=True)
-    bi = bsub.add_parser("import", help="put a Keras-applications weight file into the store")
+    bi = bsub.add_parser(
+        "import",
+        help="put a base into the store: an int8 file from `stl base export`, or a Keras .h5 weight file",
+    )
     bi.add_argument("file")
-    bi.add_argument("--base", required=True)
+    bi.add_argument("--base", help="the base's name (needed for a .h5 file; an int8 file names itself)")
     bi.add_argument("--sha256", help="pin the file's sha256 (required where Keras publishes no hash)")
     be = bsub.add_parser("ensure", help="convert the default base into the store (no download)")
     be.add_argument("--base", default=settings.base)
     be.add_argument(
         "--all", action="store_true", help="every packaged base (efficientnet-lite0, -lite1, -lite2)"
     )
+    bx = bsub.add_parser(
+        "export", help="write a base's int8 file (for `stl base import` on a machine without TensorFlow)"
+    )
+    bx.add_argument("name", nargs="?", default=settings.base, help=f"the base (default {settings.base})")
+    bx.add_argument("--out", "-o", help="write to this file (default: stdout, which must not be a terminal)")
     bsub.add_parser("list", help="list known bases and whether the store holds them")
     b.set_defaults(func=cmd_base)
 

@@ -16,6 +16,7 @@ from model.data.fetch import FetchPolicy
 from model.errors import InvalidRequest
 from model.identity.refs import base_ref
 from store import ObjectStore
+from store.hashing import sha1_bytes
 
 from .cli_flags import hyperparameters
 
@@ -243,21 +244,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_base(args: argparse.Namespace) -> int:
-    from model.bases.registry import BASES, ensure_base, import_base
+    from model.bases.registry import BASES, ensure_base_with, export_base, identify_base, import_base
 
     store, settings, _policy = _context(args)
     if args.base_command == "import":
-        _emit({"base": args.base, "weights_sha1": import_base(store, args.base, args.file, args.sha256)})
+        name = args.base or identify_base(_read_file(args.file))
+        _emit({"base": name, "weights_sha1": import_base(store, name, args.file, args.sha256)})
+    elif args.base_command == "export":
+        if not args.out and sys.stdout.isatty():
+            raise InvalidRequest("stdout is a terminal: redirect it (> FILE) or name a file with --out")
+        data = export_base(store, args.name, settings)
+        if args.out:
+            import io
+
+            from store.files import write_atomically
+
+            write_atomically(io.BytesIO(data), args.out, mode=0o644)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        print(f"stl: {args.name}: {len(data):,} bytes, sha1 {sha1_bytes(data)}", file=sys.stderr)
     elif args.base_command == "ensure":
         names = sorted(n for n, spec in BASES.items() if spec.packaged) if args.all else [args.base]
         for name in names:
-            _spec, sha1 = ensure_base(store, name, settings.base_cache or None)
+            _spec, sha1 = ensure_base_with(settings, store, name)
             _emit({"base": name, "weights_sha1": sha1})
     else:
         for name in sorted(BASES):
             raw = store.get_ref(base_ref(name))
             _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
     return 0
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidRequest(f"cannot read {path}: {e.strerror}") from None
 
 
 def cmd_cat(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from model.errors import (
     BaseModelError,
+    BaseUnavailable,
     DataError,
     FetchRefused,
     InvalidRequest,
@@ -103,6 +104,7 @@ STATUS: dict[type[BaseException], int] = {
     # Well-formed, but the data it names is unusable: unreachable URL, sha1
     # mismatch, bad CSV, not an image, a base network that is not installed.
     DataError: 422,
+    BaseUnavailable: 503,
     BaseModelError: 422,
     PipelineError: 422,
     # The store failed us, not the client. Messages stay (they name no secrets).
@@ -153,7 +155,7 @@ def handle(error: Exception) -> Response:
         # Names the failure, not the path: the operator must act, the client should retry later.
         log.error("%s: %s", type(error).__name__, error)
         return error_response(status, f"store unavailable: {error}")
-    if isinstance(error, NotReady):
+    if isinstance(error, (NotReady, BaseUnavailable)):  # the remedy, for whoever deploys it
         return error_response(status, str(error))
     if isinstance(error, TooManyAttempts):
         return too_many_attempts(error)

@@ -107,10 +107,10 @@ class Service(Context):
             return
 
         def load() -> None:
-            from model.bases.registry import ensure_base
+            from model.bases.registry import ensure_base_with
 
             try:
-                spec, sha1 = ensure_base(self.store, self.settings.base, self.settings.base_cache or None)
+                spec, sha1 = ensure_base_with(self.settings, self.store, self.settings.base)
                 self.predictor().extractor(self.settings.base, sha1, spec.native_size)
                 self.base_loaded.set()
             except Exception as e:  # reported by /readyz, which stays 503

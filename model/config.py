@@ -156,6 +156,8 @@ class Settings:
     data_dir: str = "./data"
     store_uri: str = ""
     base_cache: str = ""  # this machine's cache of pinned int8 base models; "" = ~/.cache/...
+    #: Another store (any store URI) to take int8 bases from before converting (no TensorFlow).
+    base_store: str = ""
     http_timeout: float = 30.0
     download_pool_size: int = 8
     # Recipe defaults (each enters the recipe hash when used).
@@ -219,6 +221,7 @@ class Settings:
             data_dir=os.environ.get("DATA_DIR") or d.data_dir,
             store_uri=os.environ.get("STORE_URI", ""),
             base_cache=os.environ.get("STL_BASE_CACHE", ""),
+            base_store=os.environ.get("BASE_STORE", ""),
             http_timeout=_float("HTTP_TIMEOUT", d.http_timeout),
             download_pool_size=_int("DOWNLOAD_POOL_SIZE", d.download_pool_size),
             random_seed=_int("RANDOM_SEED", d.random_seed),

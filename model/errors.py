@@ -78,6 +78,11 @@ class BaseModelError(PipelineError):
     """A base network's weights are missing, unpinned or unreadable."""
 
 
+class BaseUnavailable(BaseModelError):
+    """No store, cache or BASE_STORE holds the base, and this machine cannot convert it (no
+    TensorFlow): an installation fact, not a bad request, so the service answers 503."""
+
+
 class JobCancelled(PipelineError):
     """Someone asked for the running job to stop (``POST /models/<sha1>/cancel``, ``stl cancel``)."""
 

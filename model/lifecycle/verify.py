@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Any
 
-from model.bases.registry import ensure_base
+from model.bases.registry import ensure_base_with
 from model.config import Settings
 from model.data.fetch import FetchPolicy
 from model.identity.manifest import load_manifest, manifest_rows, manifest_sha1, missing_objects
@@ -56,7 +56,7 @@ def rebuild_in_store(scratch: str, recipe_dict: dict[str, Any]) -> dict[str, Any
     recipe = Recipe.from_dict(recipe_dict)
     settings = Settings.from_env()
     for name, want in recipe.bases():
-        _spec, base_sha1 = ensure_base(store, name, settings.base_cache or None)
+        _spec, base_sha1 = ensure_base_with(settings, store, name)
         if base_sha1 != want:
             return {"base_sha1": base_sha1}
     base_sha1 = recipe.base_sha1

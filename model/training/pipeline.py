@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from model.bases.litert import UNIT_BOUND
-from model.bases.registry import ensure_base
+from model.bases.registry import ensure_base_with
 from model.config import Settings
 from model.context import Context
 from model.data.csvfile import Row, complete, parse_csv
@@ -91,9 +91,9 @@ def prepare_recipe(
     """
     store, settings, policy = ctx.store, ctx.settings, ctx.policy
     hyper = parse_hyperparameters(params, settings)
-    spec, base_sha1 = ensure_base(store, hyper["base"], settings.base_cache or None)
+    spec, base_sha1 = ensure_base_with(settings, store, hyper["base"])
     extra_sha1 = (
-        ensure_base(store, hyper["extra_base"], settings.base_cache or None)[1] if hyper["extra_base"] else ""
+        ensure_base_with(settings, store, hyper["extra_base"])[1] if hyper["extra_base"] else ""
     )
     if csv_sha1 is None:
         if not csv_source:
