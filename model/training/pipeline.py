@@ -92,9 +92,7 @@ def prepare_recipe(
     store, settings, policy = ctx.store, ctx.settings, ctx.policy
     hyper = parse_hyperparameters(params, settings)
     spec, base_sha1 = ensure_base_with(settings, store, hyper["base"])
-    extra_sha1 = (
-        ensure_base_with(settings, store, hyper["extra_base"])[1] if hyper["extra_base"] else ""
-    )
+    extra_sha1 = ensure_base_with(settings, store, hyper["extra_base"])[1] if hyper["extra_base"] else ""
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
