@@ -47,12 +47,16 @@ def sha1_arg(value: str) -> str:
 
 
 def _add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    t = sub.add_parser("train", help="train a model from a CSV of <image_url>,<label>,<sha1> rows")
+    t = sub.add_parser(
+        "train",
+        help="train a model from a CSV of <image_url>,<label>,<sha1> rows, or a folder of photos (or its zip)",
+    )
     t.add_argument(
         "csv",
         nargs=None if not settings.default_csv_url else "?",
         default=settings.default_csv_url or None,
-        help="CSV path or URL (image paths inside are relative to it; default DEFAULT_INPUT_CSV_URL)",
+        help="CSV path or URL (image paths inside are relative to it; default DEFAULT_INPUT_CSV_URL), "
+        "or a folder with one subfolder of images per label, or a .zip of such a folder",
     )
     t.add_argument("--csv-sha1", help="expected sha1 of the CSV (fetch is verified against it)")
     for flag in TRAIN_FLAGS:

@@ -62,16 +62,27 @@ def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPoli
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.api import Context, train_job
+    from model.api import Context, store_photo_source, train_job
+    from model.data.photo_csv import describe_skipped
 
     ctx = Context.open(args.store, settings=args.settings)
     store, settings = ctx.store, ctx.settings
     owner = f"cli-{os.getpid()}"
+    params = hyperparameters(args)  # before the photos are read: a bad flag costs nothing
+    photos = store_photo_source(ctx, args.csv) if args.csv and args.csv_sha1 is None else None
+    if photos is not None:
+        listing = photos.listing
+        skipped = f"; skipped {describe_skipped(listing.skipped)}" if listing.skipped else ""
+        print(
+            f"stl: {args.csv}: {len(listing.rows)} images in {len(listing.labels)} labels "
+            f"({', '.join(listing.labels)}){skipped}; stored as CSV {photos.csv_sha1}",
+            file=sys.stderr,
+        )
     recipe, status = train_job(
         ctx,
-        args.csv,
-        hyperparameters(args),
-        args.csv_sha1,
+        None if photos else args.csv,
+        params,
+        photos.csv_sha1 if photos else args.csv_sha1,
         _tqdm_progress,
         force=args.force,
         owner=owner,
@@ -96,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if k in status
             },
             **({"published": published} if published else {}),
+            **({"photos": photos.summary()} if photos else {}),
         }
     )
     if status["status"] in ("error", "cancelled"):  # no model was built: say why, exit non-zero

@@ -41,6 +41,9 @@ def _validator(schema_name: str) -> Draft4Validator:
 def validate(instance: Any, schema_name: str) -> None:
     """Raise InvalidInput naming every offending field (sorted, so messages are stable)."""
     errors = sorted(_validator(schema_name).iter_errors(instance), key=lambda e: _path(e.absolute_path))
+    # A value of the wrong type fails its oneOf too; the type is the one thing to say.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    errors = [e for e in errors if not (e.validator == "oneOf" and tuple(e.absolute_path) in mistyped)]
     if errors:
         raise InvalidInput("; ".join(dict.fromkeys(describe(e) for e in errors)))
 

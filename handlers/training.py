@@ -19,6 +19,8 @@ import uuid
 from typing import Any
 
 from model.context import Job
+from model.data.photo_csv import store_photos
+from model.data.photo_trees import PhotoTree, StoredTree, ZipTree
 from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest
 from model.execution.choice import on_cluster
 from model.identity.recipe import Recipe
@@ -79,6 +81,26 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
     return sha1, source
 
 
+def photos_csv(service: Service, body: dict[str, Any]) -> str:
+    """The training CSV of the photos a body names (each image stored too); its sha1.
+
+    ``zip``: a stored zip of label folders. ``folder``: files uploaded one by one, with the
+    paths they had under the folder a browser was given (one subfolder per label)."""
+    store, settings = service.store, service.settings
+    tree: PhotoTree
+    if "zip" in body:
+        sha1 = body["zip"]["sha1"]
+        if not store.has(sha1):
+            raise InvalidRequest(f"zip {sha1} is not in the store; upload it to /objects first")
+        tree = ZipTree(
+            store.get(sha1), f"zip {sha1}", settings.max_download_bytes, settings.max_unzipped_bytes
+        )
+    else:
+        files = {f["path"]: f["sha1"] for f in body["folder"]["files"]}
+        tree = StoredTree(store, files, "the folder")
+    return store_photos(store, tree, settings.max_csv_rows).csv_sha1
+
+
 def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     publish_to = (body.get("model") or {}).get("uri") or None
     refused: FetchRefused | None = None
@@ -89,8 +111,10 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
             check_model_uri(publish_to, service.model_uri_allow)
         except FetchRefused as e:
             refused = e
-    csv = body["csv"]
-    csv_sha1, csv_source = ensure_csv(service, csv.get("url"), csv.get("sha1"))
+    if "zip" in body or "folder" in body:
+        csv_sha1, csv_source = photos_csv(service, body), None
+    else:
+        csv_sha1, csv_source = ensure_csv(service, body["csv"].get("url"), body["csv"].get("sha1"))
     recipe = prepare_recipe(service, body.get("metadata", {}), csv_source, csv_sha1)
     if refused is not None:  # publish_to was given, and is not an allowed target
         out = _train(service, recipe, csv_source, None)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.context import Context, StoreLike
+from model.data.photo_csv import PhotoCsv, store_photos
+from model.data.photo_trees import open_photo_tree
 from model.errors import PipelineError
 from model.execution.choice import executor_for, on_cluster
 from model.identity.recipe import Recipe
@@ -39,7 +41,11 @@ def train_job(
     owner: str | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> tuple[Recipe, dict[str, Any]]:
-    """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status."""
+    """Bind ``params`` to a recipe and run its job here (or wait for whoever runs it); the final status.
+
+    ``csv`` may also be a folder of labelled photos, or a zip of one (``store_photo_source``)."""
+    if csv and csv_sha1 is None and (photos := store_photo_source(ctx, csv)) is not None:
+        csv, csv_sha1 = None, photos.csv_sha1
     if on_cluster(ctx.settings) and csv and os.path.exists(csv):
         csv = os.path.abspath(csv)  # Ray tasks resolve the rows' paths from another directory
     recipe = prepare_recipe(ctx, params, csv, csv_sha1)
@@ -61,6 +67,14 @@ def train_job(
         on_wait=(lambda: on_wait(recipe.sha1)) if on_wait else None,
     )
     return recipe, status
+
+
+def store_photo_source(ctx: Context, path: str) -> PhotoCsv | None:
+    """A local folder of labelled photos (one subfolder per label), or a zip of one, stored as
+    its training CSV; None for anything else (a CSV file, a URL)."""
+    settings = ctx.settings
+    tree = open_photo_tree(path, settings.max_download_bytes, settings.max_unzipped_bytes)
+    return store_photos(ctx.store, tree, settings.max_csv_rows) if tree is not None else None
 
 
 @dataclass
@@ -115,7 +129,7 @@ class Model:
 
 
 def train(
-    csv: str,
+    csv: str,  # a CSV's path or URL, or a folder of labelled photos, or a zip of one
     *,
     store: StoreLike = None,
     csv_sha1: str | None = None,

@@ -38,7 +38,7 @@ def test_right_token(strict_api: Api) -> None:
     assert r.status_code == 200
     assert r.json() == {"models": []}
     r = strict_api.post("/train", json={})  # the fixture sends the token
-    assert error_of(r, 400) == "missing field: csv"
+    assert error_of(r, 400) == "request body needs exactly one of: csv, zip, folder"
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/api/doc", "/api/openapi.json", "/api/openapi.yaml"])

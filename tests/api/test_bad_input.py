@@ -37,7 +37,7 @@ def test_wrong_content_type(api: Api, path: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({}, "missing field: csv"),
+        ({}, "request body needs exactly one of: csv, zip, folder"),
         ({"csv": {"url": "x.csv"}, "extra": 1}, "unknown field: extra"),
         (
             {"csv": {"url": "x.csv"}, "metadata": {"epoch": 5}},

@@ -164,3 +164,35 @@ def test_train_watch_progress_inspect_verify_and_label_in_a_browser(
     # Nothing on any page failed to load (no CDN, no missing asset, no script error).
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+#: small_dataset's folder trained with the page's defaults and a 96-pixel image size (the model
+#: `stl train FOLDER --image-size 96` gives, and its hand-written CSV).
+FOLDER_MODEL_SHA1 = "b2a11dd1ce2ea31b324993042d022c5ffbafddc1"
+
+
+def test_a_photo_folder_or_its_zip_trains_from_the_page(browser: Any, api: Api, tmp_path: Path) -> None:
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from stl_testing import small_dataset
+
+    root = small_dataset(tmp_path / "my-photos").parent  # and its train.csv, skipped: no label folder
+    archive = tmp_path / "my-photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(root.rglob("*.png")):
+            z.write(path, "my-photos/" + path.relative_to(root).as_posix())
+    driver = browser
+    for field, source in (("photo-folder", root), ("photo-zip", archive)):
+        driver.get(api.url + "/ui/train")
+        WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, field)))
+        driver.find_element(By.ID, field).send_keys(str(source))
+        box = driver.find_element(By.ID, "image-size")
+        box.clear()
+        box.send_keys("96")
+        driver.find_element(By.ID, "train-button").click()
+        WebDriverWait(driver, 60).until(ec.url_contains("/ui/models/"))
+        assert driver.current_url.rsplit("/", 1)[1] == FOLDER_MODEL_SHA1, field
+    WebDriverWait(driver, 240).until(ec.presence_of_element_located((By.ID, "accuracy")))

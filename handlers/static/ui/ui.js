@@ -150,18 +150,32 @@ function trainPage() {
       const csvUrl = document.getElementById("csv-url").value.trim();
       const csvFile = document.getElementById("csv-file").files[0];
       const images = Array.from(document.getElementById("image-files").files);
-      let csv;
-      if (csvFile) {
+      const folder = Array.from(document.getElementById("photo-folder").files);
+      const zipFile = document.getElementById("photo-zip").files[0];
+      let data;
+      if (folder.length) {
+        // Paths as under the chosen folder ("dots/1.jpg"): the server lists them as `stl train` would.
+        const files = [];
+        for (let i = 0; i < folder.length; i++) {
+          show("train-status", `uploading file ${i + 1} of ${folder.length}`);
+          const path = folder[i].webkitRelativePath.split("/").slice(1).join("/");
+          files.push({ path, sha1: await upload(folder[i]) });
+        }
+        data = { folder: { files } };
+      } else if (zipFile) {
+        show("train-status", "uploading the zip");
+        data = { zip: { sha1: await upload(zipFile) } };
+      } else if (csvFile) {
         for (let i = 0; i < images.length; i++) {
           show("train-status", `uploading image ${i + 1} of ${images.length}`);
           await upload(images[i]);
         }
         show("train-status", "uploading the CSV");
-        csv = { sha1: await upload(csvFile) };
+        data = { csv: { sha1: await upload(csvFile) } };
       } else if (csvUrl) {
-        csv = { url: csvUrl };
+        data = { csv: { url: csvUrl } };
       } else {
-        throw new Error("give a CSV URL, or upload a CSV and its images");
+        throw new Error("choose a photo folder or a zip, or give a CSV URL, or upload a CSV and its images");
       }
       const views = Array.from(form.querySelectorAll("input[name=views]:checked")).map((v) => v.value);
       const metadata = {
@@ -175,7 +189,7 @@ function trainPage() {
       const size = Number(document.getElementById("image-size").value);
       if (size > 0) metadata.image_size = size;
       show("train-status", "submitting");
-      const job = await api("POST", "/train", { csv, metadata, model: { uri: "" } });
+      const job = await api("POST", "/train", { ...data, metadata, model: { uri: "" } });
       window.location.href = `/ui/models/${job.model_sha1}`;
     } catch (e) {
       show("train-status", "");

@@ -1,0 +1,114 @@
+"""A folder of labelled photos (or a zip of one) as the training CSV it stands for.
+
+The layout every peer takes: one subfolder per label, its images inside (nested folders
+too). The CSV is a pure function of the names and bytes: ``<path>,<label>,<sha1>`` per image,
+sorted by label, then path, as a person would write it next to the folder. So a folder and
+its hand-written CSV name the same model, and the same folder on any machine gives the same
+CSV bytes. Hidden files, files outside a label folder and non-images (by their first bytes)
+are skipped and counted; everything is listed and checked before the first image is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from model.data.photo_trees import PhotoTree, is_hidden
+from model.errors import CsvError, DataError
+from store import ObjectStore
+
+#: The first bytes of the formats the decoder reads (WebP: "RIFF", a size, then "WEBP").
+IMAGE_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def looks_like_image(head: bytes) -> bool:
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The images of a photo tree as (path, label), in CSV order, and what was skipped, by reason."""
+
+    rows: tuple[tuple[str, str], ...]
+    skipped: dict[str, int]
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({label for _, label in self.rows})
+
+
+def list_photos(tree: PhotoTree, max_rows: int) -> Listing:
+    """The images to train on; DataError if they cannot make a classifier (none, one label)."""
+    rows: list[tuple[str, str]] = []
+    skipped: Counter[str] = Counter()
+    for path in tree.files():
+        parts = PurePosixPath(path).parts
+        if is_hidden(path):
+            skipped["hidden"] += 1
+        elif len(parts) < 2:
+            skipped["not in a label folder"] += 1
+        elif not looks_like_image(tree.head(path)):
+            skipped["not an image"] += 1
+        else:
+            rows.append((path, parts[0]))
+            if len(rows) > max_rows:
+                raise CsvError(f"{tree.name} has more than {max_rows} images (MAX_CSV_ROWS)")
+    rows.sort(key=lambda row: (row[1], row[0]))
+    listing = Listing(tuple(rows), dict(sorted(skipped.items())))
+    said = f"; skipped {describe_skipped(listing.skipped)}" if skipped else ""
+    if not rows:
+        raise DataError(
+            f"{tree.name} has no images in label folders (expected <label>/<image> inside it){said}"
+        )
+    if len(listing.labels) < 2:
+        raise DataError(
+            f"{tree.name} has one label folder ({listing.labels[0]}): a classifier needs at least two{said}"
+        )
+    return listing
+
+
+def describe_skipped(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in skipped.items())
+
+
+def photo_csv(listing: Listing, sha1s: list[str]) -> bytes:
+    """The training CSV of ``listing``, whose images have ``sha1s`` (in its order)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for (path, label), sha1 in zip(listing.rows, sha1s, strict=True):
+        writer.writerow([path, label, sha1])
+    return out.getvalue().encode()
+
+
+@dataclass(frozen=True)
+class PhotoCsv:
+    """What a photo tree became in the store: its training CSV, and what it held."""
+
+    csv_sha1: str
+    listing: Listing
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "csv_sha1": self.csv_sha1,
+            "images": len(self.listing.rows),
+            "labels": self.listing.labels,
+            "skipped": self.listing.skipped,
+        }
+
+
+def store_photos(store: ObjectStore, tree: PhotoTree, max_rows: int) -> PhotoCsv:
+    """Store each image of ``tree`` and then its training CSV (listed and checked first)."""
+    listing = list_photos(tree, max_rows)
+    sha1s = [store.put(tree.read(path)) for path, _label in listing.rows]
+    return PhotoCsv(store.put(photo_csv(listing, sha1s)), listing)

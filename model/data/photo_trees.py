@@ -1,0 +1,206 @@
+"""Where a folder of labelled photos comes from: a directory, or a zip of one.
+
+Both are read the same way (``PhotoTree``: relative POSIX paths, the first bytes of a file,
+its whole bytes), and both refuse what would reach outside them before anything is read:
+a symlink out of the folder, a zip entry with ``..`` or an absolute path, a zip entry that
+inflates past its stated size or past the limits (a zip bomb).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from model.errors import DataError
+from store import ObjectStore
+
+#: Bytes read to tell an image from anything else.
+HEAD_BYTES = 16
+
+
+class PhotoTree(Protocol):
+    #: How messages name it (the folder's or the zip's path).
+    name: str
+
+    def files(self) -> Iterator[str]:
+        """Relative POSIX paths of its regular files, in no particular order."""
+        ...
+
+    def head(self, path: str) -> bytes:
+        """The file's first HEAD_BYTES bytes."""
+        ...
+
+    def read(self, path: str) -> bytes:
+        """The file's bytes (each within the tree's per-file limit)."""
+        ...
+
+
+class FolderTree:
+    """A directory on this machine. A linked file is read only if it stays inside the folder."""
+
+    def __init__(self, root: str | os.PathLike[str], max_file_bytes: int) -> None:
+        self.name = os.fspath(root)
+        self._root = Path(root).resolve()
+        self._max = max_file_bytes
+
+    def _inside(self, path: Path, rel: str) -> Path:
+        target = path.resolve()
+        if target != self._root and self._root not in target.parents:
+            raise DataError(f"{self.name}: {rel} is a symlink out of the folder (to {target})")
+        return target
+
+    def files(self) -> Iterator[str]:
+        # Linked folders are not walked (inside, they repeat what is there; outside, refused).
+        for folder, dirnames, filenames in os.walk(self._root, followlinks=False):
+            for name in [*dirnames, *filenames]:
+                path = Path(folder, name)
+                rel = path.relative_to(self._root).as_posix()
+                linked = path.is_symlink()
+                if linked:
+                    self._inside(path, rel)
+                if name in filenames and path.is_file() and not (linked and path.is_dir()):
+                    yield rel
+
+    def _path(self, rel: str) -> Path:
+        return self._root / PurePosixPath(rel)
+
+    def head(self, path: str) -> bytes:
+        with open(self._path(path), "rb") as f:
+            return f.read(HEAD_BYTES)
+
+    def read(self, path: str) -> bytes:
+        with open(self._path(path), "rb") as f:
+            data = f.read(self._max + 1)
+        if len(data) > self._max:
+            raise DataError(f"{self.name}: {path} is larger than {self._max} bytes (MAX_DOWNLOAD_BYTES)")
+        return data
+
+
+class ZipTree:
+    """A zip archive's files, checked entry by entry before any is read.
+
+    Archives made by zipping the photo folder itself hold one top folder around the label
+    folders; it is not a label, so it is looked through (``photos/cats/1.jpg`` is ``cats/1.jpg``,
+    as if the folder had been given).
+    """
+
+    def __init__(
+        self, source: bytes | str | os.PathLike[str], name: str, max_file_bytes: int, max_total_bytes: int
+    ) -> None:
+        self.name = name
+        try:
+            self._zip = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+            infos = self._zip.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise DataError(f"{name} is not a readable zip archive: {e}") from None
+        self._max = max_file_bytes
+        self._entries: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in infos:
+            if info.is_dir():
+                continue
+            self._check(info)
+            total += info.file_size
+            if total > max_total_bytes:
+                raise DataError(f"{name} unpacks to more than {max_total_bytes} bytes (MAX_UNZIPPED_BYTES)")
+            self._entries[info.filename] = info
+        prefix = _single_top_folder([e for e in self._entries if not is_hidden(e)])
+        self._paths = {e.removeprefix(prefix): info for e, info in self._entries.items()}
+
+    def _check(self, info: zipfile.ZipInfo) -> None:
+        entry = info.filename
+        if not is_relative_inside(entry):
+            raise DataError(f"{self.name}: entry {entry!r} points outside the archive's folder")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"{self.name}: entry {entry!r} is a symlink")
+        if info.flag_bits & 0x1:
+            raise DataError(f"{self.name}: entry {entry!r} is encrypted")
+        if info.file_size > self._max:
+            raise DataError(
+                f"{self.name}: entry {entry!r} is larger than {self._max} bytes (MAX_DOWNLOAD_BYTES)"
+            )
+
+    def files(self) -> Iterator[str]:
+        yield from self._paths
+
+    def _read(self, path: str, n: int) -> bytes:
+        try:
+            with self._zip.open(self._paths[path]) as f:
+                return f.read(n)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{self.name}: entry {self._paths[path].filename!r} is corrupt: {e}") from None
+
+    def head(self, path: str) -> bytes:
+        return self._read(path, HEAD_BYTES)
+
+    def read(self, path: str) -> bytes:
+        info = self._paths[path]
+        data = self._read(path, info.file_size + 1)  # zipfile stops at the size the header states
+        if len(data) != info.file_size:
+            raise DataError(f"{self.name}: entry {info.filename!r} does not unpack to its stated size")
+        return data
+
+
+def _single_top_folder(entries: list[str]) -> str:
+    """``"top/"`` when every entry lies in one top folder that holds folders, else ``""``."""
+    parts = [PurePosixPath(e).parts for e in entries]
+    tops = {p[0] for p in parts if len(p) > 1}
+    inside = all(len(p) > 1 for p in parts) and any(len(p) > 2 for p in parts)
+    return f"{tops.pop()}/" if len(tops) == 1 and inside else ""
+
+
+def is_relative_inside(path: str) -> bool:
+    """A relative POSIX path that cannot leave its folder: no ``..``, no root, no drive, no ``\\``."""
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not ("\\" in path or path.startswith("/") or ".." in parts or ":" in parts[0])
+
+
+def is_hidden(path: str) -> bool:
+    """A dot file or folder, or the resource forks macOS adds to the zips it makes."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(path).parts)
+
+
+class StoredTree:
+    """Files already uploaded to the store, by the paths they had in a folder (a browser's
+    folder upload): read and verified from the store, never from a path."""
+
+    def __init__(self, store: ObjectStore, files: dict[str, str], name: str) -> None:
+        self.name = name
+        self._store = store
+        for path, sha1 in files.items():
+            if not is_relative_inside(path):
+                raise DataError(f"{name}: {path!r} is not a path inside the folder")
+            if not store.has(sha1):
+                raise DataError(f"{name}: {path} ({sha1}) is not in the store; upload it to /objects first")
+        self._files = dict(files)
+
+    def files(self) -> Iterator[str]:
+        yield from self._files
+
+    def head(self, path: str) -> bytes:
+        return self.read(path)[:HEAD_BYTES]
+
+    def read(self, path: str) -> bytes:
+        return self._store.get(self._files[path])
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def open_photo_tree(path: str, max_file_bytes: int, max_total_bytes: int) -> PhotoTree | None:
+    """The photo tree at a local ``path`` (a folder, or a zip file by its first bytes); None for
+    anything else (a CSV)."""
+    if os.path.isdir(path):
+        return FolderTree(path, max_file_bytes)
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError:
+        return None  # not a local file: the fetcher says what it is
+    return ZipTree(path, path, max_file_bytes, max_total_bytes) if is_zip else None

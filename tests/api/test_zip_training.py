@@ -1,0 +1,64 @@
+"""POST /train with a zip of photo folders (uploaded to /objects first): the same CSV, and so
+the same model, as `stl train FOLDER` and as the CSV a person writes for that folder."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from api_testing import Api, error_of, poll_until_done
+from stl_testing import small_dataset
+
+from store import LocalStore
+
+#: As in tests/test_photo_folders.py: small_dataset's CSV, and the model of the FAST recipe.
+CSV_SHA1 = "c03191454c159bbbf15ae039ffae965279fd1a49"
+MODEL_SHA1 = "c3869ed6c43db73244a8ba6e943b32d9650fd6d2"
+METADATA = {"random_seed": 1234, "l2": 0.001, "image_size": 96}
+
+
+def _zip(root: Path) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(root.rglob("*.png")):
+            z.write(path, "my-photos/" + path.relative_to(root).as_posix())
+    return out.getvalue()
+
+
+def _upload(api: Api, data: bytes) -> str:
+    stored = api.post("/objects", files={"file": ("photos.zip", data)})
+    assert stored.status_code == 201, stored.text
+    return stored.json()["sha1"]
+
+
+def test_a_zip_trains_the_model_of_its_folder(api: Api, tmp_path: Path) -> None:
+    zip_sha1 = _upload(api, _zip(small_dataset(tmp_path / "photos").parent))
+    body = {"zip": {"sha1": zip_sha1}, "metadata": METADATA, "model": {"uri": ""}}
+    responses = poll_until_done(api, body)
+    final = responses[-1].json()
+    assert (final["status"], final["model_sha1"]) == ("ready", MODEL_SHA1), final
+    assert LocalStore(api.data_dir).has(CSV_SHA1)
+    assert {r.json()["model_sha1"] for r in responses} == {MODEL_SHA1}  # every poll, the same recipe
+
+
+def test_bad_zips_are_one_line_and_store_nothing(api: Api, tmp_path: Path) -> None:
+    small_dataset(tmp_path / "photos")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.write(tmp_path / "photos" / "dots" / "000.png", "dots/000.png")
+        z.write(tmp_path / "photos" / "checks" / "000.png", "../../etc/x.png")
+    climbing = _upload(api, out.getvalue())
+    before = set(LocalStore(api.data_dir).list_objects())
+    body = {"zip": {"sha1": climbing}, "metadata": METADATA, "model": {"uri": ""}}
+    assert error_of(api.post("/train", json=body), 422) == (
+        f"zip {climbing}: entry '../../etc/x.png' points outside the archive's folder"
+    )
+    assert set(LocalStore(api.data_dir).list_objects()) == before
+
+    absent = "ab" * 20
+    assert error_of(api.post("/train", json={**body, "zip": {"sha1": absent}}), 400) == (
+        f"zip {absent} is not in the store; upload it to /objects first"
+    )
+    both = {**body, "csv": {"sha1": CSV_SHA1}}
+    assert error_of(api.post("/train", json=both), 400) == "request body needs exactly one of: csv, zip"

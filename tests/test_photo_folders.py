@@ -1,0 +1,170 @@
+"""`stl train DIR` and `stl train photos.zip`: a folder with one subfolder of images per label
+becomes the CSV a person would write next to it, so both name the same model.
+
+Bad input (an empty folder, one label, a zip entry with ``..``, a zip bomb, a symlink out of
+the folder) is one line and leaves nothing in the store.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from stl_testing import FAST, run_stl, sha1_of, small_dataset
+
+from model.data.photo_csv import list_photos
+from model.data.photo_trees import FolderTree, ZipTree
+from model.errors import DataError
+from store import LocalStore
+
+#: small_dataset's 12 images (4 per label), as the CSV it writes and the folder becomes.
+CSV_SHA1 = "c03191454c159bbbf15ae039ffae965279fd1a49"
+#: The model both train to (FAST recipe, seed 1234).
+MODEL_SHA1 = "c3869ed6c43db73244a8ba6e943b32d9650fd6d2"
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Four images per label, and what a real folder also holds: a CSV beside the label folders,
+    a note inside one, a dot file."""
+    root = tmp_path / "photos"
+    small_dataset(root)  # writes photos/train.csv: the CSV a person would write for this folder
+    (root / "dots" / "notes.txt").write_text("taken on a Tuesday\n")
+    (root / "checks" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return root
+
+
+def _zip(root: Path, top: str | None) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(root).as_posix()
+                z.write(path, f"{top}/{rel}" if top else rel)
+    return out.getvalue()
+
+
+def test_a_folder_trains_the_model_its_csv_names(tmp_path: Path, photos: Path) -> None:
+    by_folder = run_stl(["train", str(photos), *FAST], tmp_path / "a")
+    assert by_folder.code == 0, by_folder.err
+    assert (
+        f"stl: {photos}: 12 images in 3 labels (checks, dots, stripes); skipped 1 hidden, "
+        f"1 not an image, 1 not in a label folder; stored as CSV {CSV_SHA1}"
+    ) in by_folder.err
+    out = by_folder.json
+    assert out["photos"] == {
+        "csv_sha1": CSV_SHA1,
+        "images": 12,
+        "labels": ["checks", "dots", "stripes"],
+        "skipped": {"hidden": 1, "not an image": 1, "not in a label folder": 1},
+    }
+    assert (out["status"], out["csv_sha1"], out["model_sha1"]) == ("ready", CSV_SHA1, MODEL_SHA1)
+    # The generated CSV is the hand-written one, byte for byte, and stored under its sha1.
+    assert sha1_of((photos / "train.csv").read_bytes()) == CSV_SHA1
+    assert LocalStore(tmp_path / "a").get(CSV_SHA1) == (photos / "train.csv").read_bytes()
+    by_csv = run_stl(["train", str(photos / "train.csv"), *FAST], tmp_path / "b")
+    assert by_csv.json["model_sha1"] == MODEL_SHA1, by_csv.err
+
+
+@pytest.mark.parametrize("top", [None, "photos"], ids=["flat", "zipped-folder"])
+def test_a_zip_of_the_folder_trains_the_same_model(tmp_path: Path, photos: Path, top: str | None) -> None:
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(_zip(photos, top))
+    run = run_stl(["train", str(archive), *FAST], tmp_path / "data")
+    assert run.code == 0, run.err
+    assert (run.json["csv_sha1"], run.json["model_sha1"]) == (CSV_SHA1, MODEL_SHA1)
+
+
+def _refused(tmp_path: Path, source: Path, env: dict[str, str] | None = None) -> str:
+    """The one error line of `stl train source`, after checking nothing was stored or recorded."""
+    data = tmp_path / "refused-store"
+    run = run_stl(["train", str(source), *FAST], data, env=env)
+    assert run.code == 1, (run.out, run.err)
+    assert "Traceback" not in run.err and run.out == ""
+    assert not data.exists() or LocalStore(data).list_objects() == []
+    return run.error_line
+
+
+def test_an_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("nothing yet")
+    assert _refused(tmp_path, tmp_path / "empty") == (
+        f"stl: error: {tmp_path / 'empty'} has no images in label folders "
+        "(expected <label>/<image> inside it); skipped 1 not in a label folder"
+    )
+
+
+def test_one_label_only(tmp_path: Path, photos: Path) -> None:
+    for label in ("dots", "stripes"):
+        for f in (photos / label).iterdir():
+            f.unlink()
+    assert _refused(tmp_path, photos) == (
+        f"stl: error: {photos} has one label folder (checks): a classifier needs at least two; "
+        "skipped 1 hidden, 1 not in a label folder"
+    )
+
+
+def test_a_symlink_out_of_the_folder(tmp_path: Path, photos: Path) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((photos / "dots" / "000.png").read_bytes())
+    os.symlink(secret, photos / "dots" / "100.png")
+    assert _refused(tmp_path, photos) == (
+        f"stl: error: {photos}: dots/100.png is a symlink out of the folder (to {secret})"
+    )
+    # A link that stays inside is read as the file it names.
+    (photos / "dots" / "100.png").unlink()
+    os.symlink(photos / "dots" / "000.png", photos / "dots" / "100.png")
+    tree = FolderTree(photos, 10**6)
+    assert ("dots/100.png", "dots") in list_photos(tree, 100).rows
+
+
+def test_a_zip_entry_that_climbs_out(tmp_path: Path, photos: Path) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.write(photos / "dots" / "000.png", "dots/000.png")
+        z.write(photos / "checks" / "000.png", "../x.png")
+    (tmp_path / "climb.zip").write_bytes(out.getvalue())
+    assert _refused(tmp_path, tmp_path / "climb.zip") == (
+        f"stl: error: {tmp_path / 'climb.zip'}: entry '../x.png' points outside the archive's folder"
+    )
+
+
+def test_a_zip_bomb(tmp_path: Path, photos: Path) -> None:
+    """A 10 MiB entry of zeros packs into 10 KiB: refused by its stated size, before inflating."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(photos / "dots" / "000.png", "dots/000.png")
+        z.writestr("checks/000.png", b"\x89PNG\r\n\x1a\n" + bytes(10 * 2**20))
+    assert len(out.getvalue()) < 64 * 1024
+    (tmp_path / "bomb.zip").write_bytes(out.getvalue())
+    assert _refused(tmp_path, tmp_path / "bomb.zip", env={"MAX_UNZIPPED_BYTES": str(2**20)}) == (
+        f"stl: error: {tmp_path / 'bomb.zip'} unpacks to more than {2**20} bytes (MAX_UNZIPPED_BYTES)"
+    )
+    assert _refused(tmp_path, tmp_path / "bomb.zip", env={"MAX_DOWNLOAD_BYTES": str(2**20)}) == (
+        f"stl: error: {tmp_path / 'bomb.zip'}: entry 'checks/000.png' is larger than {2**20} bytes "
+        "(MAX_DOWNLOAD_BYTES)"
+    )
+
+
+def test_a_zip_that_lies_about_its_sizes_is_not_inflated_past_them(photos: Path) -> None:
+    """Header sizes are what the limits check: an entry that inflates past its header is corrupt."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("dots/a.png", b"\x89PNG\r\n\x1a\n" + bytes(100_000))
+        z.write(photos / "checks" / "000.png", "checks/000.png")
+    data = bytearray(out.getvalue())
+    # Rewrite the central directory's uncompressed size of dots/a.png (its first entry) to 1,000.
+    at = data.find(b"PK\x01\x02")
+    data[at + 24 : at + 28] = (1000).to_bytes(4, "little")
+    tree = ZipTree(bytes(data), "liar.zip", 10**6, 10**6)
+    with pytest.raises(DataError, match=r"^liar.zip: entry 'dots/a.png' is corrupt: Bad CRC-32"):
+        tree.read("dots/a.png")
+
+
+def test_a_file_that_only_starts_like_a_zip(tmp_path: Path) -> None:
+    (tmp_path / "fake.zip").write_bytes(b"PK\x03\x04 and then nothing")
+    line = _refused(tmp_path, tmp_path / "fake.zip")
+    assert line.startswith(f"stl: error: {tmp_path / 'fake.zip'} is not a readable zip archive: ")
