@@ -18,7 +18,7 @@ from model.identity.refs import base_ref
 from store import ObjectStore
 from store.hashing import sha1_bytes
 
-from .cli_flags import hyperparameters
+from .cli_flags import describe_data_limit, hyperparameters
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -101,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "status": status["status"],
             "csv_sha1": recipe.csv_sha1,
             "base_sha1": recipe.base_sha1,
+            "data_limit": describe_data_limit(recipe.data_limit),  # the effective one, DATA_LIMIT included
             **{
                 k: status[k]
                 for k in ("manifest_sha1", "weights_sha1", "validation_accuracy", "message", "error_kind")

@@ -11,11 +11,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from model.config import DEFAULT_BASE
+from model.config import BALANCED, DEFAULT_BASE, NO_LIMIT
 
 
 def _views(raw: str) -> list[str]:
     return [v.strip() for v in raw.split(",") if v.strip()]
+
+
+def data_limit(raw: str) -> int:
+    """``--data-limit``: ``all``, ``balance`` or a count. 0 and -1 are refused: DATA_LIMIT=0 (2019)
+    balances while a body's 0 means all, so a bare number would be read one way or the other."""
+    word = raw.strip().lower()
+    if word == "all":
+        return NO_LIMIT
+    if word in ("balance", "balanced"):
+        return BALANCED
+    if word.isascii() and word.isdigit() and int(word) > 0:
+        return int(word)
+    hint = " (ambiguous: DATA_LIMIT=0 balances, a request's 0 means all)" if word in ("0", "-1") else ""
+    raise argparse.ArgumentTypeError(f"give all, balance or a positive count, not {raw!r}{hint}")
+
+
+def describe_data_limit(value: int) -> str | int:
+    """A recipe's data_limit as --data-limit takes it."""
+    return {NO_LIMIT: "all", BALANCED: "balance"}.get(value, value)
 
 
 @dataclass(frozen=True)
@@ -68,8 +87,10 @@ TRAIN_FLAGS = (
     Flag(
         "data-limit",
         "data_limit",
-        "at most this many images per label; 0 = all, -1 = balance labels to the smallest (DATA_LIMIT)",
-        int,
+        "all (default), balance (every label cut to the smallest label's count) or N: at most N "
+        "images per label (DATA_LIMIT: 0 = balance, as in 2019)",
+        data_limit,
+        metavar="all|balance|N",
     ),
     Flag("l2", "l2", "head L2 penalty; negative = choose by cross-validation (HEAD_L2)", float),
     Flag("flip", "flip", "with or without the mirrored view (FLIP_AUGMENT=1 adds it)"),

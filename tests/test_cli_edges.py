@@ -132,10 +132,30 @@ def test_the_2019_settings_are_honoured(tmp_path: Path) -> None:
     shown = json.loads(run_stl(["show", run.json["model_sha1"]], tmp_path / "d", env=env).out)
     assert shown["recipe"]["train_percentage"] == 90
     assert shown["recipe"]["data_limit"] == -1
+    assert run.json["data_limit"] == "balance"  # the train output says what DATA_LIMIT=0 meant
     named = run_stl(
-        ["train", str(EXAMPLE / "train.csv"), *FAST, "--train-percentage", "90", "--data-limit", "-1"],
+        ["train", str(EXAMPLE / "train.csv"), *FAST, "--train-percentage", "90", "--data-limit", "balance"],
         tmp_path / "d",
     )
     assert named.json["model_sha1"] == run.json["model_sha1"]
     labelled = run_stl(["infer", "--model", run.json["model_sha1"]], tmp_path / "d", env=env)
     assert labelled.code == 0 and json.loads(labelled.out)["image"] == env["DEFAULT_TEST_IMG_URL"]
+
+
+def test_data_limit_takes_words_and_refuses_the_ambiguous_numbers(tmp_path: Path) -> None:
+    """DATA_LIMIT=0 balances (2019) while a body's 0 means all: the flag takes all|balance|N."""
+    csv = str(EXAMPLE / "train.csv")
+    for raw in ("0", "-1"):
+        run = run_stl(["train", csv, *FAST, "--data-limit", raw], tmp_path / "d")
+        assert run.code == 2
+        assert (
+            f"argument --data-limit: give all, balance or a positive count, not '{raw}' "
+            "(ambiguous: DATA_LIMIT=0 balances, a request's 0 means all)"
+        ) in run.err
+    capped = run_stl(["train", csv, *FAST, "--data-limit", "5"], tmp_path / "d")
+    assert capped.code == 0, capped.err
+    assert capped.json["data_limit"] == 5
+    everything = run_stl(["train", csv, *FAST, "--data-limit", "all"], tmp_path / "d")
+    plain = run_stl(["train", csv, *FAST], tmp_path / "d")
+    assert everything.json["data_limit"] == plain.json["data_limit"] == "all"
+    assert everything.json["model_sha1"] == plain.json["model_sha1"] != capped.json["model_sha1"]
