@@ -197,8 +197,17 @@ def _infer_csv(
             "w", dir=directory, prefix=".stl-infer-", suffix=".tmp", delete=False
         )
     try:
-        # A bar on stderr (rows counted as they are labelled; the total is not read ahead).
-        for record in tqdm(results, desc="label", unit="img", file=sys.stderr, leave=False, mininterval=0.3):
+        # A bar on stderr: rows labelled of the CSV's total.
+        bar = tqdm(
+            results,
+            total=results.total,
+            desc="label",
+            unit="img",
+            file=sys.stderr,
+            leave=False,
+            mininterval=0.3,
+        )
+        for record in bar:
             out.write(json.dumps(record, sort_keys=True) + "\n")
             total += 1
             failed += "error" in record

@@ -79,11 +79,39 @@ def prepare_metrics_dir(env: MutableMapping[str, str]) -> str:
     return path
 
 
+def usage(env: dict[str, str] | None = None) -> str:
+    """``stl serve --help``: the options this command passes to gunicorn (with this environment),
+    not gunicorn's own defaults (127.0.0.1:8000, one sync worker), which never apply here."""
+    argv = gunicorn_argv([], env)[:-1]
+    pairs, i = [], 0
+    while i < len(argv):
+        takes_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        pairs.append(f"{argv[i]} {argv[i + 1]}" if takes_value else argv[i])
+        i += 2 if takes_value else 1
+    return "\n".join(
+        [
+            "usage: stl serve [GUNICORN OPTION...]",
+            "",
+            "Run the HTTP API and the web pages under gunicorn, with these options (from API_HOST,",
+            "API_PORT or PORT, WEB_CONCURRENCY, THREADS, LOG_LEVEL where set):",
+            "",
+            *(f"  {pair}" for pair in pairs),
+            "",
+            "Any further argument is a gunicorn option and wins over these (e.g. --workers 4);",
+            "`gunicorn --help` lists them all, but its defaults are not the ones used here.",
+        ]
+    )
+
+
 def serve(argv: Sequence[str] = ()) -> int:
     """Run gunicorn in this process until it is stopped; returns its exit status."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
     from model.config import Settings
+
+    if _given(argv, "-h", "--help"):
+        print(usage())
+        return 0
 
     try:
         Settings.from_env()  # refuse bad settings here, with their message, not in every worker

@@ -119,7 +119,9 @@ class Model:
 
         if self._predictor is None:
             self._predictor = Predictor(self.ctx.store, self.ctx.settings)
-        return label_csv(self._predictor, self.sha1, csv, self.ctx.policy, self.ctx.store, self.ctx.settings)
+        return iter(
+            label_csv(self._predictor, self.sha1, csv, self.ctx.policy, self.ctx.store, self.ctx.settings)
+        )
 
     def export(self, path: str | os.PathLike[str], format: str = "tflite") -> str:
         """Write a self-contained model file (see ``model.lifecycle.export``); its sha1."""

@@ -63,6 +63,7 @@ def test_stl_infer_csv_labels_a_batch_like_one_by_one(tmp_path: Path) -> None:
     assert run.code == 1, run.err
     assert "stl: 3 of 3 labelled as the CSV says (100.0%)" in run.err
     assert "stl: error: 2 of 8 images could not be labelled; see their error lines" in run.err
+    assert "label:   0%|          | 0/8 " in run.err  # the bar knows the CSV's total from the start
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in results] == list(range(1, 9))
     assert (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from stl_testing import EXAMPLE, FAST, REPO, free_port, run_stl
+from stl_testing import EXAMPLE, FAST, REPO, FileServer, free_port, run_stl
 
 
 @pytest.mark.parametrize("style", ["plain", "after --", "API_HOST/API_PORT"])
@@ -159,3 +160,24 @@ def test_data_limit_takes_words_and_refuses_the_ambiguous_numbers(tmp_path: Path
     plain = run_stl(["train", csv, *FAST], tmp_path / "d")
     assert everything.json["data_limit"] == plain.json["data_limit"] == "all"
     assert everything.json["model_sha1"] == plain.json["model_sha1"] != capped.json["model_sha1"]
+
+
+def test_an_image_that_cannot_be_fetched_names_its_csv_line(tmp_path: Path, file_server: FileServer) -> None:
+    rows = []
+    for label in ("checks", "dots"):
+        for n in ("000", "001"):
+            data = (EXAMPLE / "images" / label / f"{n}.png").read_bytes()
+            (file_server.root / f"{label}{n}.png").write_bytes(data)
+            rows.append(f"{file_server.url}/{label}{n}.png,{label},{hashlib.sha1(data).hexdigest()}")
+    rows.insert(2, f"{file_server.url}/gone.png,dots,{'0' * 40}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    run = run_stl(["train", str(tmp_path / "train.csv"), *FAST], tmp_path / "d")
+    assert run.code == 1
+    assert run.error_line == f"stl: error: CSV line 3: HTTP 404 fetching {file_server.url}/gone.png"
+
+
+def test_the_head_stage_counts_its_l2_strengths(tmp_path: Path) -> None:
+    """Not `head 0/1` until it is over: one step per l2 strength cross-validated (six)."""
+    run = run_stl(["train", str(EXAMPLE / "train.csv"), "--image-size", "96"], tmp_path / "d")
+    assert run.code == 0, run.err
+    assert "head:   0%|          | 0/6 " in run.err

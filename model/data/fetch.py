@@ -106,7 +106,9 @@ def _from_store(sha1: str, store: ObjectStore | None) -> bytes:
 def _from_path(source: str, policy: FetchPolicy) -> bytes:
     path = Path(urlparse(source).path if source.startswith("file://") else source)
     if not policy.allow_paths:
-        raise FetchRefused(f"local paths are not allowed: {source}")
+        raise FetchRefused(
+            f"local paths are not allowed: {source} (only under IMPORT_ROOT, which is not set)"
+        )
     if "\0" in str(path):
         raise FetchRefused(f"path contains a NUL byte: {source!r}")
     try:
@@ -114,7 +116,9 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
     except (OSError, RuntimeError) as e:
         raise FetchError(f"cannot read {source}: {e}") from None
     if policy.import_root and not is_below(resolved, policy.import_root):
-        raise FetchRefused(f"path outside the import root {Path(policy.import_root).resolve()}: {source}")
+        raise FetchRefused(
+            f"path outside the import root {Path(policy.import_root).resolve()} (IMPORT_ROOT): {source}"
+        )
     try:
         size = resolved.stat().st_size
         if size > policy.max_bytes:
@@ -162,9 +166,15 @@ def resolve_target(target: HttpTarget, policy: FetchPolicy) -> str:
             inner = embedded_ipv4(addr)
             wraps = f" (wraps {inner})" if inner is not None else ""
             raise FetchRefused(
-                f"refusing to fetch {target.url}: {target.host} resolves to non-public address {addr}{wraps}"
+                f"refusing to fetch {target.url}: {target.host} resolves to non-public address {addr}{wraps}, "
+                f"and FETCH_ALLOW_HOSTS does not list {_host_port(target.host, target.port)}"
             )
     return str(addrs[0])
+
+
+def _host_port(host: str, port: int) -> str:
+    """How FETCH_ALLOW_HOSTS would name this host (an IPv6 address: bare, as a network)."""
+    return host if ":" in host else f"{host}:{port}"
 
 
 def check_url_allowed(url: str, policy: FetchPolicy) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from model.config import Settings
 from model.data.fetch import FetchPolicy, fetch_bytes, resolve_source
 from model.data.images import decode_image
+from model.errors import FetchError
 from model.features.cache import (
     FeatureExtractor,
     FeatureKey,
@@ -81,7 +82,10 @@ def fetch_chunk(
     missing = [i for i in images if not store.has(i.sha1)]
 
     def fetch(image: Image) -> Mismatch | None:
-        data = fetch_bytes(resolve_source(image.source, csv_source), policy, store)
+        try:
+            data = fetch_bytes(resolve_source(image.source, csv_source), policy, store)
+        except FetchError as e:  # which row: a 404 among thousands of rows is otherwise a hunt
+            raise type(e)(f"CSV line {image.line}: {e}") from None
         actual = sha1_bytes(data)
         if actual != image.sha1:
             return Mismatch(image, actual)

@@ -248,13 +248,15 @@ def cross_validate(
     folds: int = CV_FOLDS,
     counts: np.ndarray | None = None,
     tick: Tick | None = None,
+    on_step: Tick | None = None,
 ) -> CrossValidation:
     """Pick l2 from ``grid`` (strongest first) by k-fold accuracy, ties to the stronger penalty;
     the out-of-fold logits and the fit on every row, both at the chosen strength.
 
     Row i stands for ``counts[i]`` photos (all ones by default): the folds deal rows, so one
     photo listed twice never sits on both sides of a fold, and accuracy counts photos. ``rows``
-    are the features (in one shard) or a ``Rows`` in shards: the bits are the same for any."""
+    are the features (in one shard) or a ``Rows`` in shards: the bits are the same for any.
+    ``on_step`` is called as each strength of the grid is done (a progress bar's steps)."""
     counts = row_counts(len(y), counts)
     # Never more folds than the rarest label has items, so every fold's training part has every label.
     k = int(max(2, min(folds, np.bincount(y, minlength=n_labels).min())))
@@ -273,6 +275,8 @@ def cross_validate(
             for i in range(k):
                 held[fold == i] = fits[i].logits[fold == i]
             logits[l2], finals[l2] = held, fits[k]
+            if on_step is not None:
+                on_step()
     finally:
         runner.close()
     total = int(counts.sum())

@@ -188,19 +188,22 @@ def train_logistic_on(
     calibrate: bool,
     counts: np.ndarray | None = None,
     tick: logistic.Tick | None = None,
+    on_step: logistic.Tick | None = None,
 ) -> LogisticResult:
     """The converged head: l2 by k-fold CV when ``l2 < 0``, then a temperature from the folds.
 
     ``rows`` are the training rows wherever they are (in shards: which changes no bit) and
     ``moments`` their exact sums (the standardisation). Row i stands for ``counts[i]`` identical
     photos (a CSV that lists an image many times); ``tick`` is called once per round of
-    products (a job's cancel check)."""
+    products (a job's cancel check), ``on_step`` once per l2 strength tried."""
     counts = row_counts(len(y), counts)
     mean, scale = moments.standardisation()
     scales = np.full(len(moments.factor), scale)
     linear = LinearMap.of(moments.factor, mean, scales)
     grid = logistic.L2_GRID if l2 < 0 else (l2,)
-    cv = logistic.cross_validate(rows, y, n_labels, linear, seed, grid=grid, counts=counts, tick=tick)
+    cv = logistic.cross_validate(
+        rows, y, n_labels, linear, seed, grid=grid, counts=counts, tick=tick, on_step=on_step
+    )
     final = cv.final
     temperature = logistic.fit_temperature(cv.out_of_fold_logits, y, counts) if calibrate else 1.0
     accuracy = cv.accuracy if l2 < 0 else {}

@@ -109,6 +109,17 @@ def label_chunk_task(
     return list(label_rows(predictor, model_sha1, chunk, fetch, settings.download_pool_size, len(chunk)))
 
 
+class CsvLabelling:
+    """The records of a CSV's rows, in order, as they are labelled; ``total`` rows in all."""
+
+    def __init__(self, total: int, records: Iterator[dict[str, Any]]) -> None:
+        self.total = total
+        self._records = records
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._records
+
+
 def label_csv(
     predictor: Predictor,
     model_sha1: str,
@@ -117,21 +128,24 @@ def label_csv(
     store: ObjectStore,
     settings: Settings,
     executor: Executor | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> CsvLabelling:
     """``label_rows`` over the CSV at ``csv`` (a path, URL or ``sha1:``); rows' paths are relative to it.
 
-    On Ray (``executor``) each chunk is a task that fetches and labels its rows wherever it runs;
-    the lines come back in CSV order all the same."""
-    rows = parse_image_list(fetch_bytes(csv, policy, store), settings.max_csv_rows)
+    The whole CSV is parsed first (a bad row fails before any line is written, and the count is
+    known for a progress bar). On Ray (``executor``) each chunk is a task that fetches and labels
+    its rows wherever it runs; the lines come back in CSV order all the same."""
+    rows = list(parse_image_list(fetch_bytes(csv, policy, store), settings.max_csv_rows))
     if executor is not None and not executor.in_process:
         predictor.load(model_sha1)  # an unknown model fails here, before any task starts
-        return (
+        records: Iterator[dict[str, Any]] = (
             record
             for lines in executor.map(
                 label_chunk_task, chunked(rows, LABEL_CHUNK), model_sha1, csv, policy, settings
             )
             for record in lines
         )
-    return label_rows(
-        predictor, model_sha1, rows, row_fetcher(csv, policy, store), settings.download_pool_size
-    )
+    else:
+        records = label_rows(
+            predictor, model_sha1, rows, row_fetcher(csv, policy, store), settings.download_pool_size
+        )
+    return CsvLabelling(len(rows), iter(records))

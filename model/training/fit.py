@@ -32,6 +32,14 @@ def _probabilities(store: ObjectStore, head: Any, rows: HeadRows) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(head.bias)))
 
 
+def head_steps(recipe: Recipe) -> int:
+    """The head's units of work, for a progress bar: the Adam head's epochs, or the logistic
+    head's l2 strengths (cross-validated over its grid, or the one given)."""
+    if recipe.head != "logistic":
+        return recipe.epochs
+    return len(logistic.L2_GRID) if recipe.l2 < 0 else 1
+
+
 def fit_head(
     recipe: Recipe,
     labels: list[str],
@@ -39,14 +47,14 @@ def fit_head(
     train: HeadRows,
     held: HeadRows,
     place: Callable[[HeadRows], Rows],
-    on_epoch: Callable[[], None] | None = None,
+    on_step: Callable[[], None] | None = None,
     tick: Callable[[], None] | None = None,
 ) -> FittedHead:
     """Train the recipe's head on the training pairs and measure it.
 
     ``place`` says where the logistic head's rows are while it fits (in this process, or held
-    by workers), which changes no bit. ``on_epoch`` counts the Adam head's epochs; ``tick`` is
-    called once per logistic solver round (a cancel check)."""
+    by workers), which changes no bit. ``on_step`` counts ``head_steps``; ``tick`` is called
+    once per logistic solver round (a cancel check)."""
     pairs = train.examples
     training: dict[str, Any] = {"head": recipe.head}
     if recipe.head == "logistic":
@@ -60,6 +68,7 @@ def fit_head(
             calibrate=recipe.calibrate,
             counts=pairs.counts,
             tick=tick,
+            on_step=on_step,
         )
         head = fitted.head
         training.update(
@@ -79,7 +88,7 @@ def fit_head(
             batch_size=recipe.batch_size,
             learning_rate=recipe.learning_rate,
             l2=recipe.l2,
-            on_epoch=on_epoch,
+            on_epoch=on_step,
             counts=pairs.counts,
         )
     if held.examples.rows:

@@ -36,7 +36,7 @@ from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
 from model.jobs.in_flight import HeadShardLedger
-from model.training.fit import fit_head
+from model.training.fit import fit_head, head_steps
 from model.training.head_rows import Examples, HeadRows, ShardWriter
 from model.training.record import model_manifest, record_run, row_table, weights_and_metrics
 from store import ObjectStore
@@ -259,18 +259,16 @@ def build_model(
         timings["features"] = time.time() - t
 
         t = time.time()
-        with _tracking(progress, "head", 1 if recipe.head == "logistic" else recipe.epochs) as bar:
+        with _tracking(progress, "head", head_steps(recipe)) as bar:
             # The solvers run here; the logistic head's rows are where the executor keeps them (on Ray,
-            # in shards its workers hold). The Adam head reports each epoch, the logistic head beats
-            # each round (a cancel check).
-            on_epoch = (lambda: bar.update(1)) if recipe.head != "logistic" else None
-
+            # in shards its workers hold). A step is an Adam epoch or an l2 strength tried; every
+            # solver round beats (a cancel check).
             def place(rows: HeadRows) -> Rows:
                 return executor.head_rows(rows.shards, rows.bound)
 
-            fitted = fit_head(recipe, labels, store, train, held, place, on_epoch, lambda: bar.update(0))
-            if on_epoch is None:
-                bar.update(1)
+            fitted = fit_head(
+                recipe, labels, store, train, held, place, lambda: bar.update(1), lambda: bar.update(0)
+            )
         timings["train"] = time.time() - t
     head = fitted.head
 

@@ -71,7 +71,8 @@ def test_image_url_refused(api: Api, trained_model: str) -> None:
     r = api.post("/infer", json={"model": {"sha1": trained_model}, "image": {"url": url}})
     assert (
         error_of(r, 403)
-        == f"refusing to fetch {url}: 169.254.169.254 resolves to non-public address 169.254.169.254"
+        == f"refusing to fetch {url}: 169.254.169.254 resolves to non-public address 169.254.169.254, "
+        "and FETCH_ALLOW_HOSTS does not list 169.254.169.254:80"
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from stl_testing import run_stl
+
 from handlers.serve import APP, gunicorn_argv
 
 
@@ -45,3 +49,20 @@ def test_the_2019_host_and_port_settings() -> None:
     ]
     assert option(gunicorn_argv([], env={"API_PORT": "8701", "PORT": "9000"}), "--bind") == ["0.0.0.0:8701"]
     assert option(gunicorn_argv([], env={"API_HOST": "::1", "PORT": "9000"}), "--bind") == ["[::1]:9000"]
+
+
+def test_help_shows_the_options_stl_serve_uses(tmp_path: Path) -> None:
+    """Not gunicorn's own help, whose defaults (127.0.0.1:8000, one worker) never apply here."""
+    run = run_stl(["serve", "--help"], tmp_path, env={"WEB_CONCURRENCY": "3"})
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == "usage: stl serve [GUNICORN OPTION...]"
+    for option in (
+        "--bind 0.0.0.0:8080",
+        "--workers 3",
+        "--worker-class gthread",
+        "--threads 4",
+        "--timeout 120",
+    ):
+        assert f"  {option}" in lines
+    assert "127.0.0.1:8000" not in run.out

@@ -42,7 +42,11 @@ def test_allow_list_is_per_host_and_port(api: Api, site: Site) -> None:
     # 127.0.0.1:<file server> is exempt; the same address on another port is not.
     other = f"http://127.0.0.1:{int(api.url.rsplit(':', 1)[1])}/healthz"
     message = error_of(api.post("/train", json=csv_request(other)), 403)
-    assert message == f"refusing to fetch {other}: 127.0.0.1 resolves to non-public address 127.0.0.1"
+    port = int(api.url.rsplit(":", 1)[1])
+    assert message == (
+        f"refusing to fetch {other}: 127.0.0.1 resolves to non-public address 127.0.0.1, "
+        f"and FETCH_ALLOW_HOSTS does not list 127.0.0.1:{port}"
+    )
 
 
 @pytest.mark.parametrize("target", [METADATA_URL, "http://127.0.0.1:9/x.csv", "http://10.0.0.1/x.csv"])
@@ -76,7 +80,7 @@ def test_other_schemes_refused(api: Api, url: str, message: str) -> None:
 )
 def test_paths_outside_import_root_refused(api: Api, site: Site, path: str) -> None:
     message = error_of(api.post("/train", json=csv_request(path)), 403)
-    assert message.startswith(f"path outside the import root {site.root.resolve()}: ")
+    assert message.startswith(f"path outside the import root {site.root.resolve()} (IMPORT_ROOT): ")
 
 
 def test_relative_path_under_import_root(api: Api, site: Site, trained_model: str) -> None:
@@ -93,9 +97,12 @@ def test_loopback_refused_without_allow_hosts(strict_api: Api, site: Site) -> No
     # The very server that the other instance is allowed to use.
     url = f"{site.url}/train.csv"
     message = error_of(strict_api.post("/train", json=csv_request(url)), 403)
-    assert message == f"refusing to fetch {url}: 127.0.0.1 resolves to non-public address 127.0.0.1"
+    assert message == (
+        f"refusing to fetch {url}: 127.0.0.1 resolves to non-public address 127.0.0.1, "
+        f"and FETCH_ALLOW_HOSTS does not list 127.0.0.1:{site.port}"
+    )
 
 
 def test_paths_refused_without_import_root(strict_api: Api) -> None:
     message = error_of(strict_api.post("/train", json=csv_request("train.csv")), 403)
-    assert message == "local paths are not allowed: train.csv"
+    assert message == "local paths are not allowed: train.csv (only under IMPORT_ROOT, which is not set)"

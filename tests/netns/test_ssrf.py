@@ -55,8 +55,11 @@ def test_backslash_cannot_reach_the_metadata_address(strict_api: Api) -> None:
 )
 def test_special_purpose_ranges_are_not_public(strict_api: Api, url: str, detail: str) -> None:
     host = urlsplit(url).hostname
+    port = urlsplit(url).port or 80
+    allow = host if ":" in host else f"{host}:{port}"
     assert error_of(train_csv(strict_api, url, TOKEN), 403) == (
-        f"refusing to fetch {url}: {host} resolves to non-public address {detail}"
+        f"refusing to fetch {url}: {host} resolves to non-public address {detail}, "
+        f"and FETCH_ALLOW_HOSTS does not list {allow}"
     )
 
 
@@ -110,7 +113,10 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest
     port = good.server_address[1]
     assert fetch_bytes(f"http://rebind.test:{port}/", policy) == b"from the checked address"
     assert calls.count("rebind.test") == 1
-    with pytest.raises(FetchRefused, match=r"resolves to non-public address 127\.0\.0\.2$"):
+    with pytest.raises(
+        FetchRefused,
+        match=r"resolves to non-public address 127\.0\.0\.2, and FETCH_ALLOW_HOSTS does not list rebind\.test:\d+$",
+    ):
         fetch_bytes(f"http://rebind.test:{port}/", policy)
     for server in (good, evil):
         server.shutdown()
