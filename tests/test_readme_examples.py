@@ -47,3 +47,32 @@ def test_the_python_api_example_runs_and_its_comments_are_true(tmp_path: Path) -
 def test_stl_version(tmp_path: Path) -> None:
     run = run_stl(["--version"], tmp_path / "data")
     assert run.code == 0 and re.fullmatch(r"stl \S+ \(recipes stl-4\)\n", run.out), run.out
+
+
+def test_the_tflite_snippet_labels_a_jpeg_as_stl_infer_does(tmp_path: Path) -> None:
+    """The README's lines that run an exported model, on a JPEG with an EXIF orientation."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Export: one file") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    code = [line for line in snippet.splitlines() if line.strip() and not line.startswith(("import", "from"))]
+    assert len(code) <= 10, code
+    data = tmp_path / "data"
+    trained = run_stl(["train", str(REPO / "example-data" / "train.csv"), "--image-size", "96"], data)
+    model = trained.json["model_sha1"]
+    assert run_stl(["export", model, "-o", str(tmp_path / "model.tflite")], data).code == 0
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; shown rotated 90 degrees
+    Image.open(REPO / "tests" / "data" / "rocket.jpg").save(tmp_path / "photo.jpg", quality=90, exif=exif)
+    probe = tmp_path / "probe.py"
+    probe.write_text(snippet + "\nprint(json.dumps(probabilities))\n")
+    proc = subprocess.run(
+        [sys.executable, str(probe)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exported = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = json.loads(run_stl(["infer", "--model", model, str(tmp_path / "photo.jpg")], data).out)
+    assert max(exported, key=exported.get) == served["label"]
+    for label, p in served["probabilities"].items():
+        assert abs(exported[label] - p) < 2e-5, (label, exported[label], p)
