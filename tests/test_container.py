@@ -7,7 +7,9 @@ The container trains example-data/train.json to the same model hash as the CLI o
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +92,14 @@ def test_base_network_is_pinned_in_the_image(docker: Docker, image: str) -> None
         assert bases[name]["in_store"] and bases[name]["pinned"] and bases[name]["weights_sha1"] == sha1, (
             bases
         )
+    # The README's way for a pip user without TensorFlow: the image's base, on stdout, byte for byte.
+    command = ["stl", "base", "export", "efficientnet-lite2"]
+    exported = subprocess.run(
+        ["docker", "-H", f"unix://{docker.socket}", "run", "--rm", "--network", "none", image, *command],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert hashlib.sha1(exported.stdout).hexdigest() == pinned["efficientnet-lite2"]
 
 
 def test_healthz_and_the_unprivileged_user(docker: Docker, container: Container) -> None:
