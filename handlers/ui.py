@@ -128,10 +128,28 @@ def confusion_svg(labels: list[str], matrix: list[list[int]]) -> Markup:
 def models_page() -> str:
     page = max(1, request.args.get("page", 1, type=int) or 1)
     rows = model_rows(_service().store)
+    # Failed and cancelled jobs made no model: hidden unless asked for (?failed=1).
+    show_failed = request.args.get("failed") == "1"
+    failed = sum(r["status"] in FAILED for r in rows)
+    if not show_failed:
+        rows = [r for r in rows if r["status"] not in FAILED]
     pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
     page = min(page, pages)
     shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    return render_template("models.html", rows=shown, page=page, pages=pages, total=len(rows))
+    return render_template(
+        "models.html",
+        rows=shown,
+        page=page,
+        pages=pages,
+        total=len(rows),
+        failed=failed,
+        show_failed=show_failed,
+        query="&failed=1" if show_failed else "",
+    )
+
+
+#: Job states that end without a model.
+FAILED = ("error", "cancelled")
 
 
 @blueprint.get("/ui/models/<model_sha1>")

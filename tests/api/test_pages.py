@@ -51,11 +51,30 @@ def test_the_models_table_pages_by_25_newest_first(tmp_path: Path, monkeypatch: 
     assert "page 1 of 2" in web.get("/ui/models?page=x").get_data(as_text=True)
 
 
+def test_failed_jobs_are_hidden_until_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training that failed made no model: the list leaves it out, and says how many it left."""
+    web, store = client(tmp_path, monkeypatch)
+    ready, failed, cancelled = "a" * 40, "b" * 40, "c" * 40
+    jobs.write_status(store, ready, "ready", labels=["x", "y"])
+    jobs.write_status(store, failed, "error", message="CSV line 3: HTTP 404")
+    jobs.write_status(store, cancelled, "cancelled")
+    page = web.get("/").get_data(as_text=True)
+    assert re.findall(r'<tr data-sha1="([0-9a-f]{40})">', page) == [ready]
+    assert "2 failed or cancelled training(s) hidden: they made no model." in page
+    assert 'id="show-failed" href="?failed=1"' in page and "page 1 of 1 (1 models)" in page
+    everything = web.get("/?failed=1").get_data(as_text=True)
+    assert set(re.findall(r'<tr data-sha1="([0-9a-f]{40})">', everything)) == {ready, failed, cancelled}
+    assert 'id="hide-failed"' in everything
+    jobs.write_status(store, ready, "error", message="gone")  # nothing left but failures
+    none = web.get("/").get_data(as_text=True)
+    assert "No models yet" in none and "3 failed or cancelled training(s) hidden" in none
+
+
 def test_labels_and_messages_are_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     web, store = client(tmp_path, monkeypatch)
     sha1 = "e" * 40
     jobs.write_status(store, sha1, "error", message="<script>alert(1)</script>", labels=["<b>x</b>"])
-    page = web.get("/").get_data(as_text=True)
+    page = web.get("/?failed=1").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     model = web.get(f"/ui/models/{sha1}").get_data(as_text=True)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in model and "<script>alert" not in model
