@@ -60,5 +60,25 @@ def json_body(request: Request, schema_name: str) -> dict[str, Any]:
         raise InvalidInput(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except (ValueError, RecursionError) as e:
         raise InvalidInput(f"malformed JSON: {e}") from None
+    _refuse_lone_surrogates(body, "")
     validate(body, schema_name)
     return body
+
+
+def _refuse_lone_surrogates(value: Any, where: str) -> None:
+    """JSON's ``\\ud800`` escapes decode to half a character, which no URL, path or label can be
+    (and which UTF-8 cannot encode, deep inside whatever meets it first): a 400 naming the field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                f"{where or 'request body'} is not valid Unicode text (a lone surrogate escape)"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, where or "request body")
+            _refuse_lone_surrogates(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{where}[{i}]")

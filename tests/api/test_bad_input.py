@@ -27,6 +27,27 @@ def test_malformed_json(api: Api, data: str | bytes, message: str) -> None:
     assert error_of(r, 400) == message
 
 
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        ("/train", '{"csv": {"url": "\\ud800"}}', "csv.url"),
+        ("/train", '{"csv": {"url": "http://x/\\ud800"}}', "csv.url"),
+        ("/train", '{"csv": {"sha1": "SHA1"}, "model": {"uri": "s3://b/\\udfff"}}', "model.uri"),
+        ("/infer", '{"model": {"sha1": "SHA1"}, "image": {"url": "\\ud800x"}}', "image.url"),
+        (
+            "/infer",
+            '{"model": {"sha1": "SHA1"}, "images": [{"url": "a"}, {"url": "\\ud800"}]}',
+            "images[1].url",
+        ),
+        ("/train", '{"csv": {"url": "x"}, "metadata": {"base": "lite\\ud83d"}}', "metadata.base"),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_naming_its_field(api: Api, path: str, data: str, field: str) -> None:
+    """JSON may escape half a character; no URL, path or name can hold one (it was a 500)."""
+    r = api.post(path, data=data.replace("SHA1", SHA1), headers={"Content-Type": "application/json"})
+    assert error_of(r, 400) == f"{field} is not valid Unicode text (a lone surrogate escape)"
+
+
 @pytest.mark.parametrize("path", ["/train", "/infer"])
 def test_wrong_content_type(api: Api, path: str) -> None:
     r = api.post(path, data="csv=1", headers={"Content-Type": "text/plain"})
