@@ -17,15 +17,16 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, redirect, request, send_file, url_for
 
 from model.config import Settings
+from model.errors import ChecksumMismatch
 from model.jobs import publications
 from model.jobs import state as jobs
 from model.lifecycle.catalog import STALLED_MESSAGE, model_state, models_with_records
-from store.errors import BackendUnavailable, StoreError
+from store.errors import BackendUnavailable, HashMismatch, StoreError
 from store.hashing import is_sha1
 
 from . import errors, swagger, ui, web_guard
 from .auth import check_token, presents_token, refuse_if_throttled
-from .bodies import json_body
+from .bodies import LimitedReader, SpoolingRequest, json_body
 from .errors import CrossSiteRefused, InvalidInput, NotReady, Unauthorized, UnknownHost, WrongToken
 from .inference import infer
 from .logs import use_json_logs
@@ -149,10 +150,25 @@ def export_model(model_sha1: str) -> Response:
 
 def post_object() -> Response:
     """Store an uploaded file (multipart ``file``) under its sha1: images and CSVs for a training."""
-    upload = request.files.get("file")
+    svc = service()
+    files, form = request.files, request.form
+    unknown = sorted((set(files) - {"file"}) | (set(form) - {"sha1"}))
+    if unknown:
+        raise InvalidInput(f"unknown field: {', '.join(unknown)} (send 'file', and optionally its 'sha1')")
+    upload = files.get("file")
     if upload is None:
         raise InvalidInput("send the file as multipart/form-data field 'file'")
-    sha1 = service().store.put_stream(upload.stream)  # type: ignore[arg-type]
+    declared = form.get("sha1")
+    if declared is not None and not is_sha1(declared):
+        raise InvalidInput(f"sha1 must be a sha1 (40 lowercase hex digits), got {declared!r}")
+    # The file's own bytes count against the limit (the body's limit leaves room for the framing).
+    limited = LimitedReader(upload.stream, svc.settings.max_download_bytes)
+    try:
+        sha1 = svc.store.put_stream(limited, expect=declared)  # type: ignore[arg-type]
+    except HashMismatch as e:
+        raise ChecksumMismatch(
+            f"the file's sha1 is {e.actual}, not the declared {declared}; nothing was stored"
+        ) from None
     response = jsonify(sha1=sha1, filename=upload.filename or "")
     response.status_code = 201
     return response
@@ -221,6 +237,7 @@ def _use_gunicorn_logging(log_format: str) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = SpoolingRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # Werkzeug refuses larger bodies with 413 before reading them; the slack is
     # for multipart framing around an upload of the maximum size.

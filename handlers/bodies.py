@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any
+from typing import IO, Any
 
-from flask import Request
+from flask import Request, current_app
 
 from .errors import InvalidInput, UnsupportedContentType, UploadTooLarge
 from .openapi import validate
@@ -14,6 +15,36 @@ from .openapi import validate
 def _refuse_constant(name: str) -> Any:
     # NaN and Infinity are not JSON; accepted, they would break canonical recipe hashing.
     raise ValueError(f"{name} is not valid JSON")
+
+
+class SpoolingRequest(Request):
+    """Uploaded files over 500 KB are spooled to the store's own disk (``ObjectStore.spool``),
+    not the system temp folder: one filesystem to watch, and a full one is the store's 503."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        if total_content_length is not None and total_content_length <= 500 * 1024:
+            return io.BytesIO()
+        return current_app.extensions["stl"].store.spool()
+
+
+class LimitedReader:
+    """A file's stream that refuses to yield more than ``limit`` bytes (UploadTooLarge)."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self._stream, self._left = stream, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size >= 0 else self._left + 1)
+        self._left -= len(data)
+        if self._left < 0:
+            raise UploadTooLarge("the file is larger than the limit (MAX_DOWNLOAD_BYTES)")
+        return data
 
 
 def content_type(request: Request) -> str:

@@ -33,6 +33,7 @@ from store.errors import (
     ObjectTooLarge,
     StoreError,
     StoreUnwritable,
+    unwritable,
 )
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ def handle(error: Exception) -> Response:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response
+    if isinstance(error, OSError) and (full := unwritable(error)) is not None:
+        error = full  # a full or read-only disk met outside the store (an upload's spool): the same 503
     status = status_of(error)
     if status is None:
         log.exception("unhandled error")

@@ -74,6 +74,7 @@ class TimedTransport(Transport):
         self.inner, self.backend = inner, backend
         self.location = inner.location
         self.verify_before_put = inner.verify_before_put
+        self.staging_dir = inner.staging_dir
 
     def _timed(self, operation: str, call: Callable[[], Any]) -> Any:
         started = time.perf_counter()

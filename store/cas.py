@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import HashMismatch, InvalidRefName, ObjectNotFound, detected
+from .errors import HashMismatch, InvalidRefName, ObjectNotFound, detected, unwritable
 from .files import write_atomically
 from .hashing import CHUNK_SIZE, check_sha1, copy_hashing, sha1_bytes
 from .transport import Entry, Transport
@@ -118,15 +118,28 @@ class ObjectStore:
             self._publish(sha1, src, size)
         return sha1
 
+    def spool(self) -> BinaryIO:
+        """A private temporary file for bytes whose name is not known yet, on the store's own
+        disk (its staging folder, or its local cache's) rather than the system's temp folder:
+        one filesystem to watch, and a full one is StoreUnwritable like any other write."""
+        staging = self.transport.staging_dir or (self.cache.transport.staging_dir if self.cache else None)
+        try:
+            return tempfile.TemporaryFile(dir=staging)
+        except OSError as e:
+            raise unwritable(e) or e from None
+
     def put_stream(self, src: BinaryIO, expect: str | None = None) -> str:
         """Store a stream read once; its name is known only at the end, so it is spooled first.
 
         With ``expect``, bytes that do not hash to it raise HashMismatch and are not stored.
         """
-        with tempfile.TemporaryFile() as spool:
-            sha1, size = copy_hashing(src, spool)
-            if expect is not None and sha1 != expect:
-                raise detected(HashMismatch(expect, sha1, self.location))
+        with self.spool() as spool:
+            try:
+                sha1, size = copy_hashing(src, spool)
+            except OSError as e:
+                raise unwritable(e) or e from None
+            if expect is not None and sha1 != expect:  # the caller's input, not a stored object gone bad
+                raise HashMismatch(expect, sha1, self.location)
             self._publish(sha1, spool, size)  # type: ignore[arg-type]
         return sha1
 

@@ -6,6 +6,8 @@ into one clear message in one place; the store itself never formats output.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 
 
@@ -79,3 +81,13 @@ class ObjectTooLarge(StoreError):
         super().__init__(f"object larger than the limit of {limit} bytes")
         self._made(limit)
         self.limit = limit
+
+
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def unwritable(e: OSError) -> StoreUnwritable | None:
+    """The StoreUnwritable that an OSError of a local write means (disk full, read-only), if any."""
+    if e.errno in _UNWRITABLE:
+        return StoreUnwritable(f"the local store is not writable ({os.strerror(e.errno)})")
+    return None

@@ -18,7 +18,6 @@ its own, and the store never mixes plain puts and compare-and-swap on one key
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import hashlib
@@ -28,14 +27,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .cas import ObjectStore, object_key
-from .errors import StoreUnwritable
+from .errors import unwritable
 from .files import staged_copy
 from .transport import Entry, Transport, check_key, check_prefix
 
+
 #: What the filesystem says when it will not take a write; anything else is a bug or a race.
-_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
-
-
 def _writes(method):  # type: ignore[no-untyped-def]
     """Turn "cannot write here" into StoreUnwritable, which names the reason but not the path."""
 
@@ -44,8 +41,9 @@ def _writes(method):  # type: ignore[no-untyped-def]
         try:
             return method(self, *args, **kwargs)
         except OSError as e:
-            if e.errno in _UNWRITABLE:
-                raise StoreUnwritable(f"the local store is not writable ({os.strerror(e.errno)})") from e
+            mapped = unwritable(e)
+            if mapped is not None:
+                raise mapped from e
             raise
 
     return wrapper
@@ -69,6 +67,7 @@ class LocalTransport(Transport):
         self.location = f"local:{self.root}"
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self.staging_dir = str(self._tmp)
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)

@@ -112,6 +112,10 @@ class Transport(ABC):
     #: right bytes costs no more than the GET that would check, and repairs just the same.
     verify_before_put: bool = False
 
+    #: A folder on this machine's disk where the transport stages writes (a local store's
+    #: ``tmp/``), or None: where bytes whose name is not known yet are spooled.
+    staging_dir: str | None = None
+
     @abstractmethod
     def get(self, key: str) -> Entry | None: ...
 

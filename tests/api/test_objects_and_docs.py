@@ -80,3 +80,34 @@ def test_swagger_ui_is_self_contained(api: Api) -> None:
     )
     for asset in re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text):
         assert api.get(asset).status_code == 200, asset
+
+
+def test_an_upload_may_declare_its_sha1_and_nothing_else(api: Api) -> None:
+    data = b"an upload that says what it is"
+    sha1 = hashlib.sha1(data).hexdigest()
+    ok = api.post("/objects", files={"file": ("a.bin", data)}, data={"sha1": sha1})
+    assert (ok.status_code, ok.json()["sha1"]) == (201, sha1)
+    other = b"and one that lies about it"
+    wrong = api.post("/objects", files={"file": ("b.bin", other)}, data={"sha1": "0" * 40})
+    assert error_of(wrong, 422) == (
+        f"the file's sha1 is {hashlib.sha1(other).hexdigest()}, not the declared {'0' * 40}; nothing was stored"
+    )
+    assert not LocalStore(api.data_dir).has(hashlib.sha1(other).hexdigest())
+    extra = api.post("/objects", files={"file": ("c.bin", other)}, data={"name": "c", "tag": "x"})
+    assert error_of(extra, 400) == "unknown field: name, tag (send 'file', and optionally its 'sha1')"
+    assert error_of(api.post("/objects", files={"file": ("d.bin", other)}, data={"sha1": "xyz"}), 400) == (
+        "sha1 must be a sha1 (40 lowercase hex digits), got 'xyz'"
+    )
+
+
+def test_the_upload_limit_counts_the_files_bytes(api: Api) -> None:
+    """MAX_DOWNLOAD_BYTES (1,000,000 here) is the file's limit, not the body's with its framing."""
+    from api_testing import MAX_DOWNLOAD_BYTES
+
+    at_limit = bytes(MAX_DOWNLOAD_BYTES)
+    assert api.post("/objects", files={"file": ("a.bin", at_limit)}).status_code == 201
+    over = b"\x01" * (MAX_DOWNLOAD_BYTES + 1)
+    assert error_of(api.post("/objects", files={"file": ("b.bin", over)}), 413) == (
+        "the file is larger than the limit (MAX_DOWNLOAD_BYTES)"
+    )
+    assert not LocalStore(api.data_dir).has(hashlib.sha1(over).hexdigest())

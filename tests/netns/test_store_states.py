@@ -74,3 +74,37 @@ def test_a_job_that_fills_the_disk_says_so_in_its_status(tmp_path: Path, site: S
             == "store unavailable: the local store is not writable (No space left on device)"
         )
         assert str(server.data_dir) not in failed["message"]
+
+
+def _tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+
+
+def test_uploads_spool_on_the_stores_disk_not_the_system_temp(tmp_path: Path) -> None:
+    """A full TMPDIR does not matter (it was a 500); a full store is the store's 503, nothing kept."""
+    spool = tmp_path / "tiny-tmp"
+    _tmpfs(spool, "1m")
+    env = {"TMPDIR": str(spool), "PRELOAD_BASE": "0", "MAX_DOWNLOAD_BYTES": str(8 * 2**20)}
+    upload = {"file": ("big.bin", bytes(range(256)) * (3 * 2**20 // 256))}  # 3 MiB
+    (tmp_path / "roomy").mkdir()
+    try:
+        with run_api(tmp_path / "roomy", env, workers=1) as server:
+            stored = server.post("/objects", files=upload)
+            assert stored.status_code == 201, stored.text
+        data = tmp_path / "small" / "data"
+        _tmpfs(data, "2m")
+        try:
+            with run_api(tmp_path / "small", env, workers=1) as server:
+                full = server.post("/objects", files=upload)
+                assert (full.status_code, full.json()) == (
+                    503,
+                    {"error": "store unavailable: the local store is not writable (No space left on device)"},
+                )
+                kept = [p for p in data.rglob("*") if p.is_file() and not p.name.startswith("lock-")]
+                assert [p for p in kept if "objects" in p.parts or "tmp" in p.parts] == []  # spool gone too
+                assert "Traceback" not in server.log()
+        finally:
+            subprocess.run(["umount", "-l", str(data)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=True)
