@@ -174,6 +174,8 @@ class Settings:
     extra_base: str = ""  # a second base to concatenate features with; "" for none
     head: str = "logistic"  # "logistic": converged softmax regression; "adam": the mini-batch head
     calibrate: bool = True  # fit a temperature on the cross-validation folds (logistic head)
+    #: Train a CSV that lists one image under two labels (refused by default: a contradiction).
+    allow_conflicting_labels: bool = False
     # Limits.
     max_csv_rows: int = 100_000
     max_download_bytes: int = 50 * 1024 * 1024
@@ -239,6 +241,7 @@ class Settings:
             extra_base=os.environ.get("EXTRA_BASE_MODEL", ""),
             head=os.environ.get("HEAD") or d.head,
             calibrate=_bool("CALIBRATE", d.calibrate),
+            allow_conflicting_labels=_bool("ALLOW_CONFLICTING_LABELS", d.allow_conflicting_labels),
             max_csv_rows=_int("MAX_CSV_ROWS", d.max_csv_rows),
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),

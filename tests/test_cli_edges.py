@@ -181,3 +181,37 @@ def test_the_head_stage_counts_its_l2_strengths(tmp_path: Path) -> None:
     run = run_stl(["train", str(EXAMPLE / "train.csv"), "--image-size", "96"], tmp_path / "d")
     assert run.code == 0, run.err
     assert "head:   0%|          | 0/6 " in run.err
+
+
+def test_one_image_under_two_labels_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    """The example rows plus the 24 `checks` images again as `dots`: a contradiction, not a model."""
+    rows = (EXAMPLE / "train.csv").read_text().splitlines()
+    relabelled = [r.replace(",checks,", ",dots,") for r in rows if ",checks," in r]
+    csv = tmp_path / "train.csv"
+    csv.write_text("\n".join(r.replace("images/", f"{EXAMPLE}/images/") for r in rows + relabelled) + "\n")
+    first = rows[0].split(",")[2]
+    run = run_stl(["train", str(csv), *FAST], tmp_path / "d")
+    assert run.code == 1
+    assert run.error_line == (
+        f"stl: error: CSV lines 1 and {len(rows) + 1} give one image ({first}) two labels, 'checks' and "
+        "'dots' (ALLOW_CONFLICTING_LABELS=1 trains on both)"
+    )
+    assert run_stl(["models"], tmp_path / "d").out == ""  # refused before anything was recorded
+    allowed = run_stl(["train", str(csv), *FAST], tmp_path / "d", env={"ALLOW_CONFLICTING_LABELS": "1"})
+    assert allowed.code == 0 and allowed.json["status"] == "ready", allowed.err
+
+
+def test_two_spellings_of_one_label_are_refused(tmp_path: Path) -> None:
+    """café composed (NFC) and decomposed (NFD) are one word to a reader and two classes to a head."""
+    lines = []
+    for label, folder in [("caf\u00e9", "checks"), ("cafe\u0301", "dots"), ("tea", "stripes")]:
+        for i in range(2):
+            path = EXAMPLE / "images" / folder / f"{i:03d}.png"
+            lines.append(f"{path},{label},{hashlib.sha1(path.read_bytes()).hexdigest()}")
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = run_stl(["train", str(tmp_path / "train.csv"), *FAST], tmp_path / "d")
+    assert run.code == 1
+    assert run.error_line == (
+        "stl: error: CSV lines 1 and 3 spell one label two ways ('caf\\xe9' and 'cafe\\u0301': the same "
+        "text in Unicode's composed and decomposed forms); write one"
+    )

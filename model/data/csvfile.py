@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -96,6 +97,31 @@ def parse_csv(data: bytes, max_rows: int) -> list[Row]:
     if len(labels) < 2:
         raise CsvError(f"CSV needs at least 2 labels to train a classifier, got {len(labels)}")
     return rows
+
+
+def check_labels(rows: list[Row], allow_conflicts: bool = False) -> None:
+    """Refuse a CSV that contradicts itself: one image (by sha1) under two labels (unless
+    ``allow_conflicts``: ALLOW_CONFLICTING_LABELS), or two labels that are one text in two Unicode
+    spellings (NFC ``café`` and NFD ``café``), which would train as two classes. Checked when a
+    request comes in, never on a stored CSV (gc, a rebuild): it changes no bit of any model."""
+    if not allow_conflicts:
+        first: dict[str, Row] = {}
+        for row in rows:
+            seen = first.setdefault(row.sha1, row)
+            if seen.label != row.label:
+                raise CsvError(
+                    f"CSV lines {seen.line} and {row.line} give one image ({row.sha1}) two labels, "
+                    f"{seen.label!r} and {row.label!r} (ALLOW_CONFLICTING_LABELS=1 trains on both)"
+                )
+    spelled: dict[str, Row] = {}
+    for row in rows:
+        key = unicodedata.normalize("NFC", row.label)
+        other = spelled.setdefault(key, row)
+        if other.label != row.label:
+            raise CsvError(
+                f"CSV lines {other.line} and {row.line} spell one label two ways ({other.label!a} and "
+                f"{row.label!a}: the same text in Unicode's composed and decomposed forms); write one"
+            )
 
 
 def _add_row(rows: list[Row], n: int, fields: list[str], columns: Columns, max_rows: int) -> None:

@@ -24,7 +24,7 @@ from model.bases.litert import UNIT_BOUND
 from model.bases.registry import ensure_base_with
 from model.config import Settings
 from model.context import Context
-from model.data.csvfile import Row, complete, parse_csv
+from model.data.csvfile import Row, check_labels, complete, parse_csv
 from model.data.fetch import FetchPolicy, fetch_bytes, is_url, resolve_source
 from model.data.split import split_rows
 from model.errors import ChecksumMismatch, CsvError, DataError, FetchError, InvalidRequest, StoreChanged
@@ -35,6 +35,7 @@ from model.identity.manifest import encode_rows, missing_objects, save_manifest
 from model.identity.recipe import Recipe, make_recipe, parse_hyperparameters
 from model.identity.tensors import dump_tensors
 from model.jobs import fence as gc_fence
+from model.jobs import state as jobs
 from model.jobs.in_flight import HeadShardLedger
 from model.training.fit import fit_head, head_steps
 from model.training.head_rows import Examples, HeadRows, ShardWriter
@@ -56,7 +57,7 @@ class Tracker(Protocol):
 
 
 #: progress(stage, total) -> a tracker, for the stages fetch, features and head (one step per
-#: epoch, or one for the logistic head); the CLI passes tqdm bars, jobs ``model.jobs.progress``.
+#: epoch, or per l2 strength of the logistic head); the CLI passes tqdm bars, jobs ``model.jobs.progress``.
 Progress = Callable[[str, int], Tracker]
 
 
@@ -99,9 +100,13 @@ def prepare_recipe(
         csv_sha1 = store_csv(store, fetch_bytes(csv_source, policy, store), csv_source, policy)
     elif not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
-    if store.has(csv_sha1):  # parsed here, once, so that a CSV that cannot train gets no job
-        parse_csv(store.get(csv_sha1), settings.max_csv_rows)
-    return make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
+    recipe = make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
+    # Parsed here, once, so that a CSV that cannot train gets no job; not on a poll of a model it
+    # already made (the 2019 contract: the same request again answers ready).
+    if store.has(csv_sha1) and jobs.ready_status(store, recipe.sha1) is None:
+        rows = parse_csv(store.get(csv_sha1), settings.max_csv_rows)
+        check_labels(rows, settings.allow_conflicting_labels)
+    return recipe
 
 
 def store_csv(store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy) -> str:
