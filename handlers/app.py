@@ -216,6 +216,7 @@ def readyz() -> Response:
         raise  # already names the failure (StoreUnwritable: read-only, full)
     except (StoreError, OSError) as e:
         raise BackendUnavailable(f"store not usable: {type(e).__name__}") from None
+    svc.check_free_space()
     return jsonify(status="ready", pid=os.getpid())
 
 

@@ -20,6 +20,7 @@ from model.data.fetch import FetchPolicy, fetch_bytes
 from model.errors import FetchRefused
 from model.execution.choice import on_cluster
 from store import ObjectStore, open_store
+from store.errors import StoreUnwritable
 
 if TYPE_CHECKING:
     from model.inference.predictor import Predictor
@@ -139,6 +140,15 @@ class Service(Context):
                     time.sleep(JOIN_RETRY_S)
 
         threading.Thread(target=join, name="join-ray", daemon=True).start()
+
+    def check_free_space(self) -> None:
+        """StoreUnwritable (503) when the store's disk has less than MIN_FREE_BYTES free: a
+        worker that cannot finish a job is not ready, and takes none."""
+        free = self.store.free_bytes()
+        if free is not None and free < self.settings.min_free_bytes:
+            raise StoreUnwritable(
+                f"{free:,} bytes free on the store's disk, under MIN_FREE_BYTES ({self.settings.min_free_bytes:,})"
+            )
 
     def fetch(self, source: str, sha1: str | None = None) -> bytes:
         return fetch_client_source(source, self.settings, self.policy, self.store, sha1)

@@ -132,6 +132,9 @@ def _train(
     ready = jobs.ready_status(service.store, recipe.sha1)
     if ready is not None and not publish_to:
         return public_status(ready)  # a poll of a finished model writes nothing
+    current = jobs.read_status(service.store, recipe.sha1) if ready is None else None
+    if ready is None and (current is None or current["status"] in ("error", "cancelled")):
+        service.check_free_space()  # a job that would fill the disk is not started (polls still answer)
     jobs.record_recipe(service.store, recipe, csv_source)
     if publish_to:
         # Stored with the job, so that whichever worker finishes the training honours it.

@@ -182,6 +182,8 @@ class Settings:
     max_image_pixels: int = 40_000_000
     #: What a zip of photos may unpack to in all (each file is also within max_download_bytes).
     max_unzipped_bytes: int = 4 * 1024**3
+    #: Free bytes the store's disk must keep for the service to be ready and to start jobs.
+    min_free_bytes: int = 100 * 1024**2
     #: Pairs per shard of the head's rows (rounded up to whole 4,096-row sum blocks): bounds the
     #: head's temporaries; never part of a recipe, since it cannot change a bit.
     head_shard_pairs: int = 65_536
@@ -246,6 +248,7 @@ class Settings:
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),
             max_unzipped_bytes=_int("MAX_UNZIPPED_BYTES", d.max_unzipped_bytes),
+            min_free_bytes=_int("MIN_FREE_BYTES", d.min_free_bytes),
             head_shard_pairs=_positive("HEAD_SHARD_PAIRS", d.head_shard_pairs),
             fetch_allow_hosts=_list("FETCH_ALLOW_HOSTS"),
             import_root=os.environ.get("IMPORT_ROOT", ""),

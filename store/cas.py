@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -118,13 +119,22 @@ class ObjectStore:
             self._publish(sha1, src, size)
         return sha1
 
+    def _local_disk(self) -> str | None:
+        """The folder on this machine's disk that the store writes through: its staging folder,
+        or its local cache's (a remote store); None where it has none (memory)."""
+        return self.transport.staging_dir or (self.cache.transport.staging_dir if self.cache else None)
+
+    def free_bytes(self) -> int | None:
+        """Free space on the store's local disk (``_local_disk``), or None where it has none."""
+        disk = self._local_disk()
+        return shutil.disk_usage(disk).free if disk else None
+
     def spool(self) -> BinaryIO:
         """A private temporary file for bytes whose name is not known yet, on the store's own
         disk (its staging folder, or its local cache's) rather than the system's temp folder:
         one filesystem to watch, and a full one is StoreUnwritable like any other write."""
-        staging = self.transport.staging_dir or (self.cache.transport.staging_dir if self.cache else None)
         try:
-            return tempfile.TemporaryFile(dir=staging)
+            return tempfile.TemporaryFile(dir=self._local_disk())
         except OSError as e:
             raise unwritable(e) or e from None
 

@@ -4,6 +4,8 @@ runs out of space says so in its status (this namespace's own mounts; nothing to
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -61,10 +63,9 @@ def _small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_job_that_fills_the_disk_says_so_in_its_status(tmp_path: Path, site: Site) -> None:
-    with (
-        _small_disk(tmp_path),
-        run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server,
-    ):
+    # MIN_FREE_BYTES=0: let the job start, to see how it ends when the disk fills mid-way.
+    env = {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}", "MIN_FREE_BYTES": "0"}
+    with _small_disk(tmp_path), run_api(tmp_path, env, workers=1) as server:
         _wait_ready(server)
         failed = poll_until_done(server, train_body(site, random_seed=62))[-1].json()
         assert failed["status"] == "error", failed
@@ -108,3 +109,23 @@ def test_uploads_spool_on_the_stores_disk_not_the_system_temp(tmp_path: Path) ->
             subprocess.run(["umount", "-l", str(data)], check=True)
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=True)
+
+
+def test_a_nearly_full_store_is_not_ready_and_takes_no_job(tmp_path: Path, site: Site) -> None:
+    """Under MIN_FREE_BYTES (default 100 MiB) free: /readyz and a new /train are 503 with the reason
+    (its probe's few bytes fit, so it answered 200 and took jobs that could not finish)."""
+    with (
+        _small_disk(tmp_path) as data,
+        run_api(tmp_path, {"FETCH_ALLOW_HOSTS": f"127.0.0.1:{site.port}"}, workers=1) as server,
+    ):
+        deadline = time.time() + 60
+        while "loading the base" in (ready := server.get("/readyz")).text and time.time() < deadline:
+            time.sleep(0.2)
+        reason = re.compile(
+            r"store unavailable: ([\d,]+) bytes free on the store's disk, under MIN_FREE_BYTES \(104,857,600\)"
+        )
+        assert ready.status_code == 503 and (said := reason.fullmatch(ready.json()["error"])), ready.text
+        assert abs(int(said.group(1).replace(",", "")) - shutil.disk_usage(data).free) < 2**20
+        refused = server.post("/train", json=train_body(site, random_seed=63))
+        assert refused.status_code == 503 and reason.fullmatch(refused.json()["error"]), refused.text
+        assert server.get("/models").json() == {"models": []}
