@@ -178,6 +178,8 @@ class Settings:
     allow_conflicting_labels: bool = False
     # Limits.
     max_csv_rows: int = 100_000
+    #: Labels a training CSV may have: the head's memory grows with labels x features x folds.
+    max_labels: int = 1000
     max_download_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     #: What a zip of photos may unpack to in all (each file is also within max_download_bytes).
@@ -245,6 +247,7 @@ class Settings:
             calibrate=_bool("CALIBRATE", d.calibrate),
             allow_conflicting_labels=_bool("ALLOW_CONFLICTING_LABELS", d.allow_conflicting_labels),
             max_csv_rows=_int("MAX_CSV_ROWS", d.max_csv_rows),
+            max_labels=_positive("MAX_LABELS", d.max_labels),
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),
             max_unzipped_bytes=_int("MAX_UNZIPPED_BYTES", d.max_unzipped_bytes),

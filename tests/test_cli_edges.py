@@ -215,3 +215,11 @@ def test_two_spellings_of_one_label_are_refused(tmp_path: Path) -> None:
         "stl: error: CSV lines 1 and 3 spell one label two ways ('caf\\xe9' and 'cafe\\u0301': the same "
         "text in Unicode's composed and decomposed forms); write one"
     )
+
+
+def test_more_labels_than_max_labels_are_refused_before_any_work(tmp_path: Path) -> None:
+    """10,000 labels ran a head for minutes toward 7 GB; the bound is stated and checked at once."""
+    run = run_stl(["train", str(EXAMPLE / "train.csv"), *FAST], tmp_path / "d", env={"MAX_LABELS": "2"})
+    assert run.code == 1
+    assert run.error_line == "stl: error: CSV has 3 labels, over the limit of 2 (MAX_LABELS)"
+    assert run_stl(["models"], tmp_path / "d").out == ""

@@ -99,11 +99,16 @@ def parse_csv(data: bytes, max_rows: int) -> list[Row]:
     return rows
 
 
-def check_labels(rows: list[Row], allow_conflicts: bool = False) -> None:
+def check_labels(rows: list[Row], allow_conflicts: bool = False, max_labels: int = 1000) -> None:
     """Refuse a CSV that contradicts itself: one image (by sha1) under two labels (unless
     ``allow_conflicts``: ALLOW_CONFLICTING_LABELS), or two labels that are one text in two Unicode
-    spellings (NFC ``café`` and NFD ``café``), which would train as two classes. Checked when a
-    request comes in, never on a stored CSV (gc, a rebuild): it changes no bit of any model."""
+    spellings (NFC ``café`` and NFD ``café``), which would train as two classes; and one with more
+    than ``max_labels`` labels (MAX_LABELS), whose head would outgrow memory (the solvers' state
+    grows with labels x features x folds). Checked when a request comes in, never on a stored CSV
+    (gc, a rebuild): it changes no bit of any model."""
+    labels = {row.label for row in rows}
+    if len(labels) > max_labels:
+        raise CsvError(f"CSV has {len(labels)} labels, over the limit of {max_labels} (MAX_LABELS)")
     if not allow_conflicts:
         first: dict[str, Row] = {}
         for row in rows:

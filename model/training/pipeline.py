@@ -105,7 +105,7 @@ def prepare_recipe(
     # already made (the 2019 contract: the same request again answers ready).
     if store.has(csv_sha1) and jobs.ready_status(store, recipe.sha1) is None:
         rows = parse_csv(store.get(csv_sha1), settings.max_csv_rows)
-        check_labels(rows, settings.allow_conflicting_labels)
+        check_labels(rows, settings.allow_conflicting_labels, settings.max_labels)
     return recipe
 
 
