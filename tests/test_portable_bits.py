@@ -44,6 +44,7 @@ EXAMPLE = {
     "manifest_sha1": "2f48109328c75e661c82fee4b70fe736ce524eb0",
     "status": "ready",
     "validation_accuracy": 0.986111,
+    "data_limit": "all",  # not part of any hash: the train output says what the recipe used
 }
 #: sha1 of `stl infer`'s stdout for the three example-data/infer PNGs and the two JPEGs.
 INFER_STDOUT_SHA1 = "da4f149a3154e20a2a4531492dca802402e85e5f"
@@ -73,6 +74,7 @@ EMULATED_EXAMPLE = {
     "manifest_sha1": "53204d72cb8b580cda2ca2aa4466ad13d710c5d2",
     "status": "ready",
     "validation_accuracy": 0.958333,
+    "data_limit": "all",
 }
 EMULATED_INFER_STDOUT_SHA1 = "5b3772c5ac230b7490e4a079c1416424df18f7ef"
 #: tests/portable_probe.py: decoded tensors and features of PNGs and JPEGs, and exact softmax.
