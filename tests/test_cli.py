@@ -178,7 +178,9 @@ def test_unreachable_image_url(tmp_path: Path, file_server: FileServer) -> None:
     csv.write_text(csv.read_text().replace("dots/001.png", "http://127.0.0.1:9/dots/001.png"))
     run = run_stl(["train", f"{file_server.url}/train.csv", *FAST], tmp_path / "data")
     assert run.code == 1
-    assert run.error_line == "stl: error: cannot reach http://127.0.0.1:9/dots/001.png: Connection refused"
+    assert run.error_line == (
+        "stl: error: CSV line 6: cannot reach http://127.0.0.1:9/dots/001.png: Connection refused"
+    )
     assert jobs.read_status(LocalStore(tmp_path / "data"), run.json["model_sha1"])["status"] == "error"
 
 

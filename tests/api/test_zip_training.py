@@ -61,4 +61,6 @@ def test_bad_zips_are_one_line_and_store_nothing(api: Api, tmp_path: Path) -> No
         f"zip {absent} is not in the store; upload it to /objects first"
     )
     both = {**body, "csv": {"sha1": CSV_SHA1}}
-    assert error_of(api.post("/train", json=both), 400) == "request body needs exactly one of: csv, zip"
+    assert (
+        error_of(api.post("/train", json=both), 400) == "request body needs exactly one of: csv, zip, folder"
+    )
