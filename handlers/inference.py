@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Request
@@ -54,8 +55,11 @@ def infer_json(service: Service, body: dict[str, Any]) -> Probabilities | list[P
         data = image_bytes(service, body["image"], "image")
         return service.predictor().predict(model_sha1, [data], ["image"])[0]
     names = [f"images[{i}]" for i in range(len(body["images"]))]
-    datas = [image_bytes(service, ref, n) for ref, n in zip(body["images"], names, strict=True)]
-    return service.predictor().predict(model_sha1, datas, names)
+    # Read one at a time as the predictor decodes them: a request holds one image, not 64.
+    readers = [
+        functools.partial(image_bytes, service, ref, n) for ref, n in zip(body["images"], names, strict=True)
+    ]
+    return service.predictor().predict(model_sha1, readers, names)
 
 
 def _read_upload(upload: FileStorage, name: str, limit: int) -> bytes:
@@ -100,8 +104,8 @@ def infer_upload(service: Service, request: Request) -> Probabilities | list[Pro
     limit = service.settings.max_download_bytes
     uploads = single or many
     names = [u.filename or f"upload {i + 1}" for i, u in enumerate(uploads)]
-    datas = [_read_upload(u, n, limit) for u, n in zip(uploads, names, strict=True)]
-    result = service.predictor().predict(model_sha1, datas, names)
+    readers = [functools.partial(_read_upload, u, n, limit) for u, n in zip(uploads, names, strict=True)]
+    result = service.predictor().predict(model_sha1, readers, names)
     return result[0] if single else result
 
 

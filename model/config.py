@@ -182,6 +182,8 @@ class Settings:
     max_labels: int = 1000
     max_download_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    #: Pixels one /infer request may have decoded in all (its images together).
+    max_request_pixels: int = 400_000_000
     #: What a zip of photos may unpack to in all (each file is also within max_download_bytes).
     max_unzipped_bytes: int = 4 * 1024**3
     #: Free bytes the store's disk must keep for the service to be ready and to start jobs.
@@ -250,6 +252,7 @@ class Settings:
             max_labels=_positive("MAX_LABELS", d.max_labels),
             max_download_bytes=_int("MAX_DOWNLOAD_BYTES", d.max_download_bytes),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),
+            max_request_pixels=_positive("MAX_REQUEST_PIXELS", d.max_request_pixels),
             max_unzipped_bytes=_int("MAX_UNZIPPED_BYTES", d.max_unzipped_bytes),
             min_free_bytes=_int("MIN_FREE_BYTES", d.min_free_bytes),
             head_shard_pairs=_positive("HEAD_SHARD_PAIRS", d.head_shard_pairs),

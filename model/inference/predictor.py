@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from model.bases.litert import UNIT_BOUND, dequantise
 from model.config import Settings
-from model.data.images import decode_image
+from model.data.images import decode_squares
+from model.errors import ImageError
 from model.features.cache import FeatureExtractor, average_views, build_extractor, sum_views
 from model.head.linear import Head
 from model.head.products import Integers
@@ -75,23 +77,32 @@ class Predictor:
         return found
 
     def predict(
-        self, model_sha1: str, images: list[bytes], names: list[str] | None = None
+        self,
+        model_sha1: str,
+        images: Sequence[bytes | Callable[[], bytes]],
+        names: list[str] | None = None,
     ) -> list[dict[str, float]]:
-        """``{label: probability}`` over all labels, one dict per image."""
+        """``{label: probability}`` over all labels, one dict per image.
+
+        An image may be given as a function that reads it: images are then read, checked and
+        decoded one at a time, so a request holds one image's bytes at once, not all of them."""
         model = self.load(model_sha1)
         recipe = model.recipe
         names = names or [f"image {i + 1}" for i in range(len(images))]
         views, size = recipe.views, recipe.image_size
         limit = self.settings.max_image_pixels
-        flat = [v for v in views if v not in CROPS]
-        crops = [v for v in views if v in CROPS]
-        pixels = [
-            decode_image(b, size, limit, n) if flat else None for b, n in zip(images, names, strict=True)
-        ]
-        larger = [
-            decode_image(b, crop_source_size(size), limit, n) if crops else None
-            for b, n in zip(images, names, strict=True)
-        ]
+        crops = any(v in CROPS for v in views)
+        flat = any(v not in CROPS for v in views)
+        sizes = ((size,) if flat else ()) + ((crop_source_size(size),) if crops else ())
+        count = RequestPixels(self.settings.max_request_pixels)
+        pixels: list[np.ndarray | None] = []
+        larger: list[np.ndarray | None] = []
+        for image, name in zip(images, names, strict=True):
+            data = image() if callable(image) else image
+            squares = decode_squares(data, sizes, limit, name, count)
+            del data
+            pixels.append(squares[0] if flat else None)
+            larger.append(squares[-1] if crops else None)
         batch = np.stack([view_of(v, size, p, q) for p, q in zip(pixels, larger, strict=True) for v in views])
         blocks = []
         for name, sha1 in recipe.bases():
@@ -105,6 +116,21 @@ class Predictor:
         head = model.head
         probs = head.probabilities(Integers.of(feats, UNIT_BOUND * len(views)) if head.on_units else feats)
         return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]
+
+
+class RequestPixels:
+    """The pixels one request may have decoded in all (MAX_REQUEST_PIXELS): 64 photos of 40 M
+    pixels each are 200 s of decoding for one request."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit, self._seen = limit, 0
+
+    def __call__(self, pixels: int, name: str) -> None:
+        self._seen += pixels
+        if self._seen > self._limit:
+            raise ImageError(
+                f"{name} brings the request to {self._seen:,} pixels, over MAX_REQUEST_PIXELS ({self._limit:,})"
+            )
 
 
 def top_label(probabilities: dict[str, Any]) -> str:
