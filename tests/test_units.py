@@ -244,3 +244,27 @@ def test_complete_fills_in_only_the_missing_sha1s_and_keeps_the_rest() -> None:
     named = complete(b"label,path\r\ncat,d.png\r\n", sha1_of)
     assert named == b"label,path,sha1\ncat,d.png," + b"d" * 40 + b"\n"
     assert [r.sha1 for r in parse_csv(named + b"dog,e.png," + b"e" * 40 + b"\n", 10)] == ["d" * 40, "e" * 40]
+
+
+def test_decoding_turns_a_photo_as_its_exif_says_and_lays_alpha_onto_black() -> None:
+    """In place, without the copies a 40-megapixel photo cannot afford: the same pixels as by hand."""
+    from pathlib import Path
+
+    from model.data.images import decode_squares
+
+    rocket = Image.open(Path(__file__).parent / "data" / "rocket.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise when taken
+    out = io.BytesIO()
+    rocket.save(out, "JPEG", quality=90, exif=exif)
+    by_hand = Image.open(io.BytesIO(out.getvalue())).transpose(Image.Transpose.ROTATE_270).convert("RGB")
+    want = np.asarray(by_hand.resize((50, 50), Image.Resampling.BICUBIC, reducing_gap=None))
+    assert np.array_equal(decode_image(out.getvalue(), 50, 10**8), want)
+    # RGBA: transparent pixels are black, opaque ones keep their colour; both sizes from one decode.
+    rgba = Image.new("RGBA", (40, 40), (200, 100, 50, 0))
+    rgba.paste((10, 20, 30, 255), (0, 0, 20, 40))
+    out = io.BytesIO()
+    rgba.save(out, "PNG")
+    small, large = decode_squares(out.getvalue(), (40, 20), 10**8)
+    assert small[5, 5].tolist() == [10, 20, 30] and small[5, 35].tolist() == [0, 0, 0]
+    assert large.shape == (20, 20, 3) and np.array_equal(large, decode_image(out.getvalue(), 20, 10**8))

@@ -132,7 +132,7 @@ def _load(img: Image.Image, name: str) -> Image.Image:
 
 def _rgb(img: Image.Image) -> Image.Image:
     """EXIF orientation applied, then RGB, with any alpha laid onto black."""
-    img = ImageOps.exif_transpose(img)
+    ImageOps.exif_transpose(img, in_place=True)  # in place: otherwise a copy even when upright
     # No copy that the result does not need (a 40-megapixel photo is 160 MB per copy): the same
     # bits as converting each time, at half the memory.
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
