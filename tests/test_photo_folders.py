@@ -168,3 +168,15 @@ def test_a_file_that_only_starts_like_a_zip(tmp_path: Path) -> None:
     (tmp_path / "fake.zip").write_bytes(b"PK\x03\x04 and then nothing")
     line = _refused(tmp_path, tmp_path / "fake.zip")
     assert line.startswith(f"stl: error: {tmp_path / 'fake.zip'} is not a readable zip archive: ")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "AVIF"])
+def test_every_photo_format_the_decoder_reads_is_listed(fmt: str) -> None:
+    from PIL import Image
+
+    from model.data.photo_csv import looks_like_image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, fmt)
+    assert looks_like_image(out.getvalue()[:16])
+    assert not looks_like_image(b"path,label,sha1\n")

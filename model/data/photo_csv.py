@@ -20,7 +20,8 @@ from model.data.photo_trees import PhotoTree, is_hidden
 from model.errors import CsvError, DataError
 from store import ObjectStore
 
-#: The first bytes of the formats the decoder reads (WebP: "RIFF", a size, then "WEBP").
+#: The first bytes of the photo formats the decoder reads (WebP: "RIFF", a size, then "WEBP";
+#: AVIF: a box size, then "ftypavif" or "ftypavis").
 IMAGE_SIGNATURES = (
     b"\x89PNG\r\n\x1a\n",
     b"\xff\xd8\xff",
@@ -33,7 +34,11 @@ IMAGE_SIGNATURES = (
 
 
 def looks_like_image(head: bytes) -> bool:
-    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return (
+        head.startswith(IMAGE_SIGNATURES)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or head[4:12] in (b"ftypavif", b"ftypavis")
+    )
 
 
 @dataclass(frozen=True)
