@@ -14,11 +14,16 @@ Defaults, each overridable by the arguments (later options win) or by
 * no control socket (gunicorn >= 24 opens one at a fixed path, so two servers on one
   machine would clash), unless ``--control-socket`` is given;
 * PROMETHEUS_MULTIPROC_DIR, where the workers' metrics meet for ``/metrics``: a fresh
-  private directory unless set (then it is emptied first, as prometheus-client requires).
+  private directory unless set (then it is emptied first, as prometheus-client requires);
+* at most two glibc malloc arenas (``MALLOC_ARENA_MAX``, unless set): with one arena per thread,
+  a burst of large photos left 34 MiB per worker that no trim returns (39% of a fresh worker).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import sys
 import tempfile
@@ -103,6 +108,19 @@ def usage(env: dict[str, str] | None = None) -> str:
     )
 
 
+#: mallopt's parameter number for the arena limit (glibc's malloc.h: M_ARENA_MAX).
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(env: MutableMapping[str, str]) -> None:
+    """Two malloc arenas for the workers' threads, set in the master so every forked worker has it
+    (glibc reads MALLOC_ARENA_MAX only when a process starts). Elsewhere than glibc: nothing."""
+    if env.get("MALLOC_ARENA_MAX"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, 2)
+
+
 def serve(argv: Sequence[str] = ()) -> int:
     """Run gunicorn in this process until it is stopped; returns its exit status."""
     from gunicorn.app.wsgiapp import WSGIApplication
@@ -119,6 +137,7 @@ def serve(argv: Sequence[str] = ()) -> int:
         print(f"stl serve: error: {e}", file=sys.stderr)
         return 2
     prepare_metrics_dir(os.environ)
+    limit_malloc_arenas(os.environ)
     sys.argv = ["stl serve", *gunicorn_argv(argv)]
     try:
         WSGIApplication("%(prog)s [OPTIONS]").run()

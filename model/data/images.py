@@ -56,13 +56,13 @@ class PixelBudget:
                 self._used -= pixels
                 self._room.notify_all()
             if pixels >= TRIM_AFTER_PIXELS:
-                _trim()
+                trim()
 
 
 BUDGET = PixelBudget(DECODE_BUDGET_PIXELS)
 
 
-def _trim() -> None:
+def trim() -> None:
     """Return the heap's free pages to the system (glibc's malloc_trim; elsewhere nothing), so
     that a worker's memory comes back down after a large photo."""
     with contextlib.suppress(OSError, AttributeError):

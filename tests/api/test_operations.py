@@ -148,7 +148,7 @@ def test_upload_a_csv_and_its_images_then_train_by_sha1(api: Api, site: Site) ->
     }
     final = poll_until_done(api, body)[-1].json()
     assert final["status"] == "ready", final  # no image was fetched: the paths do not even exist
-    assert error_of(api.post("/objects", data={"x": "y"}), 400) == (
+    assert error_of(api.post("/objects", data={"sha1": csv_sha1}), 400) == (
         "send the file as multipart/form-data field 'file'"
     )
 
