@@ -145,17 +145,23 @@ def build_project(docker: Docker, tag: str, *build_args: str) -> None:
     )
 
 
-def wait_until_ready(docker: Docker, url: str, names: list[str], timeout: float) -> None:
-    """Poll ``url``/readyz until it answers 200; fail at once, with its log, if a container of
-    ``names`` stops running, and after ``timeout`` with the last answer and the last one's log."""
+def wait_until_ready(docker: Docker, url: str, names: list[str], timeout: float, workers: int = 1) -> None:
+    """Poll ``url``/readyz until ``workers`` different worker processes have answered 200 (each
+    joins its executor on its own: one ready worker says nothing of the other); fail at once, with
+    its log, if a container of ``names`` stops running, and after ``timeout`` with the last answer
+    and the last one's log."""
     deadline = time.monotonic() + timeout
     answer = "no answer"
+    ready: set[int] = set()
     while True:
         try:
             r = requests.get(f"{url}/readyz", timeout=5)
             if r.status_code == 200:
-                return
-            answer = r.text
+                ready.add(r.json()["pid"])
+                if len(ready) >= workers:
+                    return
+            else:
+                answer = r.text
         except requests.ConnectionError:
             pass
         for name in names:

@@ -93,7 +93,8 @@ def ray_stack(docker: Docker) -> Iterator[Stack]:
         docker.run(*common, "--name", names[2], "-e", f"PORT={port}", "-e", "IMPORT_ROOT=/srv",
                    "-e", "EXECUTOR=ray", "-e", f"RAY_ADDRESS=ray://127.0.0.1:{client}", TAG)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(docker, url, names, timeout=180)  # the base loaded and the Ray cluster joined
+        # Both of stl serve's workers: each loads the base and joins the Ray cluster by itself.
+        wait_until_ready(docker, url, names, timeout=180, workers=2)
         yield Stack(url, names)
     finally:
         for name in names:
