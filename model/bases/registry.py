@@ -163,9 +163,9 @@ def ensure_base(
             return spec, sha1
     cache_dir = cache_dir or default_cache_dir()
     cache = LocalStore(cache_dir)
+    record = _record(spec, spec.int8_sha1, _packaged_source(spec))  # a packaged base's, by its pin
     if spec.packaged and cache.has(spec.int8_sha1):
         data = cache.get(spec.int8_sha1)  # verified against the pin on read
-        record = _record(spec, spec.int8_sha1, _packaged_source(spec))
     elif base_store and (found := _from_base_store(spec, base_store, cache_dir)) is not None:
         data, record = found
         if spec.packaged:
@@ -190,7 +190,6 @@ def ensure_base(
         )
         data = convert_packaged(spec)
         cache.put(data)
-        record = _record(spec, spec.int8_sha1, _packaged_source(spec))
     sha1 = store.put(data)
     store.set_ref(base_ref(name), record)
     return spec, sha1

@@ -31,7 +31,7 @@ RESIZE_METHOD = "square-bicubic"
 
 #: Decoded pixels this process holds at once (each image waits for room; one larger than all of it
 #: runs alone). Eight 40-megapixel photos decoded together held 2.7 GB; this bounds it to about
-#: 80 M pixels (some 800 MB in Pillow's RGBA and RGB copies) per process. It changes no bit.
+#: 80 M pixels (some 700 MB of Pillow images) per process. It changes no bit.
 DECODE_BUDGET_PIXELS = 80_000_000
 #: After an image of this many pixels, give freed memory back to the system (glibc keeps it).
 TRIM_AFTER_PIXELS = 4_000_000
@@ -100,17 +100,24 @@ def decode_image(data: bytes, size: int, max_pixels: int, name: str = "image") -
     return decode_squares(data, (size,), max_pixels, name)[0]
 
 
-def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:
-    """The image's header, checked against the pixel limit before any pixel is decoded."""
+@contextlib.contextmanager
+def _decoding(name: str) -> Iterator[None]:
+    """Pillow's failures while reading a header or pixels, as the ImageError naming ``name``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            yield
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name} is not a decodable image") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = "truncated" if "truncated" in str(e) else "corrupt"
         raise ImageError(f"{name} is a {reason} image: {e}") from None
+
+
+def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:
+    """The image's header, checked against the pixel limit before any pixel is decoded."""
+    with _decoding(name):
+        img = Image.open(io.BytesIO(data))
     width, height = img.size
     if width * height > max_pixels:
         raise ImageError(f"{name} is {width}x{height} pixels, over the limit of {max_pixels}")
@@ -118,15 +125,8 @@ def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:
 
 
 def _load(img: Image.Image, name: str) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} is not a decodable image") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = "truncated" if "truncated" in str(e) else "corrupt"
-        raise ImageError(f"{name} is a {reason} image: {e}") from None
+    with _decoding(name):
+        img.load()
     return img
 
 

@@ -100,7 +100,7 @@ class ZipTree:
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise DataError(f"{name} is not a readable zip archive: {e}") from None
         self._max = max_file_bytes
-        self._entries: dict[str, zipfile.ZipInfo] = {}
+        entries: dict[str, zipfile.ZipInfo] = {}
         total = 0
         for info in infos:
             if info.is_dir():
@@ -109,9 +109,9 @@ class ZipTree:
             total += info.file_size
             if total > max_total_bytes:
                 raise DataError(f"{name} unpacks to more than {max_total_bytes} bytes (MAX_UNZIPPED_BYTES)")
-            self._entries[info.filename] = info
-        prefix = _single_top_folder([e for e in self._entries if not is_hidden(e)])
-        self._paths = {e.removeprefix(prefix): info for e, info in self._entries.items()}
+            entries[info.filename] = info
+        prefix = _single_top_folder([e for e in entries if not is_hidden(e)])
+        self._paths = {e.removeprefix(prefix): info for e, info in entries.items()}
 
     def _check(self, info: zipfile.ZipInfo) -> None:
         entry = info.filename

@@ -18,7 +18,7 @@ import numpy as np
 
 from model.bases.litert import UNIT_BOUND, dequantise
 from model.config import Settings
-from model.data.images import TRIM_AFTER_PIXELS, decode_squares, trim
+from model.data.images import decode_squares
 from model.errors import ImageError
 from model.features.cache import FeatureExtractor, average_views, build_extractor, sum_views
 from model.head.linear import Head
@@ -115,9 +115,6 @@ class Predictor:
         feats = np.concatenate(blocks, axis=1)
         head = model.head
         probs = head.probabilities(Integers.of(feats, UNIT_BOUND * len(views)) if head.on_units else feats)
-        del batch, blocks, feats, pixels, larger
-        if count.seen >= TRIM_AFTER_PIXELS:
-            trim()  # what this request's large photos left in the heap goes back to the system
         return [{label: float(p[i]) for i, label in enumerate(model.labels)} for p in probs]
 
 
@@ -126,13 +123,13 @@ class RequestPixels:
     pixels each are 200 s of decoding for one request."""
 
     def __init__(self, limit: int) -> None:
-        self._limit, self.seen = limit, 0
+        self._limit, self._seen = limit, 0
 
     def __call__(self, pixels: int, name: str) -> None:
-        self.seen += pixels
-        if self.seen > self._limit:
+        self._seen += pixels
+        if self._seen > self._limit:
             raise ImageError(
-                f"{name} brings the request to {self.seen:,} pixels, over MAX_REQUEST_PIXELS ({self._limit:,})"
+                f"{name} brings the request to {self._seen:,} pixels, over MAX_REQUEST_PIXELS ({self._limit:,})"
             )
 
 
