@@ -3,12 +3,17 @@
 Usage: .venv/bin/python bench/bench_hostile.py [--repo DIR] [--out FILE]
 
 ``--repo`` runs another checkout's code (an older commit, for a before/after table) with this
-checkout's bench. One worker (gunicorn, the default gthread settings otherwise) on a fresh store
+checkout's bench. One worker (`stl serve`'s settings otherwise: 4 threads) on a fresh store
 with the example model trained by the CLI; then, each measured from the worker's /proc status:
 
 * ``64 refs``: one 3 KB ``POST /infer`` naming a stored 40 MiB non-image 64 times;
 * ``8 bombs``: eight concurrent uploads of a 155 KB, 6320x6320 RGBA PNG (39.9 M pixels, just under
-  ``MAX_IMAGE_PIXELS``), then the worker's resident memory after they have all ended.
+  ``MAX_IMAGE_PIXELS``), then the worker's resident memory after they have all ended;
+* ``stalled``: N connections that send half a head, one byte, or a body's first 5 of 1000000
+  bytes and stall (the three of issue 25), held while another client asks ``/livez`` 5 times
+  (each with a 10 s limit), then how many of the stalled ones the server closed within 45 s;
+* ``keep-alive``: 500 ``GET /livez`` one after another on one connection, and 500 more from 8
+  clients at once: what the worker's own reading costs a normal request.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import io
 import json
 import os
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,6 +86,80 @@ def worker(repo: Path, data: Path) -> Iterator[tuple[str, int]]:
         proc.wait(timeout=60)
 
 
+STALLS = [
+    b"GET /livez HTTP/1.1\r\nHo",
+    b"G",
+    b"POST /objects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n12345",
+]
+
+
+def stalled_connections(url: str, pid: int, count: int, wait_close_s: float) -> tuple:
+    """The ``stalled`` row: (count, /livez answered of 5, median and worst /livez s, RSS delta MiB,
+    closed by the server within wait_close_s, median s until closed)."""
+    host, port = url.removeprefix("http://").split(":")
+    rss, _ = memory(pid)
+    socks = []
+    for i in range(count):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(STALLS[i % 3])
+        socks.append(sock)
+    opened = time.monotonic()
+    time.sleep(0.5)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/livez", timeout=10).ok:
+                times.append(time.perf_counter() - started)
+    grown = memory(pid)[0] - rss
+    closed = []
+    if wait_close_s:
+
+        def until_closed(sock: socket.socket) -> float | None:
+            sock.settimeout(max(0.1, opened + wait_close_s - time.monotonic()))
+            try:
+                while sock.recv(65536):
+                    pass
+            except TimeoutError:
+                return None
+            except OSError:
+                pass
+            return time.monotonic() - opened
+
+        with ThreadPoolExecutor(len(socks)) as pool:
+            closed = [t for t in pool.map(until_closed, socks) if t is not None]
+    for sock in socks:
+        sock.close()
+    return (
+        count, len(times), statistics.median(times) if times else None, max(times, default=None), grown,
+        len(closed), statistics.median(closed) if closed else None,
+    )  # fmt: skip
+
+
+def keepalive_requests(url: str) -> tuple[float, float]:
+    """Seconds for 500 sequential /livez on one connection, and for 500 from 8 clients at once."""
+    with requests.Session() as session:
+        session.get(url + "/livez")
+        started = time.perf_counter()
+        for _ in range(500):
+            session.get(url + "/livez")
+        sequential = time.perf_counter() - started
+
+    def client(_: int) -> None:
+        with requests.Session() as session:
+            for _ in range(500 // 8 + 1):
+                session.get(url + "/livez")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(8)))
+    return sequential, time.perf_counter() - started
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO)
@@ -129,6 +210,8 @@ def main() -> None:
             rows.append(
                 (f"8 concurrent {len(bomb) // 1024} KB 39.9 Mpx PNGs", statuses, took, rss, peak, after)
             )
+            stalls = [stalled_connections(url, pid, 64, 45.0), stalled_connections(url, pid, 512, 0)]
+            sequential, concurrent = keepalive_requests(url)
     lines = [
         f"code: {repo}",
         "",
@@ -138,6 +221,16 @@ def main() -> None:
             f"| {name} | {status} | {took:.2f} s | {before:.0f} MiB | {peak:.0f} MiB | {after:.0f} MiB |"
             for name, status, took, before, peak, after in rows
         ),
+        "",
+        "| stalled connections | /livez answered | median | worst | worker RSS growth | closed in 45 s | median close |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {n} | {ok} of 5 | {_s(median)} | {_s(worst)} | {grown:+.1f} MiB | "
+            + (f"{closed} of {n} | {_s(close_at)} |" if n == 64 else "(not waited) | - |")
+            for n, ok, median, worst, grown, closed, close_at in stalls
+        ),
+        "",
+        f"500 keep-alive /livez one after another: {sequential:.2f} s; 500 from 8 clients at once: {concurrent:.2f} s",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -244,6 +244,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # for multipart framing around an upload of the maximum size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_download_bytes + 64 * 1024
     svc = Service.from_settings(settings)
+    # For stl serve's worker (handlers.http_worker), which reads requests before this app sees them.
+    app.config["REQUEST_HEAD_TIMEOUT_S"] = settings.request_head_timeout_s
+    app.config["REQUEST_BODY_TIMEOUT_S"] = settings.request_body_timeout_s
+    app.config["REQUEST_SPOOL"] = svc.store.spool
     instrument(svc.store)
     app.extensions["stl"] = svc
     _use_gunicorn_logging(settings.log_format)

@@ -6,7 +6,10 @@ Defaults, each overridable by the arguments (later options win) or by
 * bind ``$API_HOST:$API_PORT`` (the 2019 names; ``PORT`` is an alias of ``API_PORT``),
   by default ``0.0.0.0:8080``, ``$WEB_CONCURRENCY`` workers (2), ``$THREADS`` threads each (4):
   threads keep a worker answering polls while its training thread computes;
-* ``--timeout 120``: a gthread worker's heartbeat comes from its main loop, but the
+* ``--worker-class handlers.http_worker.RequestReadingWorker``: gunicorn's threaded worker,
+  except that a request is read whole, under head and body deadlines, before a thread takes it,
+  so that stalled clients cost no thread (plain HTTP/1.x: TLS and HTTP/2 end in front);
+* ``--timeout 120``: the worker's heartbeat comes from its main loop, but the
   first inference builds the base network and can hold a request for a while;
 * ``--graceful-timeout 30``; a stopping worker hands its training threads' leases over
   (``handlers.training.hand_over_running``) and every worker resumes stalled jobs;
@@ -30,6 +33,7 @@ import tempfile
 from collections.abc import MutableMapping, Sequence
 
 APP = "handlers.wsgi:app"
+WORKER = "handlers.http_worker.RequestReadingWorker"
 
 
 def _given(argv: Sequence[str], *flags: str) -> bool:
@@ -55,7 +59,7 @@ def gunicorn_argv(argv: Sequence[str], env: dict[str, str] | None = None) -> lis
         defaults += ["--no-control-socket"]
     defaults += [
         "--workers", env.get("WEB_CONCURRENCY") or "2",
-        "--worker-class", "gthread",
+        "--worker-class", WORKER,
         "--threads", env.get("THREADS") or "4",
         "--timeout", "120",
         "--graceful-timeout", "30",

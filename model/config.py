@@ -43,6 +43,13 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def _seconds(name: str, default: float) -> float:
+    value = _float(name, default)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"environment variable {name} must be a positive number of seconds, got {value}")
+    return value
+
+
 def _train_percentage(default: int) -> int:
     """TRAIN_PERCENTAGE as a percentage (80) or, the 2019 form, a fraction (0.8)."""
     raw = os.environ.get("TRAIN_PERCENTAGE", "").strip()
@@ -206,6 +213,10 @@ class Settings:
     #: Wrong tokens one client address may offer within the window before it is locked out.
     signin_max_failures: int = 5
     signin_window_s: float = 60.0
+    #: `stl serve`: seconds a request's head may take from the connection's start, and a body may
+    #: pause between two reads, before the connection is closed with 408 (handlers.http_worker).
+    request_head_timeout_s: float = 10.0
+    request_body_timeout_s: float = 30.0
     lease_ttl: float = 30.0
     retry_backoff: float = 5.0  # seconds before a transient job error may retry; doubles per attempt
     #: URI prefixes a client may name as model.uri (the server's own store is always allowed).
@@ -265,6 +276,8 @@ class Settings:
             forwarded_allow_ips=_list("FORWARDED_ALLOW_IPS") or d.forwarded_allow_ips,
             signin_max_failures=_int("SIGNIN_MAX_FAILURES", d.signin_max_failures),
             signin_window_s=_float("SIGNIN_WINDOW_S", d.signin_window_s),
+            request_head_timeout_s=_seconds("REQUEST_HEAD_TIMEOUT_S", d.request_head_timeout_s),
+            request_body_timeout_s=_seconds("REQUEST_BODY_TIMEOUT_S", d.request_body_timeout_s),
             lease_ttl=_float("LEASE_TTL", d.lease_ttl),
             retry_backoff=_float("RETRY_BACKOFF", d.retry_backoff),
             model_uri_allow=_list("MODEL_URI_ALLOW"),

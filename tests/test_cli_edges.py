@@ -103,6 +103,14 @@ def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:
             {"DATA_LIMIT": "few"},
             "DATA_LIMIT must be 0 (balance labels), a positive count, or none, got 'few'",
         ),
+        (
+            {"REQUEST_HEAD_TIMEOUT_S": "0"},
+            "environment variable REQUEST_HEAD_TIMEOUT_S must be a positive number of seconds, got 0.0",
+        ),
+        (
+            {"REQUEST_BODY_TIMEOUT_S": "inf"},
+            "environment variable REQUEST_BODY_TIMEOUT_S must be a positive number of seconds, got inf",
+        ),
     ],
 )
 def test_settings_that_cannot_be_honoured_stop_at_start(tmp_path: Path, env: dict, message: str) -> None:

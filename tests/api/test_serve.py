@@ -18,7 +18,7 @@ def test_defaults() -> None:
     assert argv[-1] == APP
     assert option(argv, "--bind") == ["0.0.0.0:8080"]
     assert option(argv, "--workers") == ["2"]
-    assert option(argv, "--worker-class") == ["gthread"]
+    assert option(argv, "--worker-class") == ["handlers.http_worker.RequestReadingWorker"]
     assert option(argv, "--timeout") == ["120"]
     assert "--preload" not in argv
 
@@ -60,7 +60,7 @@ def test_help_shows_the_options_stl_serve_uses(tmp_path: Path) -> None:
     for option in (
         "--bind 0.0.0.0:8080",
         "--workers 3",
-        "--worker-class gthread",
+        "--worker-class handlers.http_worker.RequestReadingWorker",
         "--threads 4",
         "--timeout 120",
     ):
