@@ -122,6 +122,17 @@ class _Graph:
                 array = np.frombuffer(bytes(bytearray(data)), dtype).reshape(tensor.shape)
                 self.constants[index] = array.astype(np.float64) if dtype == np.float32 else array
 
+    def projections(self) -> list[tuple[int, int]]:
+        """(projection, ADD output) tensor pairs: each ADD input that a CONV_2D computed."""
+        made_by = {op.outputs[0]: _op_name(self.model, op) for op in self.graph.operators}
+        return [
+            (i, op.outputs[0])
+            for op in self.graph.operators
+            if _op_name(self.model, op) == "ADD"
+            for i in op.inputs
+            if made_by.get(i) == "CONV_2D"
+        ]
+
     def run(self, image: np.ndarray) -> dict[int, np.ndarray]:
         """Every activation tensor's value for one (1, h, w, 3) float input."""
         values: dict[int, np.ndarray] = {self.graph.inputs[0]: image.astype(np.float64)}
@@ -154,8 +165,18 @@ class _Graph:
         return values
 
 
-def exact_ranges(model_bytes: bytes, images: Iterable[np.ndarray]) -> dict[int, tuple[float, float]]:
+#: How a residual block's projection (the convolution an ADD adds to its shortcut) is ranged:
+#: "own", its own values' range; "add", the union of that and the ADD's output range, as
+#: TensorFlow's calibrator gave it (issue 39 measures both).
+RESIDUAL_RANGES = ("own", "add")
+
+
+def exact_ranges(
+    model_bytes: bytes, images: Iterable[np.ndarray], residual: str = "own"
+) -> dict[int, tuple[float, float]]:
     """Each activation tensor's (min, max) over ``images``, computed in float64, rounded to float32."""
+    if residual not in RESIDUAL_RANGES:
+        raise BaseModelError(f"exact calibration: residual ranges must be one of {RESIDUAL_RANGES}")
     graph = _Graph(model_bytes)
     low: dict[int, float] = {}
     high: dict[int, float] = {}
@@ -163,16 +184,22 @@ def exact_ranges(model_bytes: bytes, images: Iterable[np.ndarray]) -> dict[int, 
         for index, value in graph.run(image).items():
             low[index] = min(low.get(index, np.inf), float(value.min()))
             high[index] = max(high.get(index, -np.inf), float(value.max()))
+    if residual == "add":
+        for projection, added in graph.projections():
+            low[projection] = min(low[projection], low[added])
+            high[projection] = max(high[projection], high[added])
     return {i: (float(np.float32(low[i])), float(np.float32(high[i]))) for i in low}
 
 
-def with_exact_ranges(calibrated: bytes, float_model: bytes, images: Iterable[np.ndarray]) -> bytes:
+def with_exact_ranges(
+    calibrated: bytes, float_model: bytes, images: Iterable[np.ndarray], residual: str = "own"
+) -> bytes:
     """``calibrated`` (TensorFlow's calibration of ``float_model``) with every recorded range
     replaced by the exact one; a tensor TensorFlow recorded that the float64 pass did not
     compute is refused."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    ranges = exact_ranges(float_model, images)
+    ranges = exact_ranges(float_model, images, residual)
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
     for index, tensor in enumerate(model.subgraphs[0].tensors):
         q = tensor.quantization

