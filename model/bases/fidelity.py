@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from model.bases.litert import Int8Base
-from model.bases.quantize import lite_keras, normalise
-from model.bases.registry import BaseSpec, keras_name, packaged_state_dict
+from model.bases.quantize import normalise
+from model.bases.registry import BaseSpec, packaged_network
 from model.data.images import decode_squares
 from model.identity.views import VIEWS, tensor_sizes, view_of
 
@@ -54,15 +54,7 @@ def held_out_images(size: int) -> np.ndarray:
 
 def float_network(spec: BaseSpec) -> Any:
     """A packaged base's float Keras network (unfolded), taking (pixel - 127) / 128."""
-    return lite_keras(
-        packaged_state_dict(spec),
-        spec.native_size,
-        spec.width,
-        spec.depth,
-        keras_name(spec),
-        spec.tap_stage,
-        folded=False,
-    )
+    return packaged_network(spec, folded=False)
 
 
 def float_features(network: Any, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -75,6 +67,10 @@ def float_features(network: Any, pixels: np.ndarray, batch: int = 16) -> np.ndar
 
 def cosines(base: Int8Base, pixels: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Per image: cosine similarity of the int8 base's features and ``reference`` (the float ones)."""
-    got = base.features(pixels).astype(np.float64)
-    ref = reference.astype(np.float64)
-    return (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    return row_cosines(base.features(pixels), reference)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b``, in float64."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

@@ -187,25 +187,12 @@ def lite_keras(
         load_weights,
     )
 
-    # The Keras name ends up in the file's tensor names, so it is part of the pinned bytes.
     model = build_lite(False, size, width, depth, f"efficientnet_{name}", tap_stage, folded=folded)
     weights = convert_lite_state_dict(state_dict, width, depth)
     load_weights(model, fold_batch_norms(weights) if folded else weights)
     # Our int8 input already is (pixel - 127) / 128: drop the model's own normalisation layer.
     core = keras.Model(model.get_layer("normalize").output, model.output)
     return normalised_input_model(core)
-
-
-def lite_int8(
-    state_dict: dict[str, np.ndarray],
-    size: int,
-    width: float = 1.0,
-    depth: float = 1.0,
-    name: str = "lite0",
-    tap_stage: int = 0,
-) -> bytes:
-    """EfficientNet-Lite (from its PyTorch state dict) as an int8 feature extractor."""
-    return to_int8(lite_keras(state_dict, size, width, depth, name, tap_stage), size, exact=True)
 
 
 def keras_app_int8(name: str, h5_path: str, size: int) -> bytes:

@@ -23,6 +23,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model.bases.litert import RUNTIME, Int8Base
 from model.config import Settings
@@ -256,18 +257,23 @@ def packaged_state_dict(spec: BaseSpec) -> dict:
     return load_legacy_state_dict(Path(model_file.get_model_file_path()).read_bytes())
 
 
-def keras_name(spec: BaseSpec) -> str:
-    """The name the Keras model is built under: it ends up in the int8 file's tensor names."""
-    return spec.name.removeprefix("efficientnet-").replace("-", "_")
+def packaged_network(spec: BaseSpec, folded: bool = True) -> Any:
+    """A packaged base's Keras network, taking (pixel - 127) / 128 (``quantize.lite_keras``):
+    batch norms folded for the int8 conversion, or unfolded, the float network as published."""
+    from model.bases.quantize import lite_keras
+
+    # The Keras name ends up in the int8 file's tensor names, so it is part of the pinned bytes.
+    name = spec.name.removeprefix("efficientnet-").replace("-", "_")
+    return lite_keras(
+        packaged_state_dict(spec), spec.native_size, spec.width, spec.depth, name, spec.tap_stage, folded
+    )
 
 
 def convert_packaged(spec: BaseSpec) -> bytes:
     """Convert a packaged base to int8 and check the result against its pin."""
-    from model.bases.quantize import lite_int8
+    from model.bases.quantize import to_int8
 
-    data = lite_int8(
-        packaged_state_dict(spec), spec.native_size, spec.width, spec.depth, keras_name(spec), spec.tap_stage
-    )
+    data = to_int8(packaged_network(spec), spec.native_size, exact=True)
     got = sha1_bytes(data)
     if got != spec.int8_sha1:
         raise BaseModelError(
