@@ -123,3 +123,47 @@ def test_base_store_with_other_bytes_than_the_pin_is_refused(tmp_path: Path, bar
         f"but it is pinned to {LITE2_INT8}"
     )
     assert not LocalStore(tmp_path / "data").has(forged)
+
+
+@pytest.mark.parametrize("ref", [b'{"name": "efficientnet-lite2"}', b"not json", b'{"weights_sha1": 7}'])
+def test_a_base_store_ref_that_is_no_record_is_one_line_naming_base_store(
+    tmp_path: Path, bare: dict, ref: bytes
+) -> None:
+    """Issue 44, defect 8: a ref without weights_sha1 was a KeyError traceback (500 on /train)."""
+    LocalStore(tmp_path / "team-store").set_ref("bases/efficientnet-lite2", ref)
+    env = {**bare, "BASE_STORE": str(tmp_path / "team-store")}
+    run = run_stl(["base", "ensure"], tmp_path / "data", env=env)
+    assert run.code == 1 and "Traceback" not in run.err
+    assert run.error_line == (
+        f"stl: error: BASE_STORE {tmp_path / 'team-store'}: its ref bases/efficientnet-lite2 is not a base "
+        "record (a JSON object whose weights_sha1 is a sha1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "bytes_of, why",
+    [
+        (lambda lite0: b"\0\0\0\0TFL3 a header and nothing else", "efficientnet-b0 is not a LiteRT model: "),
+        (lambda lite0: lite0[: len(lite0) // 2], "efficientnet-b0 is not a LiteRT model: "),
+        (lambda lite0: lite0, "it is the published file of efficientnet-lite0"),
+    ],
+)
+def test_an_imported_base_from_base_store_is_checked_before_anything_is_recorded(
+    tmp_path: Path, bare: dict, base_cache: Path, bytes_of, why: str
+) -> None:
+    """Issue 44, defect 8: a TFL3 blob, a truncated file or another base's file in BASE_STORE was
+    taken as efficientnet-b0 and its record copied, to fail later or train under the wrong name."""
+    team = LocalStore(tmp_path / "team-store")
+    forged = team.put(bytes_of(LocalStore(base_cache).get(LITE0_INT8)))
+    team.set_ref(
+        "bases/efficientnet-b0", json.dumps({"name": "efficientnet-b0", "weights_sha1": forged}).encode()
+    )
+    env = {**bare, "BASE_STORE": str(tmp_path / "team-store")}
+    run = run_stl(["base", "ensure", "--base", "efficientnet-b0"], tmp_path / "data", env=env)
+    assert run.code == 1 and "Traceback" not in run.err
+    assert run.error_line.startswith(
+        f"stl: error: BASE_STORE {tmp_path / 'team-store'} holds efficientnet-b0 as {forged}, which is refused: {why}"
+    )
+    assert run.err.strip().splitlines()[-1] == run.error_line  # one line, the last
+    local = LocalStore(tmp_path / "data")
+    assert local.get_ref("bases/efficientnet-b0") is None and not local.has(forged)

@@ -38,3 +38,19 @@ def test_repeated_rows_train_once_per_image_and_keep_every_row(tmp_path: Path) -
     (name,) = store.list_refs(f"models/{manifest['model_sha1']}/runs")
     record = json.loads(store.get(store.get_ref(name).decode()))  # type: ignore[union-attr]
     assert record["cache"]["base_forward"] == 72  # one forward pass per distinct image
+
+
+def test_a_label_whose_rows_are_one_photo_is_a_permanent_one_line_error(tmp_path: Path) -> None:
+    """Issue 44, defect 4: each label's photos copies of one picture crashed the head's folds
+    (ZeroDivisionError, marked transient, so every poll restarted it)."""
+    for label, picture in (("cats", "checks/000.png"), ("dogs", "dots/000.png")):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for name in ("1.png", "2.png", "3.png"):
+            shutil.copyfile(EXAMPLE / "images" / picture, tmp_path / "photos" / label / name)
+    shutil.copyfile(EXAMPLE / "images" / "dots/001.png", tmp_path / "photos" / "dogs" / "4.png")
+    run = run_stl(["train", str(tmp_path / "photos"), *CHEAP], tmp_path / "data")
+    assert run.code == 1
+    message = "label 'cats' has 3 rows but 1 distinct photo: a classifier needs at least 2 different photos per label"
+    assert run.err.strip().splitlines()[-1] == f"stl: error: {message}"
+    assert run.json["status"] == "error" and run.json["error_kind"] == "permanent"
+    assert run.json["message"] == message

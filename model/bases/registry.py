@@ -30,7 +30,7 @@ from model.config import Settings
 from model.errors import BaseModelError, BaseUnavailable, InvalidRequest
 from model.identity.refs import base_ref
 from store import LocalStore, ObjectStore, open_store
-from store.hashing import sha1_bytes
+from store.hashing import is_sha1, sha1_bytes
 
 TFLITE_MAGIC = b"TFL3"
 
@@ -159,7 +159,7 @@ def ensure_base(
     spec = get_spec(name)
     raw = store.get_ref(base_ref(name))
     if raw is not None:
-        sha1 = json.loads(raw)["weights_sha1"]
+        sha1 = _recorded_sha1(raw, f"the store's ref {base_ref(name)}")
         if store.has(sha1):
             return spec, sha1
     cache_dir = cache_dir or default_cache_dir()
@@ -210,7 +210,7 @@ def _from_base_store(spec: BaseSpec, uri: str, cache_dir: str) -> tuple[bytes, b
     """
     other = open_store(uri, cache_dir)
     raw = other.get_ref(base_ref(spec.name))
-    sha1 = json.loads(raw)["weights_sha1"] if raw is not None else spec.int8_sha1
+    sha1 = _recorded_sha1(raw, f"BASE_STORE {uri}: its ref {base_ref(spec.name)}") if raw else spec.int8_sha1
     if not sha1 or not other.has(sha1):
         return None
     if spec.packaged and sha1 != spec.int8_sha1:
@@ -218,8 +218,41 @@ def _from_base_store(spec: BaseSpec, uri: str, cache_dir: str) -> tuple[bytes, b
             f"BASE_STORE {uri} holds {spec.name} as {sha1}, but it is pinned to {spec.int8_sha1}"
         )
     data = other.get(sha1)
+    if not spec.packaged:  # not pinned: checked as `stl base import` checks its conversion
+        try:
+            check_int8_file(spec, data)
+        except BaseModelError as e:
+            raise BaseModelError(
+                f"BASE_STORE {uri} holds {spec.name} as {sha1}, which is refused: {e}"
+            ) from None
     record = raw if raw is not None else _record(spec, sha1, _packaged_source(spec))
     return data, record
+
+
+def _recorded_sha1(raw: bytes, what: str) -> str:
+    """The int8 sha1 a base record names; BaseModelError naming ``what`` if it is no record."""
+    try:
+        sha1 = json.loads(raw)["weights_sha1"]
+    except (ValueError, KeyError, TypeError):
+        sha1 = None
+    if not is_sha1(sha1):
+        raise BaseModelError(f"{what} is not a base record (a JSON object whose weights_sha1 is a sha1)")
+    return sha1
+
+
+def check_int8_file(spec: BaseSpec, data: bytes) -> None:
+    """Refuse ``data`` as ``spec``'s int8 file unless LiteRT runs it whole on XNNPACK with int8 input
+    and output of the base's feature size, and it is not a packaged base's published file."""
+    if data[4:8] != TFLITE_MAGIC:
+        raise BaseModelError("it is not a LiteRT model")
+    sha1 = sha1_bytes(data)
+    for other in BASES.values():
+        if other.packaged and other.int8_sha1 == sha1:
+            raise BaseModelError(f"it is the published file of {other.name}")
+    base = Int8Base(data, spec.name)
+    base._resize(spec.native_size)  # XNNPACK must run the graph whole
+    if base.dim != spec.feature_dim:
+        raise BaseModelError(f"it gives {base.dim} features, not {spec.feature_dim}")
 
 
 def _missing_for_conversion(spec: BaseSpec) -> str:
@@ -318,7 +351,7 @@ def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | N
         f.write(data)
         f.flush()
         int8 = keras_app_int8(name, f.name, spec.native_size)
-    Int8Base(int8, name)._resize(spec.native_size)  # refuse now what XNNPACK would not run whole
+    check_int8_file(spec, int8)  # refuse now what XNNPACK would not run whole
     sha1 = store.put(int8)
     source = {"file": spec.source_file, "sha1": store.put(data), "sha256": digest}
     store.set_ref(base_ref(name), _record(spec, sha1, source))

@@ -39,6 +39,13 @@ def split_rows(
             ranked = ranked[:data_limit]
         if len(ranked) < 2:
             raise CsvError(f"label {label!r} has {len(ranked)} image(s); at least 2 are needed to split")
+        # Rows of one photo are one example to the head (weighted), and its folds need two.
+        distinct = len({r.sha1 for r in ranked})
+        if distinct < 2:
+            raise CsvError(
+                f"label {label!r} has {len(ranked)} rows but {distinct} distinct photo: "
+                f"a classifier needs at least 2 different photos per label"
+            )
         if train_percentage == 100:  # validation comes from the head's cross-validation folds
             train.extend(ranked)
             continue
