@@ -96,7 +96,7 @@ def photos_csv(service: Service, body: dict[str, Any]) -> str:
             store.get(sha1), f"zip {sha1}", settings.max_download_bytes, settings.max_unzipped_bytes
         )
     else:
-        files = {f["path"]: f["sha1"] for f in body["folder"]["files"]}
+        files = [(f["path"], f["sha1"]) for f in body["folder"]["files"]]
         tree = StoredTree(store, files, "the folder")
     return store_photos(store, tree, settings.max_csv_rows).csv_sha1
 

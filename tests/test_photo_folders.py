@@ -16,8 +16,8 @@ import pytest
 from stl_testing import FAST, run_stl, sha1_of, small_dataset
 
 from model.data.photo_csv import list_photos
-from model.data.photo_trees import FolderTree, ZipTree
-from model.errors import DataError
+from model.data.photo_trees import FolderTree, StoredTree, ZipTree
+from model.errors import CsvError, DataError
 from store import LocalStore
 
 #: small_dataset's 12 images (4 per label), as the CSV it writes and the folder becomes.
@@ -180,3 +180,62 @@ def test_every_photo_format_the_decoder_reads_is_listed(fmt: str) -> None:
     Image.new("RGB", (8, 8)).save(out, fmt)
     assert looks_like_image(out.getvalue()[:16])
     assert not looks_like_image(b"path,label,sha1\n")
+
+
+def test_a_zip_with_one_entry_twice(tmp_path: Path, photos: Path) -> None:
+    """Issue 44, defect 9: two entries of one name with other bytes; the last silently won."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for label in ("dots", "checks"):
+            z.write(photos / label / "000.png", f"{label}/000.png")
+            z.write(photos / label / "001.png", f"{label}/001.png")
+        z.writestr("dots/000.png", (photos / "dots" / "002.png").read_bytes())
+    (tmp_path / "twice.zip").write_bytes(out.getvalue())
+    assert _refused(tmp_path, tmp_path / "twice.zip") == (
+        f"stl: error: {tmp_path / 'twice.zip'}: entry 'dots/000.png' appears twice"
+    )
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("dots/a\x1b[31mred.png", "'dots/a\\x1b[31mred.png' has a control character"),
+        ("dots\r\n/000.png", "'dots\\r\\n/000.png' has a control character"),
+        ("dots /000.png", "label folder 'dots ' has white space at its start or end ('dots /000.png')"),
+        ("   /000.png", "label folder '   ' has white space at its start or end ('   /000.png')"),
+    ],
+)
+def test_control_characters_and_white_space_in_labels_are_refused_before_anything_is_stored(
+    tmp_path: Path, photos: Path, name: str, said: str
+) -> None:
+    """Issue 44, defects 10 and 11: an ESC reached the terminal raw, a NUL label wrote a CSV that
+    Python 3.10 cannot read, and ``dots `` joined ``dots`` while the stored CSV said ``dots ``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for label in ("dots", "checks"):
+            z.write(photos / label / "001.png", f"{label}/001.png")
+            z.write(photos / label / "002.png", f"{label}/002.png")
+        z.write(photos / "stripes" / "000.png", name)
+    (tmp_path / "names.zip").write_bytes(out.getvalue())
+    assert _refused(tmp_path, tmp_path / "names.zip") == f"stl: error: {tmp_path / 'names.zip'}: {said}"
+
+
+def test_a_csv_label_with_a_control_character_is_refused() -> None:
+    from model.data.csvfile import parse_csv
+
+    sha1 = "ab" * 20
+    with pytest.raises(CsvError, match=r"CSV line 2: label 'b\\x07ell' has a control character"):
+        parse_csv(f"a.png,cats,{sha1}\nb.png,b\x07ell,{sha1}\n".encode(), 100)
+
+
+def test_an_uploaded_folder_with_a_path_twice_or_a_nul_is_refused(tmp_path: Path, photos: Path) -> None:
+    """Issue 44, defects 9 and 10, the page's folder upload (paths and sha1s in a JSON body)."""
+    store = LocalStore(tmp_path / "store")
+    a, b = (store.put((photos / "dots" / f"00{i}.png").read_bytes()) for i in (0, 1))
+    c = store.put((photos / "checks" / "000.png").read_bytes())
+    files = [("dots/0.png", a), ("checks/0.png", c), ("dots/0.png", b)]
+    with pytest.raises(DataError, match=r"^the folder: 'dots/0\.png' is listed twice$"):
+        StoredTree(store, files, "the folder")
+    tree = StoredTree(store, [("dots/0.png", a), ("dots/1.png", b), ("che\x00cks/0.png", c)], "the folder")
+    with pytest.raises(DataError, match=r"^the folder: 'che\\x00cks/0.png' has a control character$"):
+        list_photos(tree, 100)

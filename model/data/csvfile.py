@@ -129,6 +129,11 @@ def check_labels(rows: list[Row], allow_conflicts: bool = False, max_labels: int
             )
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0/C1 control or DEL: raw on a terminal, or a CSV Python 3.10 refuses."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def _add_row(rows: list[Row], n: int, fields: list[str], columns: Columns, max_rows: int) -> None:
     if len(fields) != columns.width:
         expected = ",".join(columns.names) if columns.names else "<image_url>,<label>,<sha1>"
@@ -138,6 +143,8 @@ def _add_row(rows: list[Row], n: int, fields: list[str], columns: Columns, max_r
         raise CsvError(f"CSV line {n}: empty image URL")
     if not label:
         raise CsvError(f"CSV line {n}: empty label")
+    if has_control_character(label):
+        raise CsvError(f"CSV line {n}: label {label!r} has a control character")
     if columns.sha1 is None:
         raise CsvError(
             f"CSV line {n}: no sha1 for {source} (an image URL needs one; a local file's is computed)"

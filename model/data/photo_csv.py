@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from model.data.csvfile import has_control_character
 from model.data.photo_trees import PhotoTree, is_hidden
 from model.errors import CsvError, DataError
 from store import ObjectStore
@@ -66,6 +67,7 @@ def list_photos(tree: PhotoTree, max_rows: int) -> Listing:
         elif not looks_like_image(tree.head(path)):
             skipped["not an image"] += 1
         else:
+            check_label_path(tree.name, path, parts[0])
             rows.append((path, parts[0]))
             if len(rows) > max_rows:
                 raise CsvError(f"{tree.name} has more than {max_rows} images (MAX_CSV_ROWS)")
@@ -81,6 +83,16 @@ def list_photos(tree: PhotoTree, max_rows: int) -> Listing:
             f"{tree.name} has one label folder ({listing.labels[0]}): a classifier needs at least two{said}"
         )
     return listing
+
+
+def check_label_path(tree: str, path: str, label: str) -> None:
+    """Refuse, before anything is stored, a photo path with a control character (it would reach
+    a terminal and the CSV raw) or a label folder with white space at either end (the CSV reader
+    strips it, so ``cats `` would silently join ``cats``)."""
+    if has_control_character(path):
+        raise DataError(f"{tree}: {path!r} has a control character")
+    if label != label.strip():
+        raise DataError(f"{tree}: label folder {label!r} has white space at its start or end ({path!r})")
 
 
 def describe_skipped(skipped: dict[str, int]) -> str:

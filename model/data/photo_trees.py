@@ -13,7 +13,7 @@ import os
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -109,6 +109,8 @@ class ZipTree:
             total += info.file_size
             if total > max_total_bytes:
                 raise DataError(f"{name} unpacks to more than {max_total_bytes} bytes (MAX_UNZIPPED_BYTES)")
+            if info.filename in entries:  # which copy an unzipper keeps is its own choice
+                raise DataError(f"{name}: entry {info.filename!r} appears twice")
             entries[info.filename] = info
         prefix = _single_top_folder([e for e in entries if not is_hidden(e)])
         self._paths = {e.removeprefix(prefix): info for e, info in entries.items()}
@@ -170,15 +172,18 @@ class StoredTree:
     """Files already uploaded to the store, by the paths they had in a folder (a browser's
     folder upload): read and verified from the store, never from a path."""
 
-    def __init__(self, store: ObjectStore, files: dict[str, str], name: str) -> None:
+    def __init__(self, store: ObjectStore, files: Iterable[tuple[str, str]], name: str) -> None:
         self.name = name
         self._store = store
-        for path, sha1 in files.items():
+        self._files: dict[str, str] = {}
+        for path, sha1 in files:
             if not is_relative_inside(path):
                 raise DataError(f"{name}: {path!r} is not a path inside the folder")
+            if path in self._files:
+                raise DataError(f"{name}: {path!r} is listed twice")
             if not store.has(sha1):
                 raise DataError(f"{name}: {path} ({sha1}) is not in the store; upload it to /objects first")
-        self._files = dict(files)
+            self._files[path] = sha1
 
     def files(self) -> Iterator[str]:
         yield from self._files
