@@ -98,7 +98,7 @@ def photos_csv(service: Service, body: dict[str, Any]) -> str:
     else:
         files = [(f["path"], f["sha1"]) for f in body["folder"]["files"]]
         tree = StoredTree(store, files, "the folder")
-    return store_photos(store, tree, settings.max_csv_rows).csv_sha1
+    return store_photos(store, tree, settings.max_csv_rows, settings.min_free_bytes).csv_sha1
 
 
 def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,9 @@ def store_photo_source(ctx: Context, path: str) -> PhotoCsv | None:
     its training CSV; None for anything else (a CSV file, a URL)."""
     settings = ctx.settings
     tree = open_photo_tree(path, settings.max_download_bytes, settings.max_unzipped_bytes)
-    return store_photos(ctx.store, tree, settings.max_csv_rows) if tree is not None else None
+    if tree is None:
+        return None
+    return store_photos(ctx.store, tree, settings.max_csv_rows, settings.min_free_bytes)
 
 
 @dataclass

@@ -239,3 +239,31 @@ def test_an_uploaded_folder_with_a_path_twice_or_a_nul_is_refused(tmp_path: Path
     tree = StoredTree(store, [("dots/0.png", a), ("dots/1.png", b), ("che\x00cks/0.png", c)], "the folder")
     with pytest.raises(DataError, match=r"^the folder: 'che\\x00cks/0.png' has a control character$"):
         list_photos(tree, 100)
+
+
+def test_a_zip_that_would_fill_the_disk_is_refused_by_its_stated_sizes(tmp_path: Path, photos: Path) -> None:
+    """Issue 44, defect 3: MIN_FREE_BYTES was checked after the unpack; a 0.5 MB zip of ten 50 MB
+    entries took a 400 MB store to 45 MB free. Its stated sizes are weighed first now."""
+    from model.data.photo_csv import store_photos
+    from store.errors import StoreUnwritable
+
+    archive = _zip(photos, None)
+    tree = ZipTree(archive, "photos.zip", 10**6, 10**9)
+    need = sum(tree.new_bytes(path) for path, _ in list_photos(tree, 100).rows)
+    assert need == sum(f.stat().st_size for f in photos.glob("*/*.png"))
+    store = LocalStore(tmp_path / "store")
+    store.free_bytes = lambda: need + 999  # type: ignore[method-assign]
+    with pytest.raises(StoreUnwritable) as refused:
+        store_photos(store, tree, 100, min_free_bytes=1000)
+    assert str(refused.value) == (
+        f"photos.zip holds {need:,} bytes of photos; the store's disk has {need + 999:,} bytes free "
+        "and keeps MIN_FREE_BYTES (1,000) free"
+    )
+    assert store.list_objects() == []
+    assert store_photos(store, tree, 100, min_free_bytes=999).csv_sha1 == CSV_SHA1
+    # Photos already in the store (a folder upload) add nothing, so nothing is weighed.
+    stored = StoredTree(
+        store, [(p, store.put(tree.read(p))) for p, _ in list_photos(tree, 100).rows], "the folder"
+    )
+    store.free_bytes = lambda: 0  # type: ignore[method-assign]
+    assert store_photos(store, stored, 100, min_free_bytes=1000).csv_sha1 == CSV_SHA1

@@ -20,6 +20,7 @@ from model.data.csvfile import has_control_character
 from model.data.photo_trees import PhotoTree, is_hidden
 from model.errors import CsvError, DataError
 from store import ObjectStore
+from store.errors import StoreUnwritable
 
 #: The first bytes of the photo formats the decoder reads (WebP: "RIFF", a size, then "WEBP";
 #: AVIF: a box size, then "ftypavif" or "ftypavis").
@@ -124,8 +125,18 @@ class PhotoCsv:
         }
 
 
-def store_photos(store: ObjectStore, tree: PhotoTree, max_rows: int) -> PhotoCsv:
-    """Store each image of ``tree`` and then its training CSV (listed and checked first)."""
+def store_photos(store: ObjectStore, tree: PhotoTree, max_rows: int, min_free_bytes: int = 0) -> PhotoCsv:
+    """Store each image of ``tree`` and then its training CSV (listed and checked first).
+
+    StoreUnwritable, with nothing stored, when the images would leave the store's disk with less
+    than ``min_free_bytes`` free (a zip's stated sizes count: ten 50 MB entries in 0.5 MB)."""
     listing = list_photos(tree, max_rows)
+    need = sum(tree.new_bytes(path) for path, _label in listing.rows)
+    free = store.free_bytes() if need else None
+    if free is not None and need > free - min_free_bytes:
+        raise StoreUnwritable(
+            f"{tree.name} holds {need:,} bytes of photos; the store's disk has {free:,} bytes free "
+            f"and keeps MIN_FREE_BYTES ({min_free_bytes:,}) free"
+        )
     sha1s = [store.put(tree.read(path)) for path, _label in listing.rows]
     return PhotoCsv(store.put(photo_csv(listing, sha1s)), listing)

@@ -40,6 +40,10 @@ class PhotoTree(Protocol):
         """The file's bytes (each within the tree's per-file limit)."""
         ...
 
+    def new_bytes(self, path: str) -> int:
+        """The bytes storing the file would add at most (0 where it is in the store already)."""
+        ...
+
 
 class FolderTree:
     """A directory on this machine. A linked file is read only if it stays inside the folder."""
@@ -73,6 +77,9 @@ class FolderTree:
     def head(self, path: str) -> bytes:
         with open(self._path(path), "rb") as f:
             return f.read(HEAD_BYTES)
+
+    def new_bytes(self, path: str) -> int:
+        return self._path(path).stat().st_size
 
     def read(self, path: str) -> bytes:
         with open(self._path(path), "rb") as f:
@@ -130,6 +137,9 @@ class ZipTree:
 
     def files(self) -> Iterator[str]:
         yield from self._paths
+
+    def new_bytes(self, path: str) -> int:
+        return self._paths[path].file_size  # what it states; reading never inflates past it
 
     def _read(self, path: str, n: int) -> bytes:
         try:
@@ -190,6 +200,9 @@ class StoredTree:
 
     def head(self, path: str) -> bytes:
         return self.read(path)[:HEAD_BYTES]
+
+    def new_bytes(self, path: str) -> int:
+        return 0
 
     def read(self, path: str) -> bytes:
         return self._store.get(self._files[path])
