@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .cas import ObjectStore, object_key
-from .errors import unwritable
+from .errors import StoreError, StoreUnwritable, unwritable
 from .files import staged_copy
 from .transport import Entry, Transport, check_key, check_prefix
 
@@ -62,12 +62,21 @@ def _content_tag(fd: int) -> str:
 class LocalTransport(Transport):
     verify_before_put = True
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], read_only: bool = False) -> None:
         self.root = Path(root).absolute()
         self.location = f"local:{self.root}"
         self._tmp = self.root / "tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if read_only:  # another party's store (BASE_STORE): nothing here may create or change it
+            if not self.root.is_dir():
+                raise StoreError(f"{self.root} is not a folder")
+        else:
+            self._tmp.mkdir(parents=True, exist_ok=True)
         self.staging_dir = str(self._tmp)
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise StoreUnwritable("the store was opened read-only")
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -95,6 +104,7 @@ class LocalTransport(Transport):
     def put(
         self, key: str, src: BinaryIO, size: int, *, if_absent: bool = False, if_tag: str | None = None
     ) -> bool:
+        self._refuse_if_read_only()
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with staged_copy(src, self._tmp) as staged:
@@ -138,11 +148,13 @@ class LocalTransport(Transport):
         return st.st_mtime, st.st_size
 
     def touch(self, key: str) -> None:
+        self._refuse_if_read_only()
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.path(key))
 
     @_writes
     def delete(self, key: str) -> None:
+        self._refuse_if_read_only()
         with self._lock(key), contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
 
@@ -150,8 +162,8 @@ class LocalTransport(Transport):
 class LocalStore(ObjectStore):
     """An ObjectStore on a local directory: the embedded default, and every remote store's cache."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        transport = LocalTransport(root)
+    def __init__(self, root: str | os.PathLike[str], read_only: bool = False) -> None:
+        transport = LocalTransport(root, read_only)
         super().__init__(transport)
         self.root = transport.root
 
@@ -160,9 +172,9 @@ class LocalStore(ObjectStore):
         return self.transport.path(object_key(sha1))  # type: ignore[attr-defined]
 
 
-def open_local(uri: str, data_dir: str) -> ObjectStore:
+def open_local(uri: str, data_dir: str, read_only: bool = False) -> ObjectStore:
     """A bare path, ``local://path`` or ``file://path``."""
-    return LocalStore(uri.split("://", 1)[1] if "://" in uri else uri)
+    return LocalStore(uri.split("://", 1)[1] if "://" in uri else uri, read_only)
 
 
 __all__ = ["LocalStore", "LocalTransport", "open_local"]

@@ -43,15 +43,22 @@ def opener(scheme: str) -> Callable[[str, str], ObjectStore]:
     return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
-def open_store(uri: str | None = None, data_dir: str = "./data") -> ObjectStore:
+def open_store(uri: str | None = None, data_dir: str = "./data", read_only: bool = False) -> ObjectStore:
     """Open the store named by ``uri`` (None or "": the local store at ``data_dir``).
 
     ``data_dir`` holds what a remote store keeps on this machine: its verified
     cache, and for IPFS its refs and CID index. Nothing here reads the environment:
     the caller's settings (``STORE_URI``, ``DATA_DIR``) say which store is meant.
+    ``read_only``: a local store must exist and is neither created nor written (another
+    party's store, read for what it holds); remote stores write nothing there on a read anyway.
     """
     uri = uri or data_dir
-    return opener(scheme_of(uri))(uri, data_dir)
+    scheme = scheme_of(uri)
+    if read_only and scheme in LOCAL_SCHEMES:
+        from .local import open_local
+
+        return open_local(uri, data_dir, read_only=True)
+    return opener(scheme)(uri, data_dir)
 
 
 __all__ = ["LOCAL_SCHEMES", "SCHEMES", "open_store", "opener", "scheme_of"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,25 @@ def test_an_imported_base_from_base_store_is_checked_before_anything_is_recorded
     assert run.err.strip().splitlines()[-1] == run.error_line  # one line, the last
     local = LocalStore(tmp_path / "data")
     assert local.get_ref("bases/efficientnet-b0") is None and not local.has(forged)
+
+
+def test_base_store_is_read_only_and_must_exist(tmp_path: Path, bare: dict, base_cache: Path) -> None:
+    """Issue 44, defect 7: a missing BASE_STORE path was created, and a read-only one failed with
+    "Read-only file system" (its staging folder was made on open)."""
+    missing = tmp_path / "no-such-store"
+    run = run_stl(["base", "ensure"], tmp_path / "data", env={**bare, "BASE_STORE": str(missing)})
+    assert (
+        run.code == 1
+        and run.error_line == f"stl: error: BASE_STORE {missing} cannot be read: {missing} is not a folder"
+    )
+    assert not missing.exists()
+    team = tmp_path / "team-store"
+    shipped = LocalStore(team)
+    shipped.put(LocalStore(base_cache).get(LITE2_INT8))
+    shutil.rmtree(team / "tmp")
+    team.chmod(0o555)  # root writes through modes: what is checked is that nothing appears
+    before = sorted(p.relative_to(team) for p in team.rglob("*"))
+    run = run_stl(["base", "ensure"], tmp_path / "data", env={**bare, "BASE_STORE": str(team)})
+    assert run.code == 0, run.err
+    assert run.json == {"base": "efficientnet-lite2", "weights_sha1": LITE2_INT8}
+    assert sorted(p.relative_to(team) for p in team.rglob("*")) == before

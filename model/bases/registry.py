@@ -29,7 +29,7 @@ from model.bases.litert import RUNTIME, Int8Base
 from model.config import Settings
 from model.errors import BaseModelError, BaseUnavailable, InvalidRequest
 from model.identity.refs import base_ref
-from store import LocalStore, ObjectStore, open_store
+from store import LocalStore, ObjectStore, StoreError, open_store
 from store.hashing import is_sha1, sha1_bytes
 
 TFLITE_MAGIC = b"TFL3"
@@ -208,7 +208,10 @@ def _from_base_store(spec: BaseSpec, uri: str, cache_dir: str) -> tuple[bytes, b
     recorded it (its recipe names the bytes by sha1 either way). A remote store keeps its
     verified copies in the base cache folder.
     """
-    other = open_store(uri, cache_dir)
+    try:
+        other = open_store(uri, cache_dir, read_only=True)
+    except StoreError as e:
+        raise BaseModelError(f"BASE_STORE {uri} cannot be read: {e}") from None
     raw = other.get_ref(base_ref(spec.name))
     sha1 = _recorded_sha1(raw, f"BASE_STORE {uri}: its ref {base_ref(spec.name)}") if raw else spec.int8_sha1
     if not sha1 or not other.has(sha1):
