@@ -15,7 +15,12 @@ measures two things the CV cannot blur:
   900; split 0 is fashion-tiny's 300 and fashion-val's 900 (the benchmark), splits 1-3 train on other
   disjoint 300s of the same 1,200 (``splits``), which makes a difference of a point visible; the
   paired difference against the first row, photo by photo (right here and wrong there, and the
-  reverse).
+  reverse);
+* **a linear probe** (scikit-learn's logistic regression on the original view's features, same
+  splits), which the float network can run too: the accuracy an int8 conversion should reach.
+
+``--fidelity-only`` skips the conversions' recipe training (fidelity and probe only); ``--recipes``
+names the recipes to compare with the pinned bases (none: ``--recipes`` alone).
 
 Variants (``VARIANTS``) take the conversion apart piece by piece. Their int8 files and the float
 features are kept under bench/.work/fidelity/ (gitignored), keyed by variant and base.
