@@ -36,6 +36,9 @@ from store.errors import (
     unwritable,
 )
 
+#: A body over MAX_CONTENT_LENGTH, whether Werkzeug or stl serve's worker (handlers.http_worker) finds it.
+BODY_TOO_LARGE = "request body is larger than the limit (MAX_DOWNLOAD_BYTES)"
+
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +142,7 @@ def too_many_attempts(error: TooManyAttempts) -> Response:
 
 def handle(error: Exception) -> Response:
     if isinstance(error, RequestEntityTooLarge):
-        return error_response(413, "request body is larger than the limit (MAX_DOWNLOAD_BYTES)")
+        return error_response(413, BODY_TOO_LARGE)
     if isinstance(error, HTTPException):
         # Routing errors (404 unknown path, 405 wrong method) from Flask itself;
         # keep their headers (405's Allow lists the methods that would work).

@@ -37,6 +37,9 @@ from typing import BinaryIO
 from gunicorn import http
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from store.errors import StoreUnwritable, unwritable
+
+from .errors import BODY_TOO_LARGE
 from .request_framing import RequestFramer
 
 #: Bytes of one request kept in memory; the rest go to a spool file.
@@ -146,7 +149,7 @@ class RequestReadingWorker(ThreadWorker):
         if surplus and not self._take(conn, surplus):
             return
         if conn.framer.complete:
-            self.enqueue_req(conn)
+            self._dispatch(conn)
             return
         self.reading.add(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
@@ -166,8 +169,15 @@ class RequestReadingWorker(ThreadWorker):
                 continue
             if conn.framer.complete:
                 self._unwatch(conn)
-                self.enqueue_req(conn)
+                self._dispatch(conn)
                 return
+
+    def _dispatch(self, conn: TConn) -> None:
+        """A whole request to a thread; a chunked body past the limit is refused here (413)."""
+        if conn.framer.too_large:
+            self._close_with(conn, _answer("413 Request Entity Too Large", BODY_TOO_LARGE))
+        else:
+            self.enqueue_req(conn)
 
     def _take(self, conn: TConn, data: bytes) -> bool:
         """Give the current request its share of ``data``; False where the connection was closed."""
@@ -176,11 +186,11 @@ class RequestReadingWorker(ThreadWorker):
         used = framer.feed(data)
         try:
             conn.request.write(data[:used])
-        except Exception as e:  # a full or unwritable spool disk, reported in one line
+        except (StoreUnwritable, OSError) as e:  # a full or read-only spool disk: the store's own 503
+            error = e if isinstance(e, StoreUnwritable) else unwritable(e)
+            message = f"store unavailable: {error}" if error else "the server's disk failed: request not read"
             self.log.warning("request from %s not read: its spool failed (%s)", conn.client, e)
-            self._close_with(
-                conn, _answer("503 Service Unavailable", "the server's disk is full: request not read")
-            )
+            self._close_with(conn, _answer("503 Service Unavailable", message))
             return False
         now = time.monotonic()
         conn.started = True

@@ -9,6 +9,8 @@ A request it cannot frame (contradictory lengths, an unknown transfer coding, a 
 handed on as it stands with ``close_after`` set: gunicorn's parser then answers as it always has
 (400, 501), and the connection closes, since where a next request would begin is unknown. So is
 a body declared larger than the application takes: the application refuses it (413) from its head.
+A chunked body that grows past that is ``too_large``: the worker refuses it itself (413), since
+the application would read on into bytes that were never read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class RequestFramer:
         self.close_after = False
         #: The head asked for ``100 Continue`` before its body (and a body will be read).
         self.expects_continue = False
+        #: A chunked body passed ``max_body_bytes``: the request ends there, to be refused (413).
+        self.too_large = False
         self.head_done = False
         self._state = _HEAD
         self._line = bytearray()  # the head, a chunk-size line or the trailer section so far
@@ -144,7 +148,8 @@ class RequestFramer:
             self._left = int(size.group(), 16)
             self._body += self._left
             if self.max_body_bytes is not None and self._body > self.max_body_bytes:
-                # Hand on what came: the application reads past its limit and refuses (413).
+                # Its length is known only now: the reader refuses it (413) without reading on.
+                self.too_large = True
                 self._state = self._finish(close=True)
             else:
                 self._state = _CHUNK_DATA if self._left else _TRAILER

@@ -148,13 +148,16 @@ def test_a_body_over_the_limit_is_refused_from_its_head() -> None:
     assert f.feed(head + b"12345") == len(head) + 5 and not f.complete
 
 
-def test_a_chunked_body_over_the_limit_is_handed_on_when_it_passes_it() -> None:
+def test_a_chunked_body_over_the_limit_ends_where_it_passes_it_to_be_refused() -> None:
     head = b"POST /objects HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     f = framer(max_body=10)
     f.feed(head + b"8\r\n12345678\r\n")
-    assert not f.complete
+    assert not f.complete and not f.too_large
     f.feed(b"8\r\n")  # 16 bytes declared in all: over the limit
-    assert f.complete and f.close_after
+    assert f.complete and f.close_after and f.too_large
+    f = framer(max_body=None)
+    f.feed(head + b"8\r\n12345678\r\n8\r\n")
+    assert not f.complete and not f.too_large
 
 
 def test_a_head_longer_than_the_limit_is_handed_on_for_the_parser_to_refuse() -> None:

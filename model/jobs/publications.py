@@ -94,13 +94,13 @@ def run(
             where = {k: v for k, v in publish(uri).items() if k not in ("uri", "status")}
             return _write(store, model_sha1, uri, "ready", attempt=attempt, **where)
         except Exception as e:
-            record = _write(store, model_sha1, uri, "error", **error_fields(e, attempt, backoff))
+            # Logged before the status is written, so that whoever reads the status finds the log.
             if isinstance(e, (StoreError, OSError)):
                 # The status says "store error"; the log names which store and why, in one line.
                 log.error("publishing model %s to %s failed: %s: %s", model_sha1, uri, type(e).__name__, e)
             elif not isinstance(e, PipelineError):
                 log.exception("publishing model %s to %s failed", model_sha1, uri)
-            return record
+            return _write(store, model_sha1, uri, "error", **error_fields(e, attempt, backoff))
     finally:
         lease.release(store, name, owner)
 
