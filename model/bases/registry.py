@@ -213,7 +213,8 @@ def _from_base_store(spec: BaseSpec, uri: str, cache_dir: str) -> tuple[bytes, b
     except StoreError as e:
         raise BaseModelError(f"BASE_STORE {uri} cannot be read: {e}") from None
     raw = other.get_ref(base_ref(spec.name))
-    sha1 = _recorded_sha1(raw, f"BASE_STORE {uri}: its ref {base_ref(spec.name)}") if raw else spec.int8_sha1
+    what = f"BASE_STORE {uri}: its ref {base_ref(spec.name)}"
+    sha1 = _recorded_sha1(raw, what) if raw is not None else spec.int8_sha1
     if not sha1 or not other.has(sha1):
         return None
     if spec.packaged and sha1 != spec.int8_sha1:
