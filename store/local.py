@@ -70,9 +70,10 @@ class LocalTransport(Transport):
         if read_only:  # another party's store (BASE_STORE): nothing here may create or change it
             if not self.root.is_dir():
                 raise StoreError(f"{self.root} is not a folder")
+            self.staging_dir = None  # it stages nothing, and its tmp/ need not exist
         else:
             self._tmp.mkdir(parents=True, exist_ok=True)
-        self.staging_dir = str(self._tmp)
+            self.staging_dir = str(self._tmp)
 
     def _refuse_if_read_only(self) -> None:
         if self.read_only:
