@@ -77,7 +77,9 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
                 f"CSV {sha1} is not in the store; give its csv.url" if sha1 else "csv needs a url or a sha1"
             )
         # Completed (a local file's missing sha1) and stored: the recipe names the result.
-        sha1 = store_csv(service.store, service.fetch(url, sha1), source, service.policy)
+        sha1 = store_csv(
+            service.store, service.fetch(url, sha1), source, service.policy, service.settings.max_csv_rows
+        )
     return sha1, source
 
 

@@ -233,17 +233,44 @@ def test_complete_fills_in_only_the_missing_sha1s_and_keeps_the_rest() -> None:
         seen.append((line, image))
         return image[0] * 40
 
-    assert complete(b"a.png,cat," + b"f" * 40 + b"\n", sha1_of) == b"a.png,cat," + b"f" * 40 + b"\n"
+    assert complete(b"a.png,cat," + b"f" * 40 + b"\n", sha1_of, 10) == b"a.png,cat," + b"f" * 40 + b"\n"
     assert seen == []
-    plain = complete(b"a.png,cat\n\nb.png,dog," + b"e" * 40 + b"\nc.png,dog\n", sha1_of)
+    plain = complete(b"a.png,cat\n\nb.png,dog," + b"e" * 40 + b"\nc.png,dog\n", sha1_of, 10)
     assert (
         plain
         == b"a.png,cat," + b"a" * 40 + b"\n\nb.png,dog," + b"e" * 40 + b"\nc.png,dog," + b"c" * 40 + b"\n"
     )
     assert seen == [(1, "a.png"), (4, "c.png")]
-    named = complete(b"label,path\r\ncat,d.png\r\n", sha1_of)
+    named = complete(b"label,path\r\ncat,d.png\r\n", sha1_of, 10)
     assert named == b"label,path,sha1\ncat,d.png," + b"d" * 40 + b"\n"
     assert [r.sha1 for r in parse_csv(named + b"dog,e.png," + b"e" * 40 + b"\n", 10)] == ["d" * 40, "e" * 40]
+
+
+def test_a_csv_past_the_row_limit_is_refused_at_its_first_row_past_it_never_decoded_whole() -> None:
+    """Issue 44, defect 5: 48 MB of rows by csv.url were decoded and parsed whole (the worker 500 MB
+    larger) before the limit said no. Both paths stop at the row after the limit now: the url's
+    (``complete``, before storing) and the sha1's (``parse_csv`` of what is stored). Bytes that
+    are not UTF-8 past the limit are never reached, and memory stays at the reader's buffer."""
+    import tracemalloc
+
+    row = b"photos/a-long-enough-name.png,cat," + b"f" * 40 + b"\n"
+    data = b"path,label,sha1\n" + row * 200_000 + b"\xff\xfe not UTF-8\n"
+    assert len(data) > 15_000_000
+    message = r"^CSV has more than 10 rows \(MAX_CSV_ROWS\)$"
+    for parse in (lambda: parse_csv(data, 10), lambda: complete(data, lambda n, image: "a" * 40, 10)):
+        tracemalloc.start()
+        try:
+            with pytest.raises(CsvError, match=message):
+                parse()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000, peak
+    other = row.replace(b",cat,", b",dog,")
+    assert len(parse_csv(row * 5 + other * 5, 10)) == 10  # the limit itself is allowed
+    assert complete(b"a.png,cat\n" * 10, lambda n, image: "a" * 40, 10).count(b"\n") == 10
+    with pytest.raises(CsvError, match=r"^CSV is not UTF-8 text$"):
+        parse_csv(row * 3 + b"\xff\n", 10)
 
 
 def test_decoding_turns_a_photo_as_its_exif_says_and_lays_alpha_onto_black() -> None:

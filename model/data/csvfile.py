@@ -28,22 +28,36 @@ class Row:
     sha1: str
 
 
-def records(data: bytes) -> Iterator[tuple[int, list[str]]]:
-    """(record number, stripped fields) of each non-blank row; CsvError names what is wrong."""
+def _lines(data: bytes) -> io.TextIOWrapper:
+    """The text of ``data``, decoded as it is read (a CSV past the row limit is never decoded
+    whole); lines end at ``\n`` only, as ``csv`` wants them."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="\n")
+
+
+def _raw_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
+    """(record number, fields as written) of each row, blank ones included."""
+    reader = csv.reader(_lines(data))
     try:
-        text = data.decode("utf-8-sig")
+        yield from enumerate(reader, start=1)
     except UnicodeDecodeError:
         raise CsvError("CSV is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    try:
-        for n, fields in enumerate(reader, start=1):
-            fields = [f.strip() for f in fields]
-            if any(fields):
-                yield n, fields
     except csv.Error as e:
         limit = csv.field_size_limit()
         reason = f"a field is longer than {limit} characters" if "field limit" in str(e) else str(e)
         raise CsvError(f"CSV line {reader.line_num}: {reason}") from None
+
+
+def records(data: bytes) -> Iterator[tuple[int, list[str]]]:
+    """(record number, stripped fields) of each non-blank row; CsvError names what is wrong.
+    Lazy: a caller that stops at a row limit never reads (or decodes) the rest."""
+    for n, fields in _raw_records(data):
+        fields = [f.strip() for f in fields]
+        if any(fields):
+            yield n, fields
+
+
+def _over_limit(max_rows: int) -> CsvError:
+    return CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
 
 
 #: Header names, lowercased: which column holds the image, which the label, which the sha1.
@@ -152,20 +166,22 @@ def _add_row(rows: list[Row], n: int, fields: list[str], columns: Columns, max_r
     sha1 = fields[columns.sha1].lower()
     if not is_sha1(sha1):
         raise CsvError(f"CSV line {n}: {sha1!r} is not a sha1 (40 hex digits)")
+    if len(rows) == max_rows:
+        raise _over_limit(max_rows)
     rows.append(Row(n, source, label, sha1))
-    if len(rows) > max_rows:
-        raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
 
 
-def complete(data: bytes, sha1_of: Callable[[int, str], str]) -> bytes:
+def complete(data: bytes, sha1_of: Callable[[int, str], str], max_rows: int) -> bytes:
     """The CSV with each missing sha1 filled in by ``sha1_of(line, image)``: a plain row of two
     fields gets a third, a header without a sha1 column gets one. ``data`` itself when nothing
-    is missing; otherwise every other byte of meaning (rows, order, blank lines) is kept."""
-    list(records(data))  # not UTF-8, or not CSV: the reader's own error, with its line
-    table = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    is missing; otherwise every other byte of meaning (rows, order, blank lines) is kept. A CSV
+    of more than ``max_rows`` rows is refused at the first row past them."""
+    table: list[list[str]] = []
     columns: Columns | None = None
     changed = False
-    for n, raw in enumerate(table, start=1):
+    count = 0
+    for n, raw in _raw_records(data):
+        table.append(raw)
         fields = [f.strip() for f in raw]
         if not any(fields):
             continue
@@ -177,6 +193,9 @@ def complete(data: bytes, sha1_of: Callable[[int, str], str]) -> bytes:
                     changed = True
                 continue
             columns = PLAIN
+        count += 1
+        if count > max_rows:
+            raise _over_limit(max_rows)
         missing = (
             (len(fields) == 2)
             if columns is PLAIN
@@ -215,7 +234,7 @@ def parse_image_list(data: bytes, max_rows: int) -> Iterator[ImageRow]:
             raise CsvError(f"CSV line {n}: {fields[2]!r} is not a sha1 (40 hex digits)")
         label = fields[1] if len(fields) == 3 or (len(fields) == 2 and sha1 is None) else None
         if count > max_rows:
-            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+            raise _over_limit(max_rows)
         yield ImageRow(n, fields[0], label or None, sha1)
 
 
@@ -231,5 +250,5 @@ def _named_image_rows(
         if sha1 is not None and not is_sha1(sha1):
             raise CsvError(f"CSV line {n}: {sha1!r} is not a sha1 (40 hex digits)")
         if count > max_rows:
-            raise CsvError(f"CSV has more than {max_rows} rows (MAX_CSV_ROWS)")
+            raise _over_limit(max_rows)
         yield ImageRow(n, fields[columns.source], fields[columns.label] or None, sha1)

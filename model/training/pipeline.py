@@ -97,7 +97,9 @@ def prepare_recipe(
     if csv_sha1 is None:
         if not csv_source:
             raise InvalidRequest("the CSV needs a url or a sha1")
-        csv_sha1 = store_csv(store, fetch_bytes(csv_source, policy, store), csv_source, policy)
+        csv_sha1 = store_csv(
+            store, fetch_bytes(csv_source, policy, store), csv_source, policy, settings.max_csv_rows
+        )
     elif not is_sha1(csv_sha1):
         raise InvalidRequest(f"csv sha1 must be 40 lowercase hex digits, got {csv_sha1!r}")
     recipe = make_recipe(hyper, csv_sha1, base_sha1, spec.native_size, extra_sha1)
@@ -109,9 +111,10 @@ def prepare_recipe(
     return recipe
 
 
-def store_csv(store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy) -> str:
+def store_csv(store: ObjectStore, data: bytes, source: str | None, policy: FetchPolicy, max_rows: int) -> str:
     """Complete a training CSV (the sha1s it leaves out, of local files) and store it; its sha1.
-    ``prepare_recipe`` parses what is stored, before any job is recorded."""
+    ``prepare_recipe`` parses what is stored, before any job is recorded; a CSV over ``max_rows``
+    is refused at its first row past them, before anything is stored."""
 
     def sha1_of(line: int, image: str) -> str:
         resolved = resolve_source(image, source)
@@ -124,7 +127,7 @@ def store_csv(store: ObjectStore, data: bytes, source: str | None, policy: Fetch
         except FetchError as e:
             raise type(e)(f"CSV line {line}: {e}") from None
 
-    data = complete(data, sha1_of)
+    data = complete(data, sha1_of, max_rows)
     sha1 = sha1_bytes(data)
     if not store.has(sha1):  # held already: nothing to write (a read-only store polls)
         store.put(data)
