@@ -78,6 +78,15 @@ class TooManyAttempts(ApiError):
         self.retry_after = retry_after
 
 
+class Busy(ApiError):
+    """This worker is doing as much of a costly kind of work as it allows at once (unpacking a
+    zip): 503, and come back in ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UploadTooLarge(ApiError):
     pass
 
@@ -115,6 +124,7 @@ STATUS: dict[type[BaseException], int] = {
     HashMismatch: 500,
     BackendUnavailable: 503,
     NotReady: 503,
+    Busy: 503,
     StoreError: 500,
 }
 
@@ -163,6 +173,10 @@ def handle(error: Exception) -> Response:
         return error_response(status, f"store unavailable: {error}")
     if isinstance(error, (NotReady, BaseUnavailable)):  # the remedy, for whoever deploys it
         return error_response(status, str(error))
+    if isinstance(error, Busy):
+        response = error_response(status, str(error))
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     if isinstance(error, TooManyAttempts):
         return too_many_attempts(error)
     if status >= 500:

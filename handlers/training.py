@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from model.context import Job
-from model.data.photo_csv import store_photos
+from model.data.photo_csv import photo_csv_key, remember_csv, remembered_csv, store_photos
 from model.data.photo_trees import PhotoTree, StoredTree, ZipTree
 from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest
 from model.execution.choice import on_cluster
@@ -30,6 +30,7 @@ from model.lifecycle.publish import check_model_uri
 from model.run.runner import publisher, run_job
 from model.training.pipeline import prepare_recipe, store_csv
 
+from .errors import Busy
 from .metrics import observe_training
 from .service import Service, resolve_client_source
 
@@ -83,24 +84,60 @@ def ensure_csv(service: Service, url: str | None, sha1: str | None) -> tuple[str
     return sha1, source
 
 
+#: Zips and folders one worker process turns into their CSVs at once: each reads and hashes
+#: up to MAX_UNZIPPED_BYTES, so more would take the threads that answer everything else.
+UNPACKS_AT_ONCE = 1
+_unpacking = threading.BoundedSemaphore(UNPACKS_AT_ONCE)
+#: What a client told to wait is asked to wait, in seconds.
+UNPACK_RETRY_AFTER_S = 2
+
+
 def photos_csv(service: Service, body: dict[str, Any]) -> str:
     """The training CSV of the photos a body names (each image stored too); its sha1.
 
     ``zip``: a stored zip of label folders. ``folder``: files uploaded one by one, with the
-    paths they had under the folder a browser was given (one subfolder per label)."""
+    paths they had under the folder a browser was given (one subfolder per label). Made once:
+    a poll (the same body again) is answered from the store."""
     store, settings = service.store, service.settings
-    tree: PhotoTree
     if "zip" in body:
         sha1 = body["zip"]["sha1"]
-        if not store.has(sha1):
-            raise InvalidRequest(f"zip {sha1} is not in the store; upload it to /objects first")
-        tree = ZipTree(
-            store.get(sha1), f"zip {sha1}", settings.max_download_bytes, settings.max_unzipped_bytes
-        )
+        key = photo_csv_key("zip", sha1)
     else:
         files = [(f["path"], f["sha1"]) for f in body["folder"]["files"]]
-        tree = StoredTree(store, files, "the folder")
-    return store_photos(store, tree, settings.max_csv_rows, settings.min_free_bytes).csv_sha1
+        key = photo_csv_key("folder", files)
+    known = remembered_csv(store, key)
+    if known is not None:
+        return known
+    if not _unpacking.acquire(blocking=False):
+        raise Busy(
+            "this worker is turning another zip or folder into its CSV; send the request again shortly",
+            UNPACK_RETRY_AFTER_S,
+        )
+    try:
+        tree: PhotoTree
+        if "zip" in body:
+            if not store.has(sha1):
+                raise InvalidRequest(f"zip {sha1} is not in the store; upload it to /objects first")
+            tree = ZipTree(
+                store.get(sha1),
+                f"zip {sha1}",
+                settings.max_download_bytes,
+                settings.max_unzipped_bytes,
+                settings.max_folder_entries,
+            )
+        else:
+            tree = StoredTree(store, files, "the folder")
+        csv_sha1 = store_photos(
+            store,
+            tree,
+            settings.max_csv_rows,
+            settings.min_free_bytes,
+            max_entries=settings.max_folder_entries,
+        ).csv_sha1
+    finally:
+        _unpacking.release()
+    remember_csv(store, key, csv_sha1)
+    return csv_sha1
 
 
 def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:

@@ -73,10 +73,18 @@ def store_photo_source(ctx: Context, path: str) -> PhotoCsv | None:
     """A local folder of labelled photos (one subfolder per label), or a zip of one, stored as
     its training CSV; None for anything else (a CSV file, a URL)."""
     settings = ctx.settings
-    tree = open_photo_tree(path, settings.max_download_bytes, settings.max_unzipped_bytes)
+    tree = open_photo_tree(
+        path, settings.max_download_bytes, settings.max_unzipped_bytes, settings.max_folder_entries
+    )
     if tree is None:
         return None
-    return store_photos(ctx.store, tree, settings.max_csv_rows, settings.min_free_bytes)
+    return store_photos(
+        ctx.store,
+        tree,
+        settings.max_csv_rows,
+        settings.min_free_bytes,
+        max_entries=settings.max_folder_entries,
+    )
 
 
 @dataclass

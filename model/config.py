@@ -193,6 +193,8 @@ class Settings:
     max_request_pixels: int = 400_000_000
     #: What a zip of photos may unpack to in all (each file is also within max_download_bytes).
     max_unzipped_bytes: int = 4 * 1024**3
+    #: Files a zip or folder of photos may hold, images or not (twice the row limit: a sidecar each).
+    max_folder_entries: int = 200_000
     #: Free bytes the store's disk must keep for the service to be ready and to start jobs.
     min_free_bytes: int = 100 * 1024**2
     #: Pairs per shard of the head's rows (rounded up to whole 4,096-row sum blocks): bounds the
@@ -265,6 +267,7 @@ class Settings:
             max_image_pixels=_int("MAX_IMAGE_PIXELS", d.max_image_pixels),
             max_request_pixels=_positive("MAX_REQUEST_PIXELS", d.max_request_pixels),
             max_unzipped_bytes=_int("MAX_UNZIPPED_BYTES", d.max_unzipped_bytes),
+            max_folder_entries=_positive("MAX_FOLDER_ENTRIES", d.max_folder_entries),
             min_free_bytes=_int("MIN_FREE_BYTES", d.min_free_bytes),
             head_shard_pairs=_positive("HEAD_SHARD_PAIRS", d.head_shard_pairs),
             fetch_allow_hosts=_list("FETCH_ALLOW_HOSTS"),

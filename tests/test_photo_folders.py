@@ -118,7 +118,7 @@ def test_a_symlink_out_of_the_folder(tmp_path: Path, photos: Path) -> None:
     (photos / "dots" / "100.png").unlink()
     os.symlink(photos / "dots" / "000.png", photos / "dots" / "100.png")
     tree = FolderTree(photos, 10**6)
-    assert ("dots/100.png", "dots") in list_photos(tree, 100).rows
+    assert ("dots/100.png", "dots") in list_photos(tree, 100, 1000).rows
 
 
 def test_a_zip_entry_that_climbs_out(tmp_path: Path, photos: Path) -> None:
@@ -159,7 +159,7 @@ def test_a_zip_that_lies_about_its_sizes_is_not_inflated_past_them(photos: Path)
     # Rewrite the central directory's uncompressed size of dots/a.png (its first entry) to 1,000.
     at = data.find(b"PK\x01\x02")
     data[at + 24 : at + 28] = (1000).to_bytes(4, "little")
-    tree = ZipTree(bytes(data), "liar.zip", 10**6, 10**6)
+    tree = ZipTree(bytes(data), "liar.zip", 10**6, 10**6, 1000)
     with pytest.raises(DataError, match=r"^liar.zip: entry 'dots/a.png' is corrupt: Bad CRC-32"):
         tree.read("dots/a.png")
 
@@ -238,7 +238,7 @@ def test_an_uploaded_folder_with_a_path_twice_or_a_nul_is_refused(tmp_path: Path
         StoredTree(store, files, "the folder")
     tree = StoredTree(store, [("dots/0.png", a), ("dots/1.png", b), ("che\x00cks/0.png", c)], "the folder")
     with pytest.raises(DataError, match=r"^the folder: 'che\\x00cks/0.png' has a control character$"):
-        list_photos(tree, 100)
+        list_photos(tree, 100, 1000)
 
 
 def test_a_zip_that_would_fill_the_disk_is_refused_by_its_stated_sizes(tmp_path: Path, photos: Path) -> None:
@@ -248,22 +248,97 @@ def test_a_zip_that_would_fill_the_disk_is_refused_by_its_stated_sizes(tmp_path:
     from store.errors import StoreUnwritable
 
     archive = _zip(photos, None)
-    tree = ZipTree(archive, "photos.zip", 10**6, 10**9)
-    need = sum(tree.new_bytes(path) for path, _ in list_photos(tree, 100).rows)
+    tree = ZipTree(archive, "photos.zip", 10**6, 10**9, 1000)
+    need = sum(tree.new_bytes(path) for path, _ in list_photos(tree, 100, 1000).rows)
     assert need == sum(f.stat().st_size for f in photos.glob("*/*.png"))
     store = LocalStore(tmp_path / "store")
     store.free_bytes = lambda: need + 999  # type: ignore[method-assign]
     with pytest.raises(StoreUnwritable) as refused:
-        store_photos(store, tree, 100, min_free_bytes=1000)
+        store_photos(store, tree, 100, min_free_bytes=1000, max_entries=1000)
     assert str(refused.value) == (
         f"photos.zip holds {need:,} bytes of photos; the store's disk has {need + 999:,} bytes free "
         "and keeps MIN_FREE_BYTES (1,000) free"
     )
     assert store.list_objects() == []
-    assert store_photos(store, tree, 100, min_free_bytes=999).csv_sha1 == CSV_SHA1
+    assert store_photos(store, tree, 100, min_free_bytes=999, max_entries=1000).csv_sha1 == CSV_SHA1
     # Photos already in the store (a folder upload) add nothing, so nothing is weighed.
     stored = StoredTree(
-        store, [(p, store.put(tree.read(p))) for p, _ in list_photos(tree, 100).rows], "the folder"
+        store, [(p, store.put(tree.read(p))) for p, _ in list_photos(tree, 100, 1000).rows], "the folder"
     )
     store.free_bytes = lambda: 0  # type: ignore[method-assign]
-    assert store_photos(store, stored, 100, min_free_bytes=1000).csv_sha1 == CSV_SHA1
+    assert store_photos(store, stored, 100, min_free_bytes=1000, max_entries=1000).csv_sha1 == CSV_SHA1
+
+
+def test_an_uploaded_folder_reads_no_photo_whole_and_every_file_counts(tmp_path: Path, photos: Path) -> None:
+    """Issue 44, defect 1: 1,000 folder entries naming one stored 50 MB object that starts like a
+    PNG read and hashed it about four times each (177 s). Nothing is read whole now: an entry is
+    judged by its first bytes, the CSV names the sha1s it was given, and training verifies each
+    image once. Entries that are not images count towards MAX_FOLDER_ENTRIES."""
+    from model.data.photo_csv import store_photos
+
+    store = LocalStore(tmp_path / "store")
+    big = store.put(b"\x89PNG\r\n\x1a\n" + bytes(8 * 2**20))
+    small = [store.put((photos / "dots" / f"00{i}.png").read_bytes()) for i in (0, 1)]
+    read: list[int] = []
+    for name in ("get", "peek", "open", "iter_chunks", "get_to_file"):
+        method = getattr(store, name)
+
+        def counted(sha1: str, *args: object, _method=method, _name=name) -> object:
+            read.append(store.stat_object(sha1)[1] if _name != "peek" else int(args[0]))  # type: ignore[index]
+            return _method(sha1, *args)
+
+        setattr(store, name, counted)
+    files = [(f"a/{n}.png", big) for n in range(40)] + [("b/0.png", small[0]), ("b/1.png", small[1])]
+    made = store_photos(store, StoredTree(store, files, "the folder"), 100, max_entries=1000)
+    assert made.listing.rows[0] == ("a/0.png", "a") and len(made.listing.rows) == 42
+    assert max(read) <= 16 and sum(read) <= 16 * 3, read  # each distinct object's first bytes, once
+    rows = store.get(made.csv_sha1).decode().splitlines()
+    assert rows[0] == f"a/0.png,a,{big}" and rows[-1] == f"b/1.png,b,{small[1]}"
+
+    notes = store.put(b"taken on a Tuesday\n")
+    many = [(f"a/{n}.txt", notes) for n in range(60)] + files[-2:] + [("c/0.png", small[0])]
+    with pytest.raises(DataError, match=r"^the folder has more than 50 files \(MAX_FOLDER_ENTRIES\)$"):
+        list_photos(StoredTree(store, many, "the folder"), 100, 50)
+    assert len(list_photos(StoredTree(store, many, "the folder"), 100, 63).rows) == 3
+
+
+def _entries_zip(n: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for i in range(n):
+            z.writestr(f"notes/{i}.txt", b"")
+    return out.getvalue()
+
+
+def test_a_zip_of_too_many_entries_is_refused_by_the_count_it_states(tmp_path: Path) -> None:
+    """Issue 44, defect 2's limit on entries: 500,000 entries of a 46 MB zip took a worker to
+    1.6 GB. The count its end record states is weighed before the central directory is parsed;
+    a zip64 record's count too; a directory that holds more than it states, after."""
+    from model.data.photo_trees import stated_entries
+
+    archive = _entries_zip(300)
+    assert stated_entries(io.BytesIO(archive)) == 300
+    with pytest.raises(
+        DataError, match=r"^z\.zip has 300 entries, over the limit of 299 \(MAX_FOLDER_ENTRIES\)$"
+    ):
+        ZipTree(archive, "z.zip", 10**6, 10**9, 299)
+    assert len(list(ZipTree(archive, "z.zip", 10**6, 10**9, 300).files())) == 300
+
+    # A liar: the end record says 3 entries.
+    at = archive.rfind(b"PK\x05\x06")
+    liar = archive[: at + 8] + (3).to_bytes(2, "little") * 2 + archive[at + 12 :]
+    assert stated_entries(io.BytesIO(liar)) == 3
+    with pytest.raises(DataError, match=r"^z\.zip has 300 entries, over the limit of 299"):
+        ZipTree(liar, "z.zip", 10**6, 10**9, 299)
+
+    # Zip64: Python writes its end records once the count passes 65,535.
+    big = _entries_zip(65_536)
+    assert b"PK\x06\x06" in big[-200:] and stated_entries(io.BytesIO(big)) == 65_536
+    with pytest.raises(DataError, match=r"^z\.zip has 65,536 entries, over the limit of 65,535"):
+        ZipTree(big, "z.zip", 10**6, 10**9, 65_535)
+    assert stated_entries(io.BytesIO(b"not a zip")) is None
+    path = tmp_path / "z.zip"
+    path.write_bytes(archive)
+    assert _refused(tmp_path, path, env={"MAX_FOLDER_ENTRIES": "10"}) == (
+        f"stl: error: {path} has 300 entries, over the limit of 10 (MAX_FOLDER_ENTRIES)"
+    )

@@ -10,8 +10,10 @@ are skipped and counted; everything is listed and checked before the first image
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -19,8 +21,10 @@ from pathlib import PurePosixPath
 from model.data.csvfile import has_control_character
 from model.data.photo_trees import PhotoTree, is_hidden
 from model.errors import CsvError, DataError
+from model.identity.refs import photo_csv_cache_ref
 from store import ObjectStore
 from store.errors import StoreUnwritable
+from store.hashing import is_sha1, sha1_bytes
 
 #: The first bytes of the photo formats the decoder reads (WebP: "RIFF", a size, then "WEBP";
 #: AVIF: a box size, then "ftypavif" or "ftypavis").
@@ -55,11 +59,15 @@ class Listing:
         return sorted({label for _, label in self.rows})
 
 
-def list_photos(tree: PhotoTree, max_rows: int) -> Listing:
-    """The images to train on; DataError if they cannot make a classifier (none, one label)."""
+def list_photos(tree: PhotoTree, max_rows: int, max_entries: int) -> Listing:
+    """The images to train on; DataError if they cannot make a classifier (none, one label).
+    Every file counts towards ``max_entries`` (MAX_FOLDER_ENTRIES), skipped or not: a tree of
+    100,000 non-images costs as much to list as one of images."""
     rows: list[tuple[str, str]] = []
     skipped: Counter[str] = Counter()
-    for path in tree.files():
+    for count, path in enumerate(tree.files(), start=1):
+        if count > max_entries:
+            raise DataError(f"{tree.name} has more than {max_entries:,} files (MAX_FOLDER_ENTRIES)")
         parts = PurePosixPath(path).parts
         if is_hidden(path):
             skipped["hidden"] += 1
@@ -125,12 +133,14 @@ class PhotoCsv:
         }
 
 
-def store_photos(store: ObjectStore, tree: PhotoTree, max_rows: int, min_free_bytes: int = 0) -> PhotoCsv:
+def store_photos(
+    store: ObjectStore, tree: PhotoTree, max_rows: int, min_free_bytes: int = 0, *, max_entries: int
+) -> PhotoCsv:
     """Store each image of ``tree`` and then its training CSV (listed and checked first).
 
     StoreUnwritable, with nothing stored, when the images would leave the store's disk with less
     than ``min_free_bytes`` free (a zip's stated sizes count: ten 50 MB entries in 0.5 MB)."""
-    listing = list_photos(tree, max_rows)
+    listing = list_photos(tree, max_rows, max_entries)
     need = sum(tree.new_bytes(path) for path, _label in listing.rows)
     free = store.free_bytes() if need else None
     if free is not None and need > free - min_free_bytes:
@@ -138,5 +148,29 @@ def store_photos(store: ObjectStore, tree: PhotoTree, max_rows: int, min_free_by
             f"{tree.name} holds {need:,} bytes of photos; the store's disk has {free:,} bytes free "
             f"and keeps MIN_FREE_BYTES ({min_free_bytes:,}) free"
         )
-    sha1s = [store.put(tree.read(path)) for path, _label in listing.rows]
+    sha1s = [tree.store_file(store, path) for path, _label in listing.rows]
     return PhotoCsv(store.put(photo_csv(listing, sha1s)), listing)
+
+
+#: Part of every cache key below: a change to how a tree becomes its CSV (what is skipped, the
+#: CSV's form) must not be answered from what an older version remembered.
+LISTING_VERSION = 1
+
+
+def photo_csv_key(kind: str, source: object) -> str:
+    """The cache key of a request's photos: ``("zip", sha1)`` or ``("folder", [[path, sha1], ...])``."""
+    return sha1_bytes(json.dumps([LISTING_VERSION, kind, source], separators=(",", ":")).encode())
+
+
+def remembered_csv(store: ObjectStore, key: str) -> str | None:
+    """The CSV a zip or folder became before (a poll re-sends the same body), if it is still held:
+    answered from the store, with nothing unpacked or read again."""
+    raw = store.get_ref(photo_csv_cache_ref(key))
+    sha1 = raw.decode("ascii", "replace") if raw else ""
+    return sha1 if is_sha1(sha1) and store.has(sha1) else None
+
+
+def remember_csv(store: ObjectStore, key: str, csv_sha1: str) -> None:
+    """A cache entry (gc drops it with the CSV when no model names it): losing it costs one unpack."""
+    with contextlib.suppress(StoreUnwritable):  # a read-only store: every poll unpacks, as before
+        store.set_ref(photo_csv_cache_ref(key), csv_sha1.encode())

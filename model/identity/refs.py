@@ -15,6 +15,7 @@ mean lives here, in one place, so that gc, the catalog and the jobs cannot disag
     bases/<name>                         the pinned int8 base's sha1
     cache/tensor/<key>                   a decoded image tensor's sha1 (derived, droppable)
     cache/features/<key>                 one view's features' sha1 (derived, droppable)
+    cache/photo-csv/<key>                the training CSV a zip or an uploaded folder became
     gc/lock                              the lease gc's sweep and a model's commit share
     gc/epoch                             how many deleting gc runs the store has seen
 """
@@ -97,3 +98,7 @@ def tensor_cache_ref(key_sha1: str) -> str:
 
 def features_cache_ref(key_sha1: str) -> str:
     return f"{CACHE_PREFIX}features/{key_sha1}"
+
+
+def photo_csv_cache_ref(key_sha1: str) -> str:
+    return f"{CACHE_PREFIX}photo-csv/{key_sha1}"

@@ -7,6 +7,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
 from api_testing import Api, error_of, poll_until_done
 from stl_testing import small_dataset
 
@@ -64,3 +65,41 @@ def test_bad_zips_are_one_line_and_store_nothing(api: Api, tmp_path: Path) -> No
     assert (
         error_of(api.post("/train", json=both), 400) == "request body needs exactly one of: csv, zip, folder"
     )
+
+
+def test_a_poll_of_a_zip_is_answered_from_the_store(api: Api, tmp_path: Path) -> None:
+    """Issue 44, defect 2: re-sending the body, the documented way to poll, unpacked the zip again
+    (a stored 4 MB bomb: 20 s a poll). What it became is remembered: with the zip itself gone, a
+    poll still answers with its model."""
+    zip_sha1 = _upload(api, _zip(small_dataset(tmp_path / "photos").parent))
+    body = {"zip": {"sha1": zip_sha1}, "metadata": {**METADATA, "random_seed": 99}, "model": {"uri": ""}}
+    first = api.post("/train", json=body)
+    assert first.status_code == 200, first.text
+    LocalStore(api.data_dir).delete_object(zip_sha1)
+    again = api.post("/train", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json()["model_sha1"] == first.json()["model_sha1"]
+
+
+def test_a_worker_unpacks_one_zip_at_a_time_and_tells_the_next_to_come_back(tmp_path: Path) -> None:
+    """Eight concurrent zips took every thread of both workers (/livez timed out on 11 of 13
+    probes). One at a time per process; the others get 503 and Retry-After at once."""
+    from handlers import training
+    from handlers.errors import Busy
+    from handlers.service import Service
+    from model.config import Settings
+
+    service = Service.from_settings(Settings(data_dir=str(tmp_path / "data")))
+    zip_sha1 = service.store.put(_zip(small_dataset(tmp_path / "photos").parent))
+    body = {"zip": {"sha1": zip_sha1}}
+    assert training._unpacking.acquire(blocking=False)
+    try:
+        with pytest.raises(Busy) as busy:
+            training.photos_csv(service, body)
+    finally:
+        training._unpacking.release()
+    assert busy.value.retry_after == 2
+    assert str(busy.value) == (
+        "this worker is turning another zip or folder into its CSV; send the request again shortly"
+    )
+    assert training.photos_csv(service, body) == CSV_SHA1
