@@ -235,6 +235,18 @@ def _use_gunicorn_logging(log_format: str) -> None:
         use_json_logs(gunicorn_log, logging.getLogger("gunicorn.access"), *ours)
 
 
+#: A staged copy untouched for this long belongs to no live write (each is written in one go).
+STALE_STAGING_S = 3600
+
+
+def _remove_stale_staging(svc: Service) -> None:
+    """What a worker killed mid-write left in the store's staging folder (a zip's photos: 40 MB in
+    one case), older than an hour; ``stl gc`` removes it too, past its grace."""
+    files, size = svc.store.remove_stale_staging(time.time() - STALE_STAGING_S)
+    if files:
+        logging.getLogger(__name__).warning("removed %d stale staged file(s), %d bytes", files, size)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -244,6 +256,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # for multipart framing around an upload of the maximum size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_download_bytes + 64 * 1024
     svc = Service.from_settings(settings)
+    _remove_stale_staging(svc)
     # For stl serve's worker (handlers.http_worker), which reads requests before this app sees them.
     app.config["REQUEST_HEAD_TIMEOUT_S"] = settings.request_head_timeout_s
     app.config["REQUEST_BODY_TIMEOUT_S"] = settings.request_body_timeout_s

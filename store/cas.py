@@ -24,16 +24,18 @@ options compose stores without a class of their own:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from .errors import HashMismatch, InvalidRefName, ObjectNotFound, detected, unwritable
-from .files import write_atomically
+from .files import stale_staged, write_atomically
 from .hashing import CHUNK_SIZE, check_sha1, copy_hashing, sha1_bytes
 from .transport import Entry, Transport
 
@@ -123,6 +125,21 @@ class ObjectStore:
         """The folder on this machine's disk that the store writes through: its staging folder,
         or its local cache's (a remote store); None where it has none (memory)."""
         return self.transport.staging_dir or (self.cache.transport.staging_dir if self.cache else None)
+
+    def stale_staging(self, older_than: float) -> list[tuple[Path, int]]:
+        """Staged copies on this machine's disk last written before ``older_than`` (epoch
+        seconds): what a process killed mid-write left (``files.stale_staged``)."""
+        dirs = {self.transport.staging_dir, self.cache.transport.staging_dir if self.cache else None}
+        return [found for d in sorted(filter(None, dirs)) for found in stale_staged(d, older_than)]
+
+    def remove_stale_staging(self, older_than: float) -> tuple[int, int]:
+        """Remove what ``stale_staging`` finds; (files, bytes) removed."""
+        files = size = 0
+        for path, n in self.stale_staging(older_than):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                files, size = files + 1, size + n
+        return files, size
 
     def free_bytes(self) -> int | None:
         """Free space on the store's local disk (``_local_disk``), or None where it has none."""

@@ -42,10 +42,29 @@ class Staged:
         return True
 
 
+#: What ``staged_copy`` names its files: a process killed mid-copy leaves one behind.
+STAGED_PREFIX = "tmp-"
+
+
+def stale_staged(directory: str | os.PathLike[str], older_than: float) -> list[tuple[Path, int]]:
+    """The staged copies in ``directory`` last written before ``older_than`` (seconds since the
+    epoch), with their sizes: left by a process killed while it wrote them. A live copy is
+    written start to end in one go, so its time is never far behind."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(STAGED_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                    stat = entry.stat(follow_symlinks=False)
+                    if stat.st_mtime < older_than:
+                        found.append((Path(entry.path), stat.st_size))
+    return found
+
+
 @contextlib.contextmanager
 def staged_copy(src: BinaryIO, directory: Path) -> Iterator[Staged]:
     """Copy ``src`` into a fsynced temp file in ``directory``; removed on exit unless renamed away."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="tmp-")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=STAGED_PREFIX)
     staged = Staged(tmp)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -302,3 +302,25 @@ def test_stl_gc_refuses_a_short_grace_unless_forced(tmp_path: Path) -> None:
     )
     assert run_stl(["gc", "--grace", "0"], tmp_path / "d").code == 0  # a dry run deletes nothing
     assert run_stl(["gc", "--delete", "--grace", "0", "--force"], tmp_path / "d").code == 0
+
+
+def test_staged_copies_a_killed_writer_left_are_removed_past_the_grace(tmp_path: Path) -> None:
+    """Issue 44, defect 6: a worker killed mid-unpack left DATA_DIR/tmp/tmp-* files (40 MB) that
+    nothing removed. gc counts those older than its grace and removes them with --delete; the
+    lock files beside them and a copy being written now stay."""
+    store = LocalStore(tmp_path / "d")
+    staging = tmp_path / "d" / "tmp"
+    old, young, lock = staging / "tmp-killed", staging / "tmp-writing", staging / "lock-ab"
+    old.write_bytes(b"x" * 40_000)
+    young.write_bytes(b"y" * 10)
+    lock.write_bytes(b"")
+    for path in (old, lock):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    dry = gc.collect(store, grace_s=3600).summary()
+    assert (dry["stale_staging_files"], dry["stale_staging_bytes"]) == (1, 40_000)
+    assert old.exists()
+    real = run_stl(["gc", "--delete", "--grace", "3600"], tmp_path / "d")
+    assert real.code == 0, real.err
+    assert (real.json["stale_staging_files"], real.json["stale_staging_bytes"]) == (1, 40_000)
+    left = {p.name for p in staging.iterdir()}
+    assert "tmp-killed" not in left and {"lock-ab", "tmp-writing"} <= left

@@ -14,6 +14,9 @@ Content is never deleted by anything else: deleting a model drops its refs only.
   the grace period, or all of them with ``keep_caches``. Other cache entries are
   recomputable and are dropped with the objects they name.
 
+Staged copies in the store's local staging folder (``tmp/tmp-*``) that are older than the
+grace were left by a process killed mid-write; they are counted, and removed with the rest.
+
 An unmarked object is deleted only if the backend knows its age and it is older than
 ``grace_s``: objects being written by a job whose ref does not exist yet are young
 (re-putting an existing object renews its age). A backend that cannot tell an age
@@ -77,6 +80,9 @@ class Report:
     kept_unknown_age: int = 0
     cache_refs_dropped: list[str] = field(default_factory=list)
     deleted: int = 0
+    #: Staged copies older than the grace, left by a process killed while it wrote them.
+    stale_staging_files: int = 0
+    stale_staging_bytes: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -89,6 +95,8 @@ class Report:
             "kept_unknown_age": self.kept_unknown_age,
             "cache_entries_dropped": len(self.cache_refs_dropped),
             "deleted": self.deleted,
+            "stale_staging_files": self.stale_staging_files,
+            "stale_staging_bytes": self.stale_staging_bytes,
         }
 
 
@@ -204,7 +212,10 @@ def _collect(
         else:
             report.unreferenced.append(sha1)
             report.unreferenced_bytes += stat[1]
+    stale = store.stale_staging(now - grace_s)
+    report.stale_staging_files, report.stale_staging_bytes = len(stale), sum(n for _, n in stale)
     if window is not None:
+        store.remove_stale_staging(now - grace_s)  # no ref or object names them: outside the fence
         window.confirm()
         for name in report.cache_refs_dropped:
             store.delete_ref(name)

@@ -4,11 +4,13 @@ the same model, as `stl train FOLDER` and as the CSV a person writes for that fo
 from __future__ import annotations
 
 import io
+import os
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from api_testing import Api, error_of, poll_until_done
+from api_testing import Api, error_of, poll_until_done, run_api
 from stl_testing import small_dataset
 
 from store import LocalStore
@@ -103,3 +105,17 @@ def test_a_worker_unpacks_one_zip_at_a_time_and_tells_the_next_to_come_back(tmp_
         "this worker is turning another zip or folder into its CSV; send the request again shortly"
     )
     assert training.photos_csv(service, body) == CSV_SHA1
+
+
+def test_a_worker_that_starts_removes_what_a_killed_one_left_staged(tmp_path: Path) -> None:
+    """Issue 44, defect 6, at start: a staged copy untouched for over an hour is removed."""
+    staging = tmp_path / "data" / "tmp"
+    staging.mkdir(parents=True)
+    old, young = staging / "tmp-killed", staging / "tmp-writing"
+    old.write_bytes(b"x" * 1000)
+    young.write_bytes(b"y")
+    os.utime(old, (time.time() - 3700, time.time() - 3700))
+    with run_api(tmp_path, {}, workers=1) as server:
+        assert server.get("/livez").status_code == 200
+        assert not old.exists() and young.exists()
+        assert "removed 1 stale staged file(s), 1000 bytes" in server.log()
