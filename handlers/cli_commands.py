@@ -266,11 +266,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_base(args: argparse.Namespace) -> int:
-    from model.bases.registry import BASES, ensure_base_with, export_base, identify_base, import_base
+    from model.bases.registry import (
+        BASES,
+        ensure_base_with,
+        export_base,
+        identify_base,
+        import_base,
+        read_base_file,
+    )
 
     store, settings, _policy = _context(args)
     if args.base_command == "import":
-        name = args.base or identify_base(_read_file(args.file))
+        name = args.base or identify_base(read_base_file(args.file))
         _emit({"base": name, "weights_sha1": import_base(store, name, args.file, args.sha256)})
     elif args.base_command == "export":
         if not args.out and sys.stdout.isatty():
@@ -296,14 +303,6 @@ def cmd_base(args: argparse.Namespace) -> int:
             raw = store.get_ref(base_ref(name))
             _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
     return 0
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise InvalidRequest(f"cannot read {path}: {e.strerror}") from None
 
 
 def cmd_cat(args: argparse.Namespace) -> int:

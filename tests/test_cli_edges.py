@@ -231,3 +231,75 @@ def test_more_labels_than_max_labels_are_refused_before_any_work(tmp_path: Path)
     assert run.code == 1
     assert run.error_line == "stl: error: CSV has 3 labels, over the limit of 2 (MAX_LABELS)"
     assert run_stl(["models"], tmp_path / "d").out == ""
+
+
+def test_a_folder_nested_1100_deep_trains(tmp_path: Path) -> None:
+    """Issue 44, defect 12: os.walk's recursion ended a folder 1,100 deep in a RecursionError."""
+    import shutil
+
+    from stl_testing import small_dataset
+
+    root = tmp_path / "photos"
+    small_dataset(root)
+    (root / "train.csv").unlink()
+    deep = str(root / "dots")
+    for _ in range(1100):  # os.makedirs recurses too
+        deep += "/d"
+        os.mkdir(deep)
+    for png in sorted((root / "dots").glob("*.png")):
+        shutil.move(png, os.path.join(deep, png.name))
+    run = run_stl(["train", str(root), *FAST], tmp_path / "d")
+    assert run.code == 0, run.err[-2000:]
+    assert "Traceback" not in run.err
+    assert run.json["photos"]["images"] == 12 and run.json["photos"]["labels"] == [
+        "checks",
+        "dots",
+        "stripes",
+    ]
+
+
+def test_base_import_reads_only_a_regular_file_of_a_base_files_size(tmp_path: Path) -> None:
+    """Issue 44, defect 12: `stl base import` read the whole file (a 3 GiB file took 3.19 GB;
+    /dev/zero ended in MemoryError), and a missing file with --base was a raw "[Errno 2]"."""
+    missing = tmp_path / "nothing.tflite"
+    huge = tmp_path / "huge.h5"
+    with open(huge, "wb") as f:
+        f.truncate(3 * 2**30)  # sparse: no disk, but 3 GiB to whoever reads it whole
+    cases = [
+        (["--base", "efficientnet-lite0", str(missing)], f"cannot read {missing}: No such file or directory"),
+        (["/dev/zero"], "/dev/zero is not a regular file"),
+        (
+            ["--base", "efficientnet-b0", str(huge)],
+            f"{huge} is 3,221,225,472 bytes: no base file is over 1,073,741,824",
+        ),
+    ]
+    for args, message in cases:
+        run = run_stl(["base", "import", *args], tmp_path / "d")
+        assert (run.code, run.error_line) == (2, f"stl: error: {message}"), run.err[-2000:]
+        assert "Traceback" not in run.err
+
+
+def test_an_empty_zip_and_a_png_with_a_zip_appended_are_one_line_each(tmp_path: Path) -> None:
+    """Issue 44, defect 12: an empty zip was read as a CSV ("CSV line 1: expected 3 fields"); a PNG
+    with a zip appended was refused by the CLI but trained as a zip through the API. One rule:
+    a zip begins like one (tests/api/test_zip_training.py holds the API to it)."""
+    import io
+    import zipfile
+
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w"):
+        pass
+    png = (EXAMPLE / "images" / "dots" / "000.png").read_bytes()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for label in ("dots", "checks"):
+            for i in range(2):
+                z.writestr(f"{label}/{i}.png", (EXAMPLE / "images" / label / f"00{i}.png").read_bytes())
+    appended = tmp_path / "photo.png"
+    appended.write_bytes(png + archive.getvalue())
+    for source, message in [
+        (empty, f"{empty} has no images in label folders (expected <label>/<image> inside it)"),
+        (appended, f"{appended} is not a zip archive: it does not begin with a zip entry"),
+    ]:
+        run = run_stl(["train", str(source), *FAST], tmp_path / "d")
+        assert (run.code, run.error_line) == (1, f"stl: error: {message}"), run.err[-2000:]

@@ -20,6 +20,8 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +323,28 @@ def convert_packaged(spec: BaseSpec) -> bytes:
     return data
 
 
+#: The largest file ``stl base import`` reads: every Keras weight file and int8 base the registry
+#: names is far smaller; /dev/zero or a 3 GiB file is refused before it is read.
+MAX_BASE_FILE_BYTES = 1 << 30
+
+
+def read_base_file(path: str | Path) -> bytes:
+    """A base file's bytes, read whole only if it is a regular file under MAX_BASE_FILE_BYTES;
+    InvalidRequest naming the file otherwise (missing, a device, too large)."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidRequest(f"{path} is not a regular file")
+            if info.st_size > MAX_BASE_FILE_BYTES:
+                raise InvalidRequest(
+                    f"{path} is {info.st_size:,} bytes: no base file is over {MAX_BASE_FILE_BYTES:,}"
+                )
+            return f.read(MAX_BASE_FILE_BYTES)
+    except OSError as e:
+        raise InvalidRequest(f"cannot read {path}: {e.strerror}") from None
+
+
 def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | None = None) -> str:
     """Put a base into the store from a file; return its int8 model sha1.
 
@@ -330,7 +354,7 @@ def import_base(store: ObjectStore, name: str, path: str | Path, sha256: str | N
     importer states), and converts it to int8 here.
     """
     spec = get_spec(name)
-    data = Path(path).read_bytes()
+    data = read_base_file(path)
     if spec.packaged:
         got = sha1_bytes(data)
         if got != spec.int8_sha1:

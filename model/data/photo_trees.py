@@ -24,6 +24,15 @@ from store import ObjectStore
 #: Bytes read to tell an image from anything else.
 HEAD_BYTES = 16
 
+ZIP_MAGIC = b"PK\x03\x04"
+#: How an archive with no entries begins: its end record alone.
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+
+
+def looks_like_zip(head: bytes) -> bool:
+    """A zip archive by its first four bytes: an entry, or (empty) its end record."""
+    return head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC))
+
 
 class PhotoTree(Protocol):
     #: How messages name it (the folder's or the zip's path).
@@ -65,15 +74,22 @@ class FolderTree:
         return target
 
     def files(self) -> Iterator[str]:
-        # Linked folders are not walked (inside, they repeat what is there; outside, refused).
-        for folder, dirnames, filenames in os.walk(self._root, followlinks=False):
-            for name in [*dirnames, *filenames]:
-                path = Path(folder, name)
-                rel = path.relative_to(self._root).as_posix()
-                linked = path.is_symlink()
-                if linked:
-                    self._inside(path, rel)
-                if name in filenames and path.is_file() and not (linked and path.is_dir()):
+        # Linked folders are not walked (inside, they repeat what is there; outside, refused). A
+        # stack, not os.walk, whose recursion (Python 3.11) ended a folder 1,100 deep in a traceback.
+        todo = [(str(self._root), "")]
+        while todo:
+            folder, prefix = todo.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as e:
+                raise DataError(f"{self.name}: cannot read {prefix or '.'}: {e.strerror}") from None
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    self._inside(Path(entry.path), rel)
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append((entry.path, rel + "/"))
+                elif entry.is_file():
                     yield rel
 
     def _path(self, rel: str) -> Path:
@@ -116,9 +132,14 @@ class ZipTree:
         self.name = name
         try:
             with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+                starts_like_zip = looks_like_zip(f.read(len(ZIP_MAGIC)))
                 stated = stated_entries(f)
         except OSError as e:
             raise DataError(f"{name} is not a readable zip archive: {e}") from None
+        # One rule for the CLI (which tells a zip by its first bytes) and the API: a PNG with a zip
+        # appended is a PNG, never unpacked.
+        if not starts_like_zip:
+            raise DataError(f"{name} is not a zip archive: it does not begin with a zip entry")
         # Refused by the count its end record states, before the central directory is parsed (500,000
         # entries cost a worker 1.5 GB); a directory that holds more than it states, after.
         if stated is not None and stated > max_entries:
@@ -288,19 +309,17 @@ class StoredTree:
         return self._files[path]
 
 
-ZIP_MAGIC = b"PK\x03\x04"
-
-
 def open_photo_tree(
     path: str, max_file_bytes: int, max_total_bytes: int, max_entries: int
 ) -> PhotoTree | None:
     """The photo tree at a local ``path`` (a folder, or a zip file by its first bytes); None for
-    anything else (a CSV)."""
+    anything else (a CSV). A file that only ends like a zip (a PNG with a zip appended) is refused
+    as ``ZipTree`` refuses it through the API."""
     if os.path.isdir(path):
         return FolderTree(path, max_file_bytes)
     try:
         with open(path, "rb") as f:
-            is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+            is_zip = looks_like_zip(f.read(len(ZIP_MAGIC))) or stated_entries(f) is not None
     except OSError:
         return None  # not a local file: the fetcher says what it is
     return ZipTree(path, path, max_file_bytes, max_total_bytes, max_entries) if is_zip else None

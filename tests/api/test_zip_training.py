@@ -119,3 +119,15 @@ def test_a_worker_that_starts_removes_what_a_killed_one_left_staged(tmp_path: Pa
         assert server.get("/livez").status_code == 200
         assert not old.exists() and young.exists()
         assert "removed 1 stale staged file(s), 1000 bytes" in server.log()
+
+
+def test_a_png_with_a_zip_appended_is_not_a_zip(api: Api, tmp_path: Path) -> None:
+    """Issue 44, defect 12: zipfile finds an archive at a file's end, so a PNG with a zip appended
+    trained through the API while `stl train` refused it. Both take a zip only by its first bytes."""
+    photos = small_dataset(tmp_path / "photos").parent
+    png = (photos / "dots" / "000.png").read_bytes()
+    sha1 = _upload(api, png + _zip(photos))
+    body = {"zip": {"sha1": sha1}, "metadata": METADATA, "model": {"uri": ""}}
+    assert error_of(api.post("/train", json=body), 422) == (
+        f"zip {sha1} is not a zip archive: it does not begin with a zip entry"
+    )
