@@ -1,6 +1,6 @@
 """Memory and time of one `stl serve` worker under requests that ask for far more than they send.
 
-Usage: .venv/bin/python bench/bench_hostile.py [--repo DIR] [--out FILE]
+Usage: .venv/bin/python bench/bench_hostile.py [--repo DIR] [--out FILE] [--intake [--folder-entries N,...]]
 
 ``--repo`` runs another checkout's code (an older commit, for a before/after table) with this
 checkout's bench. One worker (`stl serve`'s settings otherwise: 4 threads) on a fresh store
@@ -14,6 +14,9 @@ with the example model trained by the CLI; then, each measured from the worker's
   (each with a 10 s limit), then how many of the stalled ones the server closed within 45 s;
 * ``keep-alive``: 500 ``GET /livez`` one after another on one connection, and 500 more from 8
   clients at once: what the worker's own reading costs a normal request.
+
+``--intake`` measures issue 44's zips and folders instead (``intake_rows``), each while another
+client asks ``/livez`` every 0.5 s with a 1 s limit.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -160,12 +165,131 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
+# -- issue 44: zips and folders ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def livez_probes(url: str) -> Iterator[list[float | None]]:
+    """/livez every 0.5 s (1 s limit) while the block runs: each answer's seconds, None where none came."""
+    seen: list[float | None] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                ok = requests.get(url + "/livez", timeout=1).ok
+            except requests.RequestException:
+                ok = False
+            seen.append(time.perf_counter() - started if ok else None)
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _zip(entries: list[tuple[str, bytes]], comment: bytes = b"") -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries:
+            z.writestr(name, data)
+        z.comment = comment
+    return out.getvalue()
+
+
+def _variants(archive: bytes, n: int) -> list[bytes]:
+    """``n`` archives that differ in their one-byte comment only (so in their sha1)."""
+    return [archive[:-1] + bytes([48 + i]) for i in range(n)]
+
+
+def intake_rows(repo: Path, data: Path, folder_sizes: list[int]) -> str:
+    """The rows of issue 44: a folder request naming one stored 50 MB PNG-headed object N times; a
+    stored bomb zip (80 entries of 50 MB that start like a PNG, in about 4 MB) posted, polled
+    once, polled by 8 at once; 8 different bombs at once; 8 different 500,000-entry zips at once."""
+    sys.path.insert(0, str(repo))
+    from store import LocalStore
+
+    store = LocalStore(data)
+    fifty = b"\x89PNG\r\n\x1a\n" + bytes(50 * 10**6 - 8)
+    big = store.put(fifty)
+    small = [
+        store.put((REPO / "example-data" / "images" / "dots" / f"00{i}.png").read_bytes()) for i in (0, 1)
+    ]
+    bomb = _zip([(f"{label}/{i}.png", fifty) for label in "ab" for i in range(40)], b"0")
+    bombs = [store.put(b) for b in _variants(bomb, 9)]
+    many = _zip([(f"notes/{i}.txt", b"") for i in range(500_000)], b"0")
+    manys = [store.put(b) for b in _variants(many, 8)]
+    rows = []
+    with worker(repo, data) as (url, pid):
+
+        def post(body: dict) -> int:
+            return requests.post(url + "/train", json=body, timeout=900).status_code
+
+        def measure(name: str, bodies: list[dict]) -> None:
+            reset_peak(pid)
+            started = time.perf_counter()
+            with livez_probes(url) as probes, ThreadPoolExecutor(len(bodies)) as pool:
+                statuses = sorted(pool.map(post, bodies))
+            took = time.perf_counter() - started
+            answered = [p for p in probes if p is not None]
+            rows.append(
+                (
+                    name,
+                    statuses,
+                    took,
+                    memory(pid)[1],
+                    len(answered),
+                    len(probes),
+                    max(answered, default=None),
+                )
+            )
+
+        for n in folder_sizes:
+            files = [{"path": f"a/{i}.png", "sha1": big} for i in range(n)]
+            files += [{"path": f"b/{i}.png", "sha1": s} for i, s in enumerate(small)]
+            measure(f"folder: {n} entries naming one 50 MB object", [{"folder": {"files": files}}])
+        body = {"zip": {"sha1": bombs[0]}}
+        measure(f"bomb zip ({len(bomb) // 1000} KB, 4 GB unpacked): first request", [body])
+        measure("the same bomb: one poll", [body])
+        measure("the same bomb: 8 polls at once", [body] * 8)
+        measure("8 different bombs at once", [{"zip": {"sha1": s}} for s in bombs[1:]])
+        measure(
+            f"8 different 500,000-entry zips ({len(many) // 10**6} MB) at once",
+            [{"zip": {"sha1": s}} for s in manys],
+        )
+    lines = [
+        f"code: {repo}",
+        "",
+        "| request | answers | time | worker peak | /livez answered within 1 s | worst /livez |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {' '.join(map(str, statuses))} | {took:.2f} s | {peak:.0f} MiB | {ok} of {n} | {_s(worst)} |"
+            for name, statuses, took, peak, ok, n, worst in rows
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--intake", action="store_true", help="zips and folders (issue 44) instead")
+    parser.add_argument("--folder-entries", default="100,1000", help="sizes of the folder request")
     args = parser.parse_args()
     repo = args.repo.resolve()
+    if args.intake:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = intake_rows(repo, Path(tmp) / "data", [int(n) for n in args.folder_entries.split(",")])
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         env = {**os.environ, "DATA_DIR": str(data), "PYTHONPATH": str(repo)}

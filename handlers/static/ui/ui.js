@@ -14,9 +14,26 @@ async function api(method, path, body) {
   let data = null;
   try { data = JSON.parse(text); } catch (e) { data = null; }
   if (!response.ok) {
-    throw new Error((data && data.error) || `${method} ${path}: HTTP ${response.status}`);
+    const error = new Error((data && data.error) || `${method} ${path}: HTTP ${response.status}`);
+    error.status = response.status;
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw error;
   }
   return data;
+}
+
+// A worker turns one zip or folder into its CSV at a time and answers another with 503 and
+// Retry-After: wait as told, and send the same request again.
+async function busyRetried(call) {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (e.status !== 503 || !e.retryAfter || tries >= 30) throw e;
+      show("train-status", `the server is unpacking another upload; trying again in ${e.retryAfter} s`);
+      await new Promise((resolve) => setTimeout(resolve, e.retryAfter * 1000));
+    }
+  }
 }
 
 function show(id, text) {
@@ -189,7 +206,7 @@ function trainPage() {
       const size = Number(document.getElementById("image-size").value);
       if (size > 0) metadata.image_size = size;
       show("train-status", "submitting");
-      const job = await api("POST", "/train", { ...data, metadata, model: { uri: "" } });
+      const job = await busyRetried(() => api("POST", "/train", { ...data, metadata, model: { uri: "" } }));
       window.location.href = `/ui/models/${job.model_sha1}`;
     } catch (e) {
       show("train-status", "");
