@@ -248,14 +248,18 @@ def test_a_folder_nested_1100_deep_trains(tmp_path: Path) -> None:
         os.mkdir(deep)
     for png in sorted((root / "dots").glob("*.png")):
         shutil.move(png, os.path.join(deep, png.name))
-    run = run_stl(["train", str(root), *FAST], tmp_path / "d")
-    assert run.code == 0, run.err[-2000:]
-    assert "Traceback" not in run.err
-    assert run.json["photos"]["images"] == 12 and run.json["photos"]["labels"] == [
-        "checks",
-        "dots",
-        "stripes",
-    ]
+    try:
+        run = run_stl(["train", str(root), *FAST], tmp_path / "d")
+        assert run.code == 0, run.err[-2000:]
+        assert "Traceback" not in run.err
+        photos = run.json["photos"]
+        assert (photos["images"], photos["labels"]) == (12, ["checks", "dots", "stripes"])
+    finally:  # deepest first: pytest's own clean-up (shutil.rmtree) recurses too
+        for png in os.listdir(deep):
+            os.unlink(os.path.join(deep, png))
+        while deep != str(root / "dots"):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)
 
 
 def test_base_import_reads_only_a_regular_file_of_a_base_files_size(tmp_path: Path) -> None:
