@@ -13,7 +13,7 @@ import sys
 
 from model.bases.quiet import silence_native_output
 from model.config import Settings
-from model.errors import InvalidRequest, PipelineError
+from model.errors import InvalidRequest, ModelNotFound, ModelNotReady, PipelineError
 from store import StoreError
 
 from .cli_commands import (
@@ -32,6 +32,7 @@ from .cli_commands import (
     cmd_show,
     cmd_train,
     cmd_verify,
+    store_named,
     version,
 )
 from .cli_flags import TRAIN_FLAGS
@@ -43,6 +44,17 @@ def sha1_arg(value: str) -> str:
 
     if not is_sha1(value):
         raise argparse.ArgumentTypeError(f"must be a sha1 (40 lowercase hex digits), got {value!r}")
+    return value
+
+
+def model_arg(value: str) -> str:
+    """argparse type for a model: its sha1 or a prefix of one (``catalog.resolve_model`` finds it)."""
+    from model.lifecycle.catalog import MIN_PREFIX
+
+    if not (MIN_PREFIX <= len(value) <= 40 and all(c in "0123456789abcdef" for c in value)):
+        raise argparse.ArgumentTypeError(
+            f"must be a model's sha1 or a prefix of at least {MIN_PREFIX} lowercase hex digits, got {value!r}"
+        )
     return value
 
 
@@ -72,7 +84,9 @@ def _add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
 
 def _add_infer(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("infer", help="label images with a trained model")
-    i.add_argument("--model", required=True, type=sha1_arg, help="model sha1")
+    i.add_argument(
+        "--model", required=True, type=model_arg, help="model sha1 (or a unique prefix, 7+ digits)"
+    )
     i.add_argument(
         "--model-uri", metavar="URI", help="store to fetch the model from (by hash) if it is not local"
     )
@@ -156,7 +170,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _add_infer(sub)
     for name, text, func in _ON_ONE_MODEL:
         command = sub.add_parser(name, help=text)
-        command.add_argument("model", type=sha1_arg, help="model sha1")
+        command.add_argument("model", type=model_arg, help="model sha1 (or a unique prefix, 7+ digits)")
         command.set_defaults(func=func)
     _add_base(sub, settings)
     c = sub.add_parser("cat", help="write a stored object to stdout (verified)")
@@ -167,7 +181,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
     _add_gc(sub)
     e = sub.add_parser("export", help="write a model as one self-contained file (tflite: base + head)")
-    e.add_argument("model", type=sha1_arg, help="model sha1")
+    e.add_argument("model", type=model_arg, help="model sha1 (or a unique prefix, 7+ digits)")
     e.add_argument("--format", choices=["tflite"], default="tflite")
     e.add_argument("--out", "-o", help="output path (default <sha1 prefix>.<format>)")
     e.set_defaults(func=cmd_export)
@@ -214,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         silence_native_output()
     try:
         return args.func(args)
+    except ModelNotFound as e:
+        # Where it looked: a model trained with another DATA_DIR (or from another folder) is not "gone".
+        where = "" if isinstance(e, ModelNotReady) else f" in {store_named(args)}"
+        print(f"stl: error: {e}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except InvalidRequest as e:
         print(f"stl: error: {e}", file=sys.stderr)
         return EXIT_USAGE

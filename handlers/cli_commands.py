@@ -15,7 +15,7 @@ from model.config import Settings
 from model.data.fetch import FetchPolicy
 from model.errors import InvalidRequest
 from model.identity.refs import base_ref
-from store import ObjectStore
+from store import ObjectStore, StoreError
 from store.hashing import sha1_bytes
 
 from .cli_flags import describe_data_limit, hyperparameters
@@ -54,10 +54,39 @@ def _tqdm_progress(stage: str, total: int) -> Any:
     )
 
 
-def _context(args: argparse.Namespace) -> tuple[ObjectStore, Settings, FetchPolicy]:
-    from model.api import Context
+def _store_uri(args: argparse.Namespace) -> str:
+    return os.fspath(args.store) if args.store else args.settings.store_uri or args.settings.data_dir
 
+
+def store_named(args: argparse.Namespace) -> str:
+    """How an error names the store a command used: a local one by its absolute folder, and how
+    it was chosen (a model trained elsewhere is not "gone", it is in another folder)."""
+    from store.registry import local_root
+
+    uri = _store_uri(args)
+    root = local_root(uri, args.settings.data_dir)
+    if root is None:
+        return f"the store {uri}"
+    chosen = "--store" if args.store else "STORE_URI" if args.settings.store_uri else "DATA_DIR, or ./data"
+    return f"the store at {os.path.abspath(root)} ({chosen})"
+
+
+def _context(args: argparse.Namespace, creates: bool = False) -> tuple[ObjectStore, Settings, FetchPolicy]:
+    """The command's store, settings and policy. A command that only reads (``creates`` False)
+    never creates a local store: a missing folder is an error naming it, not an empty store. A
+    model named by a prefix (``args.model``) becomes its full sha1 here, once for every command."""
+    from model.api import Context
+    from model.lifecycle.catalog import resolve_model
+    from store.registry import local_root
+
+    root = local_root(_store_uri(args), args.settings.data_dir)
+    if not creates and root is not None and not os.path.isdir(root):
+        raise StoreError(
+            f"no store at {os.path.abspath(root)}: nothing was trained there (--store, STORE_URI or DATA_DIR name another)"
+        )
     ctx = Context.open(args.store, settings=args.settings)
+    if getattr(args, "model", None):
+        args.model = resolve_model(ctx.store, args.model)
     return ctx.store, ctx.settings, ctx.policy
 
 
@@ -157,7 +186,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise InvalidRequest("give images or --csv, not both")
     if args.out and not args.csv:
         raise InvalidRequest("--out goes with --csv")
-    store, settings, policy = _context(args)
+    store, settings, policy = _context(args, creates=bool(args.model_uri))
     images = args.images or ([settings.default_test_image_url] if settings.default_test_image_url else [])
     if not args.csv and not images:
         raise InvalidRequest("give one or more images, or --csv")
@@ -275,7 +304,7 @@ def cmd_base(args: argparse.Namespace) -> int:
         read_base_file,
     )
 
-    store, settings, _policy = _context(args)
+    store, settings, _policy = _context(args, creates=args.base_command in ("import", "ensure"))
     if args.base_command == "import":
         name = args.base or identify_base(read_base_file(args.file))
         _emit({"base": name, "weights_sha1": import_base(store, name, args.file, args.sha256)})

@@ -19,18 +19,18 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
 from model.bases.registry import BASES
 from model.config import BALANCED, NO_LIMIT
-from model.errors import ModelNotFound
+from model.errors import InvalidRequest, ModelNotFound
 from model.identity.manifest import manifest_rows, missing_objects
 from model.identity.recipe import fields_in_use
 from model.identity.views import VIEWS
 from model.jobs import fence as gc_fence
 from model.jobs import publications
-from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state
+from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state, resolve_model
 from store.hashing import is_sha1
 
 from . import web_guard
@@ -153,12 +153,16 @@ FAILED = ("error", "cancelled")
 
 
 @blueprint.get("/ui/models/<model_sha1>")
-def model_page(model_sha1: str) -> str | tuple[str, int]:
+def model_page(model_sha1: str) -> str | tuple[str, int] | Response:
     store = _service().store
     try:
-        if not is_sha1(model_sha1):  # not even a name: nothing to look up
-            raise ModelNotFound(model_sha1)
+        if not is_sha1(model_sha1):
+            # A prefix (7+ hex digits, as the pages show them) goes to the model's own address.
+            full = resolve_model(store, model_sha1)
+            return redirect(url_for("ui.model_page", model_sha1=full))
         found = model_state(store, model_sha1)
+    except InvalidRequest as e:  # not a name, or the start of several
+        return render_template("missing.html", sha1=model_sha1, reason=str(e)), 404
     except ModelNotFound:
         return render_template("missing.html", sha1=model_sha1), 404
     manifest = found.manifest or {}

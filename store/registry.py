@@ -61,4 +61,12 @@ def open_store(uri: str | None = None, data_dir: str = "./data", read_only: bool
     return opener(scheme)(uri, data_dir)
 
 
-__all__ = ["LOCAL_SCHEMES", "SCHEMES", "open_store", "opener", "scheme_of"]
+def local_root(uri: str | None, data_dir: str) -> str | None:
+    """The folder the store ``open_store(uri, data_dir)`` opens lives in, if it is a local one."""
+    uri = uri or data_dir
+    if scheme_of(uri) not in LOCAL_SCHEMES:
+        return None
+    return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+__all__ = ["LOCAL_SCHEMES", "SCHEMES", "local_root", "open_store", "opener", "scheme_of"]

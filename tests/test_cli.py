@@ -203,7 +203,9 @@ def test_bad_flags_and_unknown_model(tmp_path: Path) -> None:
     )
     assert run_stl(["models"], tmp_path / "data").out == ""  # refused before anything was recorded
     run = run_stl(["infer", "--model", "f" * 40, str(EXAMPLE / "infer" / "dots.png")], tmp_path / "data")
-    assert run.code == 1 and run.error_line == f"stl: error: unknown model {'f' * 40}"
+    assert run.code == 1 and run.error_line == (
+        f"stl: error: unknown model {'f' * 40} in the store at {tmp_path / 'data'} (DATA_DIR, or ./data)"
+    )
     run = run_stl(["train", str(EXAMPLE / "train.csv"), "--base", "resnet"], tmp_path / "data")
     assert run.code == 2 and "unknown base 'resnet'" in run.error_line
 

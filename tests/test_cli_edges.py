@@ -53,7 +53,7 @@ def test_a_bad_model_hash_is_a_usage_error(tmp_path: Path) -> None:
     run = run_stl(["infer", "--model", "../../etc", str(EXAMPLE / "infer" / "dots.png")], tmp_path / "d")
     assert run.code == 2
     assert run.err.strip().endswith(
-        "argument --model: must be a sha1 (40 lowercase hex digits), got '../../etc'"
+        "argument --model: must be a model's sha1 or a prefix of at least 7 lowercase hex digits, got '../../etc'"
     )
     assert run_stl(["show", "a" * 40 + "\n"], tmp_path / "d").code == 2
 
@@ -71,7 +71,9 @@ def test_labelling_with_a_model_whose_training_failed_says_why(tmp_path: Path) -
         == f"stl: error: model {failed} is not ready: its training is error: CSV line 2: empty label"
     )
     unknown = run_stl(["infer", "--model", "d" * 40, str(EXAMPLE / "infer" / "dots.png")], tmp_path / "d")
-    assert unknown.error_line == f"stl: error: unknown model {'d' * 40}"
+    assert unknown.error_line == (
+        f"stl: error: unknown model {'d' * 40} in the store at {tmp_path / 'd'} (DATA_DIR, or ./data)"
+    )
 
 
 def test_a_csv_field_over_the_limit_is_one_line(tmp_path: Path) -> None:

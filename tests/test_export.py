@@ -90,7 +90,9 @@ def test_stl_export_writes_the_same_file(trained: tuple[LocalStore, api.Model], 
     assert out.read_bytes() == export_bytes(store, model.sha1)
     assert out.stat().st_mode & 0o777 == 0o644  # a file to hand on: others may read it
     bad = run_stl(["export", "f" * 40, "-o", str(tmp_path / "x.tflite")], store.transport.root)  # type: ignore[attr-defined]
-    assert bad.code == 1 and bad.err.strip() == f"stl: error: unknown model {'f' * 40}"
+    assert bad.code == 1 and bad.err.strip() == (
+        f"stl: error: unknown model {'f' * 40} in the store at {store.transport.root} (DATA_DIR, or ./data)"  # type: ignore[attr-defined]
+    )
     assert not (tmp_path / "x.tflite").exists()
 
 

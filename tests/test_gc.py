@@ -204,7 +204,9 @@ def test_stl_gc_is_a_dry_run_unless_told(tmp_path: Path) -> None:
     assert real.code == 0 and real.json["deleted"] == dry.json["unreferenced"]
     assert run_stl(["gc", "--grace", "0"], tmp_path / "d").json["unreferenced"] == 0
     again = run_stl(["delete", model_sha1], tmp_path / "d")
-    assert again.code == 1 and again.err.strip() == f"stl: error: unknown model {model_sha1}"
+    assert again.code == 1 and again.err.strip() == (
+        f"stl: error: unknown model {model_sha1} in the store at {tmp_path / 'd'} (DATA_DIR, or ./data)"
+    )
 
 
 class PausingStore(LocalStore):

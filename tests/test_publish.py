@@ -30,7 +30,9 @@ def test_another_machine_serves_the_model_fetched_by_hash(published: tuple[Path,
     elsewhere = tmp / "elsewhere"
     image = str(EXAMPLE / "infer" / "dots.png")
     missing = run_stl(["infer", "--model", model, image], elsewhere)
-    assert missing.code == 1 and missing.error_line == f"stl: error: unknown model {model}"
+    assert missing.code == 1 and missing.error_line == (  # nothing here yet: no store was made
+        f"stl: error: no store at {elsewhere}: nothing was trained there (--store, STORE_URI or DATA_DIR name another)"
+    )
     fetched = run_stl(["infer", "--model", model, "--model-uri", str(remote), image], elsewhere)
     assert fetched.code == 0, fetched.err
     here = run_stl(["infer", "--model", model, image], tmp / "here")

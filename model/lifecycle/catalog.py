@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from model.errors import ModelNotFound
+from model.errors import InvalidRequest, ModelNotFound
 from model.identity.manifest import load_manifest
 from model.identity.refs import manifest_ref, recipe_ref, status_ref
 from model.jobs.state import RUNNING, lease_lapsed, read_recipe, read_status, shown_status
@@ -126,3 +126,27 @@ def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
         and lease_lapsed(store, model_sha1)
     )
     return ModelState(model_sha1, status, recipe, manifest, corrupt, stalled)
+
+
+#: The shortest model prefix taken where a person names a model (git's default abbreviation).
+MIN_PREFIX = 7
+
+
+def resolve_model(store: ObjectStore, name: str) -> str:
+    """The full sha1 of the model ``name`` names: itself, or the one model of this store whose
+    sha1 starts with it (at least MIN_PREFIX hex digits: the pages show 12, export's file names
+    too). A full sha1 is taken as it is, known here or not (``stl infer --model-uri`` fetches it)."""
+    if is_sha1(name):
+        return name
+    if not (MIN_PREFIX <= len(name) < 40 and all(c in "0123456789abcdef" for c in name)):
+        raise InvalidRequest(
+            f"a model is named by its sha1 or a prefix of at least {MIN_PREFIX} lowercase hex digits, got {name!r}"
+        )
+    names = [n.split("/") for n in store.list_refs("models")]
+    found = sorted({parts[1] for parts in names if len(parts) >= 3 and parts[1].startswith(name)})
+    if not found:
+        raise ModelNotFound(name)
+    if len(found) > 1:
+        listed = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+        raise InvalidRequest(f"{name} starts {len(found)} models' sha1s: {listed}")
+    return found[0]

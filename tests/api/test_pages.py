@@ -104,6 +104,24 @@ def test_an_unknown_model_page_is_an_html_404(tmp_path: Path, monkeypatch: pytes
     assert web.get("/ui/models/not-a-hash").status_code == 404  # nothing is looked up for it
 
 
+def test_a_model_page_is_found_by_a_prefix_of_its_sha1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 41, item 7: the pages show 12-digit prefixes; a URL with one (7 digits or more) goes
+    to the model's own page, an ambiguous one says which models it starts."""
+    web, store = client(tmp_path, monkeypatch)
+    one, two = "ab12cd3" + "4" * 33, "ab12cd3" + "5" * 33
+    for sha1 in (one, two):
+        jobs.write_status(store, sha1, "error", message="gone")
+    r = web.get(f"/ui/models/{one[:8]}")
+    assert r.status_code == 302 and r.headers["Location"] == f"/ui/models/{one}"
+    ambiguous = web.get("/ui/models/ab12cd3")
+    assert ambiguous.status_code == 404
+    assert f"ab12cd3 starts 2 models&#39; sha1s: {one}, {two}." in ambiguous.get_data(as_text=True)
+    assert web.get("/ui/models/ab12cd").status_code == 404  # 6 digits: not a name
+    assert web.get("/ui/models/ab12cd9").status_code == 404
+
+
 def test_a_model_page_names_the_objects_its_store_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,64 @@
+"""Issue 41, items 3 and 7: a model named by a short prefix, and a store a user can find.
+
+The pages show 12-digit prefixes and `stl export` writes them in file names; every command that
+names a model takes any unique prefix of 7 or more hex digits. An unknown model names the store
+it was looked for in, and a command that only reads never creates a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stl_testing import FAST, run_stl, small_dataset
+
+from model.identity.refs import status_ref
+from store import LocalStore
+
+
+def test_a_unique_prefix_names_a_model_and_an_ambiguous_one_lists_the_candidates(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    trained = run_stl(["train", str(small_dataset(tmp_path / "set")), *FAST], data)
+    assert trained.code == 0, trained.err[-2000:]
+    model = trained.json["model_sha1"]
+
+    shown = run_stl(["show", model[:7]], data)
+    assert shown.code == 0, shown.err
+    assert shown.out == run_stl(["show", model], data).out and '"recipe"' in shown.out
+    exported = run_stl(["export", model[:12], "--out", str(tmp_path / "m.tflite")], data)
+    assert exported.code == 0 and exported.json["model_sha1"] == model, exported.err
+
+    short = run_stl(["show", model[:6]], data)
+    assert short.code == 2
+    assert (
+        f"must be a model's sha1 or a prefix of at least 7 lowercase hex digits, got '{model[:6]}'"
+        in short.err
+    )
+
+    unknown = run_stl(["verify", "0000000"], data)
+    assert (unknown.code, unknown.error_line) == (
+        1,
+        f"stl: error: unknown model 0000000 in the store at {data} (DATA_DIR, or ./data)",
+    )
+
+    twin = model[:7] + "0" * 33 if model[7] != "0" else model[:7] + "1" * 33
+    LocalStore(data).set_ref(status_ref(twin), b'{"status": "error"}')
+    both = sorted([model, twin])
+    ambiguous = run_stl(["show", model[:7]], data)
+    assert (ambiguous.code, ambiguous.error_line) == (
+        2,
+        f"stl: error: {model[:7]} starts 2 models' sha1s: {both[0]}, {both[1]}",
+    )
+    assert run_stl(["show", model[:8]], data).out == shown.out
+
+
+def test_a_command_that_reads_never_creates_a_store(tmp_path: Path) -> None:
+    """`cd ~ && stl infer --model X photo.jpg` said `unknown model X` and created ~/data."""
+    missing = tmp_path / "nowhere"
+    for args in (["show", "a" * 40], ["infer", "--model", "a" * 40, "x.png"], ["models"], ["gc"]):
+        run = run_stl(args, missing)
+        assert (run.code, run.error_line) == (
+            1,
+            f"stl: error: no store at {missing}: nothing was trained there "
+            "(--store, STORE_URI or DATA_DIR name another)",
+        ), args
+        assert not missing.exists()
