@@ -268,16 +268,21 @@ def _infer_csv(
 def cmd_show(args: argparse.Namespace) -> int:
     from model.errors import ModelNotFound
     from model.identity.manifest import load_manifest
-    from model.jobs import state as jobs
+    from model.lifecycle.catalog import STALLED_MESSAGE, model_state
 
     store, _settings, _policy = _context(args)
     try:
         sys.stdout.write(json.dumps(load_manifest(store, args.model), sort_keys=True, indent=2) + "\n")
         return 0
     except ModelNotFound:
-        status = jobs.read_status(store, args.model)
-        if status is None:
+        # The catalog's reading, as `stl models`, the API and the page give it: a job whose process
+        # stopped (Ctrl-C) is stalled, not the in_progress its record still says.
+        found = model_state(store, args.model)
+        if found.status is None:
             raise
+        status = {**(found.job or {}), "status": found.state}
+        if found.stalled:
+            status["message"] = STALLED_MESSAGE
         _emit(status)
         return 0 if status["status"] != "error" else EXIT_ERROR
 
@@ -347,8 +352,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     store, _settings, _policy = _context(args)
     for row in model_rows(store, limit=args.limit):
-        _emit(row)
+        _emit({k: _iso(v) if k.endswith("_at") else v for k, v in row.items()})
     return 0
+
+
+def _iso(ts: float | None) -> str | None:
+    """Seconds since the epoch as people read them: ISO 8601, UTC, to the second."""
+    from datetime import datetime, timezone
+
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

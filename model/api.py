@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.context import Context, StoreLike
-from model.data.photo_csv import PhotoCsv, store_photos
-from model.data.photo_trees import open_photo_tree
-from model.errors import PipelineError
+from model.data.photo_csv import PhotoCsv, looks_like_image, store_photos
+from model.data.photo_trees import HEAD_BYTES, open_photo_tree
+from model.errors import DataError, PipelineError
 from model.execution.choice import executor_for, on_cluster
 from model.identity.recipe import Recipe
 from model.jobs import state as jobs
@@ -77,6 +77,11 @@ def store_photo_source(ctx: Context, path: str) -> PhotoCsv | None:
         path, settings.max_download_bytes, settings.max_unzipped_bytes, settings.max_folder_entries
     )
     if tree is None:
+        if _is_one_image(path):
+            raise DataError(
+                f"{path} is an image: training takes a CSV of <image>,<label>,<sha1> rows, a folder with "
+                "one subfolder of images per label, or a zip of such a folder"
+            )
         return None
     return store_photos(
         ctx.store,
@@ -85,6 +90,14 @@ def store_photo_source(ctx: Context, path: str) -> PhotoCsv | None:
         settings.min_free_bytes,
         max_entries=settings.max_folder_entries,
     )
+
+
+def _is_one_image(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return looks_like_image(f.read(HEAD_BYTES))
+    except OSError:
+        return False  # not a local file: the fetcher says what it is
 
 
 @dataclass

@@ -6,6 +6,7 @@ test reads back (pytest's own capture must not be redirected under it).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(body: str, tmp_path: Path) -> str:
+def _run(body: str, tmp_path: Path, env: dict[str, str] | None = None) -> str:
     script = textwrap.dedent(
         """
         import os, threading
@@ -23,7 +24,14 @@ def _run(body: str, tmp_path: Path) -> str:
     ) + textwrap.dedent(body)
     err = tmp_path / "stderr"
     with open(err, "wb") as f:
-        subprocess.run([sys.executable, "-c", script], cwd=REPO, stderr=f, check=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            stderr=f,
+            check=True,
+            timeout=300,
+            env={**os.environ, **(env or {})},
+        )
     return err.read_text()
 
 
@@ -74,3 +82,28 @@ def test_concurrent_uses_never_leave_the_process_mute(tmp_path: Path) -> None:
         tmp_path,
     )
     assert out == "still heard\n"
+
+
+def test_the_delegate_line_is_muted_once_even_where_silencing_is_off(tmp_path: Path) -> None:
+    """Issue 41, item 10: LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." reached
+    `stl serve`'s log and notebooks (silencing is off there). It is said once per process, at the
+    first delegation, which alone is muted: lines after it stay."""
+    out = _run(
+        """
+        from model.bases.litert import Int8Base
+        from model.bases.registry import ensure_base_with
+        from model.config import Settings
+        from store import LocalStore
+
+        store = LocalStore(os.environ["STL_TEST_STORE"])
+        spec, sha1 = ensure_base_with(Settings(), store, "efficientnet-lite0")
+        base = Int8Base(store.get(sha1))
+        base._resize(224)
+        os.write(2, b"after the first\\n")
+        Int8Base(store.get(sha1))._resize(96)
+        os.write(2, b"after the second\\n")
+        """,
+        tmp_path,
+        {"STL_TEST_STORE": str(tmp_path / "store")},
+    )
+    assert out == "after the first\nafter the second\n"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.bases.quiet import silenced
+from model.bases.quiet import silenced, silenced_first
 from model.errors import BaseModelError
 
 #: Recorded in manifests and feature-cache keys: which numeric path made the features.
@@ -36,7 +36,7 @@ class Int8Base:
 
         self.name = name
         try:
-            with silenced(2):  # LiteRT announces its XNNPACK delegate on stderr, between progress bars
+            with silenced(2):  # nothing said here today; the CLI keeps any chatter off its bars
                 self._interpreter = Interpreter(model_content=model, num_threads=THREADS)
         except ValueError as e:
             raise BaseModelError(f"{name} is not a LiteRT model: {e}") from None
@@ -54,7 +54,9 @@ class Int8Base:
 
     def _resize(self, size: int) -> None:
         self._interpreter.resize_tensor_input(self._in, [1, size, size, 3], strict=False)
-        with silenced(2):  # XNNPACK announces itself when the graph is (re)delegated
+        # LiteRT announces its XNNPACK delegate once per process, at the first delegation: muted
+        # even in a server or a notebook, for those few milliseconds (``quiet.silenced_first``).
+        with silenced_first(2):
             self._interpreter.allocate_tensors()
         self._check_fully_delegated()
         self._size = size

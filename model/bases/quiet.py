@@ -6,8 +6,11 @@ that text would corrupt the JSON on stdout or break the progress bars.
 
 Pointing a descriptor at /dev/null is process-wide, so it is off unless the
 entry point turns it on: the CLI does; a web worker does not, since there it
-would swallow every other thread's log lines for the duration (a delegate
-line in the server log is harmless). Nested and concurrent uses share one
+would swallow every other thread's log lines for the duration. One exception,
+``silenced_first``: LiteRT says its line once per process, so the first
+interpreter is made with stderr pointed away everywhere (a few milliseconds,
+as a worker starts), and the line never reaches a server's log or a notebook.
+Nested and concurrent uses share one
 redirection, counted per descriptor: a second thread must never save
 /dev/null as "the original" and restore it last, leaving the process mute.
 """
@@ -54,10 +57,25 @@ def _leave(fds: tuple[int, ...]) -> None:
                 os.close(_saved.pop(fd))
 
 
+_first_done = False
+
+
 @contextlib.contextmanager
-def silenced(*fds: int) -> Iterator[None]:
-    """Point ``fds`` (1: stdout, 2: stderr) at /dev/null for the duration, if enabled."""
-    if not _enabled:
+def silenced_first(*fds: int) -> Iterator[None]:
+    """As :func:`silenced`, and the first time in a process even where not enabled: for native
+    code that announces itself once per process (LiteRT's "Created TensorFlow Lite XNNPACK
+    delegate for CPU.", printed once from C++), so that nothing else is ever muted for it."""
+    global _first_done
+    with _lock:
+        first, _first_done = not _first_done, True
+    with silenced(*fds, force=first):
+        yield
+
+
+@contextlib.contextmanager
+def silenced(*fds: int, force: bool = False) -> Iterator[None]:
+    """Point ``fds`` (1: stdout, 2: stderr) at /dev/null for the duration, if enabled (or forced)."""
+    if not (_enabled or force):
         yield
         return
     _enter(fds)

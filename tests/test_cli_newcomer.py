@@ -1,17 +1,21 @@
-"""Issue 41, items 3 and 7: a model named by a short prefix, and a store a user can find.
+"""Issue 41's CLI frictions, as a new user met them.
 
-The pages show 12-digit prefixes and `stl export` writes them in file names; every command that
-names a model takes any unique prefix of 7 or more hex digits. An unknown model names the store
-it was looked for in, and a command that only reads never creates a store.
+Item 7: the pages show 12-digit prefixes and `stl export` writes them in file names; every command
+that names a model takes any unique prefix of 7 or more hex digits. Item 3: an unknown model names
+the store it was looked for in, and a command that only reads never creates a store. Item 5: `stl
+show` and `stl models` agree on a job whose process stopped. Item 10: times people read, and a
+photo given to `stl train` says what training takes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stl_testing import FAST, run_stl, small_dataset
+from stl_testing import EXAMPLE, FAST, run_stl, small_dataset
 
 from model.identity.refs import status_ref
+from model.jobs import state as jobs
+from model.lifecycle.catalog import STALLED_MESSAGE
 from store import LocalStore
 
 
@@ -62,3 +66,26 @@ def test_a_command_that_reads_never_creates_a_store(tmp_path: Path) -> None:
             "(--store, STORE_URI or DATA_DIR name another)",
         ), args
         assert not missing.exists()
+
+
+def test_show_and_models_agree_on_a_job_whose_process_stopped(tmp_path: Path) -> None:
+    """After Ctrl-C, `stl show` said in_progress (owner cli-<pid>) while `stl models` said stalled."""
+    store = LocalStore(tmp_path / "d")
+    sha1 = "c" * 40
+    jobs.write_status(store, sha1, "in_progress", owner="cli-4242", updated_at=1796700000.25)
+    shown = run_stl(["show", sha1], tmp_path / "d")
+    assert shown.code == 0, shown.err
+    assert (shown.json["status"], shown.json["message"]) == ("stalled", STALLED_MESSAGE)
+    listed = run_stl(["models"], tmp_path / "d")
+    assert listed.json["status"] == "stalled"
+    assert listed.json["updated_at"] == "2026-12-08T03:20:00Z"  # ISO 8601 in UTC, not 1796700000.25
+
+
+def test_a_photo_given_to_train_says_what_training_takes(tmp_path: Path) -> None:
+    photo = EXAMPLE / "infer" / "dots.png"
+    run = run_stl(["train", str(photo)], tmp_path / "d")
+    assert (run.code, run.error_line) == (
+        1,
+        f"stl: error: {photo} is an image: training takes a CSV of <image>,<label>,<sha1> rows, "
+        "a folder with one subfolder of images per label, or a zip of such a folder",
+    )
