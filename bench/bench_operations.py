@@ -199,7 +199,7 @@ def main() -> None:
         f"- training, progress on / off: {ratio('train, progress on (s)', 'train, progress off (s)'):.3f}x",
         f"- one image, exported .tflite / Predictor: {ratio('one image through the exported .tflite, decode included (ms)', 'one image through Predictor, decode included (ms)'):.2f}x",
         f"- gc: {summary['deleted']} of {summary['objects']} objects deleted, "
-        f"{summary['unreferenced_bytes'] / 1e6:.1f} MB, {summary['cache_entries_dropped']} cache entries dropped",
+        f"{summary['deletable_bytes'] / 1e6:.1f} MB, {summary['cache_entries_dropped']} cache entries dropped",
         "",
     ]
     Path(args.out).write_text("\n".join(lines))

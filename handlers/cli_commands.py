@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from model.config import Settings
@@ -54,6 +55,10 @@ def _tqdm_progress(stage: str, total: int) -> Any:
     )
 
 
+class NoStore(StoreError):
+    """A command that only reads was pointed at a local store folder that does not exist."""
+
+
 def _store_uri(args: argparse.Namespace) -> str:
     return os.fspath(args.store) if args.store else args.settings.store_uri or args.settings.data_dir
 
@@ -81,7 +86,7 @@ def _context(args: argparse.Namespace, creates: bool = False) -> tuple[ObjectSto
 
     root = local_root(_store_uri(args), args.settings.data_dir)
     if not creates and root is not None and not os.path.isdir(root):
-        raise StoreError(
+        raise NoStore(
             f"no store at {os.path.abspath(root)}: nothing was trained there (--store, STORE_URI or DATA_DIR name another)"
         )
     ctx = Context.open(args.store, settings=args.settings)
@@ -309,7 +314,17 @@ def cmd_base(args: argparse.Namespace) -> int:
         read_base_file,
     )
 
-    store, settings, _policy = _context(args, creates=args.base_command in ("import", "ensure"))
+    if args.base_command == "list":
+        try:
+            store, settings, _policy = _context(args)
+        except NoStore:  # nothing is in a store that is not there; it is not made to say so
+            store = None
+        for name in sorted(BASES):
+            raw = store.get_ref(base_ref(name)) if store else None
+            _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
+        return 0
+    # export converts the base into the store when it is not there yet: it writes too
+    store, settings, _policy = _context(args, creates=True)
     if args.base_command == "import":
         name = args.base or identify_base(read_base_file(args.file))
         _emit({"base": name, "weights_sha1": import_base(store, name, args.file, args.sha256)})
@@ -332,10 +347,6 @@ def cmd_base(args: argparse.Namespace) -> int:
         for name in names:
             _spec, sha1 = ensure_base_with(settings, store, name)
             _emit({"base": name, "weights_sha1": sha1})
-    else:
-        for name in sorted(BASES):
-            raw = store.get_ref(base_ref(name))
-            _emit({"base": name, "in_store": raw is not None, **(json.loads(raw) if raw else {})})
     return 0
 
 
@@ -390,7 +401,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
             "would be deleted; add --force if nothing is uploading"
         )
     store, _settings, _policy = _context(args)
-    report = collect(store, grace_s=args.grace, delete=args.delete, keep_caches=args.keep_caches)
+    now = time.time()
+    report = collect(store, grace_s=args.grace, delete=args.delete, keep_caches=args.keep_caches, now=now)
+    if not args.delete:  # what it would do, object by object, before the counts
+        for sha1, size, modified in report.unreached:
+            if modified is None:
+                _emit({"object": sha1, "action": "keep", "why": "this store cannot tell its age"})
+            elif modified > now - args.grace:
+                _emit({"object": sha1, "bytes": size, "modified": _iso(modified), "action": "keep",
+                       "until": _iso(modified + args.grace)})  # fmt: skip
+            else:
+                _emit({"object": sha1, "bytes": size, "modified": _iso(modified), "action": "delete"})
     _emit(report.summary())
     if not args.delete and report.unreferenced:
         print(

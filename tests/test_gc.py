@@ -296,6 +296,7 @@ def test_a_ready_model_with_missing_objects_is_repaired_by_the_next_train_reques
 
 
 def test_stl_gc_refuses_a_short_grace_unless_forced(tmp_path: Path) -> None:
+    LocalStore(tmp_path / "d")  # an empty store (gc refuses one that does not exist)
     refused = run_stl(["gc", "--delete", "--grace", "0"], tmp_path / "d")
     assert refused.code == 2
     assert refused.error_line == (
@@ -326,3 +327,51 @@ def test_staged_copies_a_killed_writer_left_are_removed_past_the_grace(tmp_path:
     assert (real.json["stale_staging_files"], real.json["stale_staging_bytes"]) == (1, 40_000)
     left = {p.name for p in staging.iterdir()}
     assert "tmp-killed" not in left and {"lock-ab", "tmp-writing"} <= left
+
+
+def test_a_dry_run_lists_each_object_and_its_fate_and_both_runs_count_alike(tmp_path: Path) -> None:
+    """Issue 41, item 8: the dry run printed counts only ("unreferenced": 0, "kept_young": 12),
+    though its help says it lists them, and the forced run then reported "unreferenced": 12."""
+    from datetime import datetime, timezone
+
+    def iso(ts: float) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    csv = small_dataset(tmp_path / "set")
+    data = tmp_path / "d"
+    trained = run_stl(["train", str(csv), "--l2", "0.001", "--image-size", "96"], data)
+    assert trained.code == 0, trained.err
+    assert run_stl(["delete", trained.json["model_sha1"]], data).code == 0
+    store = LocalStore(data)
+
+    young = run_stl(["gc"], data)  # the default grace: a day
+    lines = [json.loads(line) for line in young.out.splitlines()]
+    listed, summary = lines[:-1], lines[-1]
+    assert summary["unreferenced"] == len(listed) > 0 and summary["kept_young"] == len(listed)
+    assert summary["deletable"] == 0
+    for line in listed:
+        modified, size = store.stat_object(line["object"])  # type: ignore[misc]
+        assert line == {
+            "object": line["object"],
+            "bytes": size,
+            "modified": iso(modified),
+            "action": "keep",
+            "until": iso(modified + 86400),
+        }
+
+    # With no grace the cache entries go too, and what only they reached.
+    old = run_stl(["gc", "--grace", "0"], data)
+    old_lines = [json.loads(line) for line in old.out.splitlines()]
+    assert {line["object"] for line in old_lines[:-1]} > {line["object"] for line in listed}
+    assert {line["action"] for line in old_lines[:-1]} == {"delete"}
+    n = len(old_lines) - 1
+    assert (old_lines[-1]["unreferenced"], old_lines[-1]["deletable"], old_lines[-1]["kept_young"]) == (
+        n,
+        n,
+        0,
+    )
+
+    real = run_stl(["gc", "--grace", "0", "--delete", "--force"], data)
+    assert real.out.count("\n") == 1  # a deleting run prints its counts only
+    counts = real.json
+    assert (counts["unreferenced"], counts["deletable"], counts["deleted"]) == (n, n, n)

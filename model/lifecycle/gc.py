@@ -74,10 +74,13 @@ class Report:
     objects: int = 0
     referenced: int = 0
     marked: set[str] = field(default_factory=set)
+    #: Objects no ref reaches that are older than the grace: deleted unless a dry run.
     unreferenced: list[str] = field(default_factory=list)
     unreferenced_bytes: int = 0
     kept_young: int = 0
     kept_unknown_age: int = 0
+    #: (sha1, bytes, modified) of each object no ref reaches, young or old; None where the age is unknown.
+    unreached: list[tuple[str, int | None, float | None]] = field(default_factory=list)
     cache_refs_dropped: list[str] = field(default_factory=list)
     deleted: int = 0
     #: Staged copies older than the grace, left by a process killed while it wrote them.
@@ -89,8 +92,11 @@ class Report:
             "dry_run": self.dry_run,
             "objects": self.objects,
             "referenced": self.referenced,
-            "unreferenced": len(self.unreferenced),
-            "unreferenced_bytes": self.unreferenced_bytes,
+            # Every object no ref reaches, and what becomes of it: the same counts in a dry run
+            # and a deleting one (with the same grace).
+            "unreferenced": len(self.unreached),
+            "deletable": len(self.unreferenced),
+            "deletable_bytes": self.unreferenced_bytes,
             "kept_young": self.kept_young,
             "kept_unknown_age": self.kept_unknown_age,
             "cache_entries_dropped": len(self.cache_refs_dropped),
@@ -205,6 +211,7 @@ def _collect(
             report.referenced += 1
             continue
         stat = store.stat_object(sha1)
+        report.unreached.append((sha1, stat[1], stat[0]) if stat else (sha1, None, None))
         if stat is None:
             report.kept_unknown_age += 1
         elif stat[0] > now - grace_s:
