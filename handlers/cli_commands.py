@@ -49,7 +49,7 @@ def _emit(obj: Any) -> None:
 def _tqdm_progress(stage: str, total: int) -> Any:
     from tqdm import tqdm
 
-    units = {"fetch": "img", "features": "img", "head": "step"}
+    units = {"fetch": "img", "features": "img", "head": "step", "copy": "img"}
     return tqdm(
         total=total, desc=stage, unit=units.get(stage, "it"), file=sys.stderr, leave=False, mininterval=0.3
     )
@@ -296,7 +296,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from model.lifecycle.verify import verify_model
 
     store, _settings, _policy = _context(args)
-    report = verify_model(store, args.model)
+    report = verify_model(store, args.model, _tqdm_progress)
     _emit(report)
     if not report["identical"]:
         print(f"stl: error: {report['message']}", file=sys.stderr)

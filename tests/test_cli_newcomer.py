@@ -89,3 +89,15 @@ def test_a_photo_given_to_train_says_what_training_takes(tmp_path: Path) -> None
         f"stl: error: {photo} is an image: training takes a CSV of <image>,<label>,<sha1> rows, "
         "a folder with one subfolder of images per label, or a zip of such a folder",
     )
+
+
+def test_verify_shows_its_stages_as_training_does(tmp_path: Path) -> None:
+    """Issue 41, item 4: `stl verify` was silent for 44 s on 300 photos while train shows bars."""
+    data = tmp_path / "d"
+    trained = run_stl(["train", str(small_dataset(tmp_path / "set")), *FAST], data)
+    assert trained.code == 0, trained.err[-2000:]
+    verified = run_stl(["verify", trained.json["model_sha1"][:10]], data)
+    assert verified.code == 0, verified.err[-2000:]
+    assert verified.json["identical"] is True
+    for stage in ("copy: ", "rebuild: fetch: ", "rebuild: features: ", "rebuild: head: "):
+        assert stage in verified.err, verified.err[-2000:]
