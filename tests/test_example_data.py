@@ -68,5 +68,5 @@ def test_request_bodies() -> None:
     assert train["csv"]["url"] == "example-data/train.csv"
     assert train["csv"]["sha1"] == hashlib.sha1((DATA / "train.csv").read_bytes()).hexdigest()
     infer = json.loads((DATA / "infer.json").read_text())
-    assert infer["model"]["sha1"] == "MODEL_SHA1"
+    assert infer["model"]["sha1"] == "7aa64230f910aa6116f6ddb9966dc13b3307f156"  # what train.json trains
     assert (DATA.parent / infer["image"]["url"]).is_file()
