@@ -33,7 +33,7 @@ from .logs import use_json_logs
 from .metrics import exposition, instrument, record_request
 from .openapi import query_parameters
 from .service import Service
-from .training import public_status, start_resumer, submit_training
+from .training import public_status, retry_training, start_resumer, submit_training
 
 MAX_LIST_LIMIT = 1000
 
@@ -127,6 +127,11 @@ def cancel_model(model_sha1: str) -> Response:
     response = jsonify({**public_status(record), "cancel_requested": True})
     response.status_code = 202
     return response
+
+
+def retry_model(model_sha1: str) -> Response:
+    path_sha1(model_sha1, "model_sha1")
+    return jsonify(retry_training(service(), model_sha1))
 
 
 def verify_model(model_sha1: str) -> Response:
@@ -274,6 +279,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/models/<model_sha1>", view_func=get_model, methods=["GET"])
     app.add_url_rule("/models/<model_sha1>", view_func=delete_model, methods=["DELETE"])
     app.add_url_rule("/models/<model_sha1>/cancel", view_func=cancel_model, methods=["POST"])
+    app.add_url_rule("/models/<model_sha1>/retry", view_func=retry_model, methods=["POST"])
     app.add_url_rule("/models/<model_sha1>/export", view_func=export_model, methods=["GET"])
     app.add_url_rule("/models/<model_sha1>/verify", view_func=verify_model, methods=["POST"])
     app.add_url_rule("/objects", view_func=post_object, methods=["POST"])

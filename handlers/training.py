@@ -21,7 +21,7 @@ from typing import Any
 from model.context import Job
 from model.data.photo_csv import photo_csv_key, remember_csv, remembered_csv, store_photos
 from model.data.photo_trees import PhotoTree, StoredTree, ZipTree
-from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest
+from model.errors import ExecutorUnavailable, FetchRefused, InvalidRequest, JobStateError, ModelNotFound
 from model.execution.choice import on_cluster
 from model.identity.recipe import Recipe
 from model.jobs import publications
@@ -162,6 +162,22 @@ def submit_training(service: Service, body: dict[str, Any]) -> dict[str, Any]:
             record = publications.refuse(service.store, recipe.sha1, publish_to, str(refused))
         return {**out, "published": publications.public(record)}
     return _train(service, recipe, csv_source, publish_to)
+
+
+def retry_training(service: Service, model_sha1: str) -> dict[str, Any]:
+    """Start a failed or cancelled job again, with the recipe it was asked for (the model page's
+    Retry): the 2019 clear (DELETE) and the same POST /train, in one step that needs no body."""
+    store = service.store
+    status, found = jobs.read_status(store, model_sha1), jobs.read_recipe(store, model_sha1)
+    if status is None or found is None:
+        raise ModelNotFound(model_sha1)
+    if status["status"] not in ("error", "cancelled"):
+        raise JobStateError(
+            f"model {model_sha1} is {jobs.shown_status(store, status)}; only a failed or cancelled training is retried"
+        )
+    recipe, csv_source = found
+    jobs.delete(store, model_sha1)
+    return _train(service, recipe, csv_source, None)
 
 
 def _train(

@@ -63,6 +63,13 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+@blueprint.app_template_filter("sig")
+def sig(value: float | None) -> str:
+    """A measured number as people read it: three significant digits (0.366, not 0.36598122402126443);
+    nothing for what a manifest does not hold."""
+    return f"{value:.3g}" if isinstance(value, (int, float)) else ""
+
+
 @blueprint.app_template_filter("pct")
 def pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}%"

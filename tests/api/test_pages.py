@@ -190,3 +190,33 @@ def test_the_recipe_table_shows_what_the_head_reads_and_what_the_values_mean() -
     assert rows["epochs"] == (3, "") and rows["batch_size"] == (7, "")
     assert rows["data_limit"] == (-1, "balanced: every label cut to the smallest label's count")
     assert recipe_rows({"data_limit": 40})[0] == ("data_limit", 40, "at most 40 photos per label")
+
+
+def test_a_failed_model_page_offers_retry_and_delete_and_retry_starts_the_recipe_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 41, item 9: a failed model's page had no way on but a new request by hand."""
+    from model.identity.recipe import make_recipe, parse_hyperparameters
+
+    web, store = client(tmp_path, monkeypatch)
+    settings = web.application.extensions["stl"].settings
+    recipe = make_recipe(parse_hyperparameters({}, settings), "c" * 40, "b" * 40, 260)
+    jobs.record_recipe(store, recipe, None)
+    jobs.write_status(store, recipe.sha1, "error", message="CSV line 2: empty label")
+    page = web.get(f"/ui/models/{recipe.sha1}").get_data(as_text=True)
+    assert 'id="retry"' in page and 'id="delete"' in page and "CSV line 2: empty label" in page
+    monkeypatch.setattr("handlers.training._start", lambda *args: None)  # started, not run here
+    retried = web.post(f"/models/{recipe.sha1}/retry")
+    assert retried.status_code == 200, retried.get_data(as_text=True)
+    assert retried.get_json()["model_sha1"] == recipe.sha1 and retried.get_json()["status"] == "new"
+    assert jobs.read_status(store, recipe.sha1)["status"] == "new"  # type: ignore[index]
+    again = web.post(f"/models/{recipe.sha1}/retry")
+    assert again.status_code == 409
+    assert "only a failed or cancelled training is retried" in again.get_json()["error"]
+    assert web.post(f"/models/{'d' * 40}/retry").status_code == 404
+
+
+def test_measured_numbers_are_rounded_for_people() -> None:
+    from handlers.ui import sig
+
+    assert (sig(0.36598122402126443), sig(0.0123456), sig(1.0), sig(None)) == ("0.366", "0.0123", "1", "")

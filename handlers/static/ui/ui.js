@@ -95,7 +95,13 @@ function modelPage() {
   if (del) del.addEventListener("click", async () => {
     if (!window.confirm("Forget this model? Its objects stay until the store is garbage-collected.")) return;
     try { await api("DELETE", `/models/${sha1}`); window.location.href = "/"; }
-    catch (e) { show("verify-result", e.message); }
+    catch (e) { show(document.getElementById("verify-result") ? "verify-result" : "retry-result", e.message); }
+  });
+  const retry = document.getElementById("retry");
+  if (retry) retry.addEventListener("click", async () => {
+    retry.disabled = true;
+    try { await busyRetried(() => api("POST", `/models/${sha1}/retry`)); window.location.reload(); }
+    catch (e) { show("retry-result", e.message); retry.disabled = false; }
   });
 }
 
