@@ -107,7 +107,8 @@ def _from_path(source: str, policy: FetchPolicy) -> bytes:
     path = Path(urlparse(source).path if source.startswith("file://") else source)
     if not policy.allow_paths:
         raise FetchRefused(
-            f"local paths are not allowed: {source} (only under IMPORT_ROOT, which is not set)"
+            f"local paths are not allowed: {source} (the server reads its own files only below IMPORT_ROOT, "
+            "which is not set: upload the file, or give an http(s) URL)"
         )
     if "\0" in str(path):
         raise FetchRefused(f"path contains a NUL byte: {source!r}")

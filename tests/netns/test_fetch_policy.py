@@ -105,4 +105,7 @@ def test_loopback_refused_without_allow_hosts(strict_api: Api, site: Site) -> No
 
 def test_paths_refused_without_import_root(strict_api: Api) -> None:
     message = error_of(strict_api.post("/train", json=csv_request("train.csv")), 403)
-    assert message == "local paths are not allowed: train.csv (only under IMPORT_ROOT, which is not set)"
+    assert message == (
+        "local paths are not allowed: train.csv (the server reads its own files only below IMPORT_ROOT, "
+        "which is not set: upload the file, or give an http(s) URL)"
+    )

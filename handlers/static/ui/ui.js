@@ -41,6 +41,8 @@ function show(id, text) {
   if (!el) return;
   el.textContent = text;
   el.hidden = !text;
+  // An error is said where the eye is: a long form's button can sit at the bottom of the screen.
+  if (text && el.classList.contains("error")) el.scrollIntoView({ block: "center", behavior: "smooth" });
 }
 
 function seconds(s) {
@@ -86,8 +88,18 @@ function modelPage() {
     show("verify-result", "Rebuilding in a fresh process…");
     try {
       const report = await api("POST", `/models/${sha1}/verify`);
-      show("verify-result", (report.identical ? "IDENTICAL: " : "DIFFERENT: ") + (report.message || "") +
-        "\n" + JSON.stringify(report, null, 2));
+      const result = document.getElementById("verify-result");
+      result.textContent = report.identical
+        ? "IDENTICAL: rebuilt in a fresh process from its stored inputs, the model has the same bytes."
+        : `DIFFERENT: ${report.message || "the rebuilt model's bytes differ"}.`;
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "the report";
+      const pre = document.createElement("pre");
+      pre.textContent = JSON.stringify(report, null, 2);
+      details.append(summary, pre);
+      result.append(details);
+      result.hidden = false;
     } catch (e) { show("verify-result", "verify failed: " + e.message); }
     verify.disabled = false;
   });
