@@ -191,10 +191,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise InvalidRequest("give images or --csv, not both")
     if args.out and not args.csv:
         raise InvalidRequest("--out goes with --csv")
-    store, settings, policy = _context(args, creates=bool(args.model_uri))
-    images = args.images or ([settings.default_test_image_url] if settings.default_test_image_url else [])
-    if not args.csv and not images:
+    default_image = args.settings.default_test_image_url
+    images = args.images or ([default_image] if default_image else [])
+    if not args.csv and not images:  # a usage error before any store is looked for
         raise InvalidRequest("give one or more images, or --csv")
+    store, settings, policy = _context(args, creates=bool(args.model_uri))
     ensure_model(
         store, args.model, args.model_uri, settings.data_dir
     )  # fetched by hash and verified if absent
