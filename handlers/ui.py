@@ -12,6 +12,7 @@ and that other sites' pages cannot make the browser send.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import itertools
 import json
@@ -25,12 +26,14 @@ from markupsafe import Markup, escape
 from model.bases.registry import BASES
 from model.config import BALANCED, NO_LIMIT
 from model.errors import InvalidRequest, ModelNotFound
-from model.identity.manifest import manifest_rows, missing_objects
-from model.identity.recipe import fields_in_use
+from model.identity.manifest import load_manifest, manifest_rows, missing_objects
+from model.identity.recipe import fields_in_use, make_recipe, parse_hyperparameters
 from model.identity.views import VIEWS
 from model.jobs import fence as gc_fence
 from model.jobs import publications
+from model.jobs.state import read_recipe
 from model.lifecycle.catalog import STALLED_MESSAGE, model_rows, model_state, resolve_model
+from store import StoreError
 from store.hashing import is_sha1
 
 from . import web_guard
@@ -142,7 +145,7 @@ def models_page() -> str:
         rows = [r for r in rows if r["status"] not in FAILED]
     pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
     page = min(page, pages)
-    shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    shown = [{**r, **told_apart(r["model_sha1"])} for r in rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]]
     return render_template(
         "models.html",
         rows=shown,
@@ -153,6 +156,35 @@ def models_page() -> str:
         show_failed=show_failed,
         query="&failed=1" if show_failed else "",
     )
+
+
+def told_apart(model_sha1: str) -> dict[str, Any]:
+    """What tells one model from another in a list: its data (the CSV's hash and rows), its seed,
+    and each recipe field that is not what this service's defaults would make of the same data
+    and base. Read for the shown rows only."""
+    store, settings = _service().store, _service().settings
+    found = read_recipe(store, model_sha1)
+    if found is None:
+        return {}
+    recipe = found[0]
+    spec = BASES.get(recipe.base)
+    usual = make_recipe(
+        {**parse_hyperparameters({}, settings), "base": recipe.base, "extra_base": ""},
+        recipe.csv_sha1,
+        recipe.base_sha1,
+        spec.native_size if spec else 0,
+    )
+    mine, theirs = fields_in_use(recipe.to_dict()), fields_in_use(usual.to_dict())
+    hashes = ("csv_sha1", "base_sha1", "extra_base_sha1", "random_seed", "base")
+    differs = [
+        f"{name} {value if isinstance(value, str) else json.dumps(value)}"
+        for name, value in sorted(mine.items())
+        if name not in hashes and theirs.get(name) != value
+    ]
+    rows = None
+    with contextlib.suppress(ModelNotFound, StoreError):
+        rows = load_manifest(store, model_sha1)["inputs"]["csv"]["rows"]
+    return {"csv_sha1": recipe.csv_sha1, "csv_rows": rows, "seed": recipe.random_seed, "differs": differs}
 
 
 #: Job states that end without a model.
@@ -211,7 +243,9 @@ def model_page(model_sha1: str) -> str | tuple[str, int] | Response:
 
 @blueprint.get("/ui/label")
 def label_page() -> str:
-    ready = [r for r in model_rows(_service().store) if r["status"] == "ready"]
+    ready = [
+        {**r, **told_apart(r["model_sha1"])} for r in model_rows(_service().store) if r["status"] == "ready"
+    ]
     return render_template("label.html", models=ready, chosen=request.args.get("model", ""))
 
 

@@ -220,3 +220,35 @@ def test_measured_numbers_are_rounded_for_people() -> None:
     from handlers.ui import sig
 
     assert (sig(0.36598122402126443), sig(0.0123456), sig(1.0), sig(None)) == ("0.366", "0.0123", "1", "")
+
+
+def test_models_are_told_apart_by_data_seed_and_what_differs_in_their_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 41, item 9: the list and the Label page's menu showed hashes and labels only."""
+    from model.identity.recipe import make_recipe, parse_hyperparameters
+
+    web, store = client(tmp_path, monkeypatch)
+    settings = web.application.extensions["stl"].settings
+    usual = make_recipe(parse_hyperparameters({}, settings), "c" * 40, "b" * 40, 260)
+    other = make_recipe(
+        parse_hyperparameters({"random_seed": 7, "views": ["original"], "l2": 0.01}, settings),
+        "d" * 40,
+        "b" * 40,
+        260,
+    )
+    for recipe in (usual, other):
+        jobs.record_recipe(store, recipe, None)
+        jobs.write_status(store, recipe.sha1, "ready", labels=["a", "b"])
+    page = web.get("/").get_data(as_text=True)
+    row = page[page.index(f'data-sha1="{other.sha1}"') :]
+    assert (
+        f">{'d' * 12}</a>" in row and "efficientnet-lite2, seed 7, l2 0.01, views [&#34;original&#34;]" in row
+    )
+    row = page[page.index(f'data-sha1="{usual.sha1}"') :]
+    assert f"efficientnet-lite2, seed {usual.random_seed}</td>" in row
+    menu = web.get("/ui/label").get_data(as_text=True)
+    assert (
+        f"{other.sha1[:12]} · a, b · data {'d' * 8} · seed 7 · l2 0.01 · views [&#34;original&#34;] · "
+        in menu
+    )
