@@ -243,7 +243,8 @@ def test_models_are_told_apart_by_data_seed_and_what_differs_in_their_recipe(
     page = web.get("/").get_data(as_text=True)
     row = page[page.index(f'data-sha1="{other.sha1}"') :]
     assert (
-        f">{'d' * 12}</a>" in row and "efficientnet-lite2, seed 7, l2 0.01, views [&#34;original&#34;]" in row
+        f">{'d' * 12}</code>" in row
+        and "efficientnet-lite2, seed 7, l2 0.01, views [&#34;original&#34;]" in row
     )
     row = page[page.index(f'data-sha1="{usual.sha1}"') :]
     assert f"efficientnet-lite2, seed {usual.random_seed}</td>" in row

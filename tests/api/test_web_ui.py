@@ -135,7 +135,8 @@ def test_train_watch_progress_inspect_verify_and_label_in_a_browser(
     row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-sha1="{model_sha1}"]')))
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
     assert cells[0] == "ready" and cells[1] == "checks, dots, stripes" and cells[2] == accuracy
-    assert cells[3] == "efficientnet-lite2" and cells[5] == model_sha1
+    assert cells[3].endswith(" rows)") and cells[4].startswith("efficientnet-lite2, seed ")
+    assert cells[6] == model_sha1
     save(driver, shots, "5-models")
 
     # -- label an image: upload, then the label and the probability bars ----------------------
