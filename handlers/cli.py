@@ -49,9 +49,9 @@ def sha1_arg(value: str) -> str:
 
 def model_arg(value: str) -> str:
     """argparse type for a model: its sha1 or a prefix of one (``catalog.resolve_model`` finds it)."""
-    from model.lifecycle.catalog import MIN_PREFIX
+    from model.lifecycle.catalog import MIN_PREFIX, is_model_name
 
-    if not (MIN_PREFIX <= len(value) <= 40 and all(c in "0123456789abcdef" for c in value)):
+    if not is_model_name(value):
         raise argparse.ArgumentTypeError(
             f"must be a model's sha1 or a prefix of at least {MIN_PREFIX} lowercase hex digits, got {value!r}"
         )

@@ -144,8 +144,9 @@ def error_response(status: int, message: str) -> Response:
     return response
 
 
-def too_many_attempts(error: TooManyAttempts) -> Response:
-    response = error_response(429, str(error))
+def retry_after(status: int, error: TooManyAttempts | Busy) -> Response:
+    """An answer that says when to come back (429: a throttled sign-in, 503: a busy worker)."""
+    response = error_response(status, str(error))
     response.headers["Retry-After"] = str(error.retry_after)
     return response
 
@@ -173,12 +174,8 @@ def handle(error: Exception) -> Response:
         return error_response(status, f"store unavailable: {error}")
     if isinstance(error, (NotReady, BaseUnavailable)):  # the remedy, for whoever deploys it
         return error_response(status, str(error))
-    if isinstance(error, Busy):
-        response = error_response(status, str(error))
-        response.headers["Retry-After"] = str(error.retry_after)
-        return response
-    if isinstance(error, TooManyAttempts):
-        return too_many_attempts(error)
+    if isinstance(error, (TooManyAttempts, Busy)):
+        return retry_after(status, error)
     if status >= 500:
         # The store's messages name its location; that is for the log, not the client.
         log.error("%s: %s", type(error).__name__, error)

@@ -121,25 +121,35 @@ class ObjectStore:
             self._publish(sha1, src, size)
         return sha1
 
+    def _staging_dirs(self) -> list[str]:
+        """The folders on this machine's disk the store stages writes in: its own, then its local
+        cache's (a remote store); none for a memory store."""
+        cache = self.cache.transport.staging_dir if self.cache else None
+        return list(dict.fromkeys(d for d in (self.transport.staging_dir, cache) if d))
+
     def _local_disk(self) -> str | None:
         """The folder on this machine's disk that the store writes through: its staging folder,
         or its local cache's (a remote store); None where it has none (memory)."""
-        return self.transport.staging_dir or (self.cache.transport.staging_dir if self.cache else None)
+        return next(iter(self._staging_dirs()), None)
 
     def stale_staging(self, older_than: float) -> list[tuple[Path, int]]:
         """Staged copies on this machine's disk last written before ``older_than`` (epoch
         seconds): what a process killed mid-write left (``files.stale_staged``)."""
-        dirs = {self.transport.staging_dir, self.cache.transport.staging_dir if self.cache else None}
-        return [found for d in sorted(filter(None, dirs)) for found in stale_staged(d, older_than)]
+        return [found for d in self._staging_dirs() for found in stale_staged(d, older_than)]
 
-    def remove_stale_staging(self, older_than: float) -> tuple[int, int]:
-        """Remove what ``stale_staging`` finds; (files, bytes) removed."""
+    @staticmethod
+    def remove_staged(found: list[tuple[Path, int]]) -> tuple[int, int]:
+        """Remove staged copies ``stale_staging`` found; (files, bytes) removed."""
         files = size = 0
-        for path, n in self.stale_staging(older_than):
+        for path, n in found:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 files, size = files + 1, size + n
         return files, size
+
+    def remove_stale_staging(self, older_than: float) -> tuple[int, int]:
+        """Remove what ``stale_staging`` finds; (files, bytes) removed."""
+        return self.remove_staged(self.stale_staging(older_than))
 
     def free_bytes(self) -> int | None:
         """Free space on the store's local disk (``_local_disk``), or None where it has none."""

@@ -213,13 +213,13 @@ def _too_many(name: str, entries: int, max_entries: int) -> DataError:
     )
 
 
-_EOCD = struct.Struct(
-    "<4s4H2LH"
-)  # signature, disks, entries here, entries in all, directory size, offset, comment
-_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
-_ZIP64_EOCD = struct.Struct(
-    "<4sQ2H2L4Q"
-)  # signature, size, versions, disks, entries here, in all, size, offset
+# The end records' layouts (little-endian, as the zip format writes them):
+# signature, disk numbers, entries here, entries in all, directory size, its offset, comment length;
+_EOCD = struct.Struct("<4s4H2LH")
+# signature, disk, offset of the zip64 end record, disks;
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+# signature, record size, versions, disk numbers, entries here, entries in all, directory size, offset.
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 
 
 def stated_entries(f: BinaryIO) -> int | None:

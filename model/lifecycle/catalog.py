@@ -57,13 +57,17 @@ def model_rows(store: ObjectStore, offset: int = 0, limit: int | None = None) ->
     return [row for row, _record in models_with_records(store, offset, limit)]
 
 
+def _model_sha1s(names: set[str]) -> set[str]:
+    """The models that ref names under ``models/`` speak of (``models/<sha1>/...``)."""
+    return {parts[1] for parts in (n.split("/") for n in names) if len(parts) >= 3 and is_sha1(parts[1])}
+
+
 def models_with_records(
     store: ObjectStore, offset: int = 0, limit: int | None = None
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """``model_rows``, each with the job record it was read from (None: a model with no job here)."""
     names = set(store.list_refs("models"))
-    sha1s = sorted({n.split("/")[1] for n in names if n.count("/") >= 2 and is_sha1(n.split("/")[1])})
-    pairs = [_row_and_record(store, s, names) for s in sha1s]
+    pairs = [_row_and_record(store, s, names) for s in sorted(_model_sha1s(names))]
     pairs.sort(key=lambda p: (p[0]["updated_at"] or 0, p[0]["model_sha1"]), reverse=True)
     return pairs[offset : None if limit is None else offset + limit]
 
@@ -132,18 +136,22 @@ def model_state(store: ObjectStore, model_sha1: str) -> ModelState:
 MIN_PREFIX = 7
 
 
+def is_model_name(name: str) -> bool:
+    """A model's sha1, or a prefix of one that ``resolve_model`` looks up (its shape alone)."""
+    return MIN_PREFIX <= len(name) <= 40 and all(c in "0123456789abcdef" for c in name)
+
+
 def resolve_model(store: ObjectStore, name: str) -> str:
     """The full sha1 of the model ``name`` names: itself, or the one model of this store whose
     sha1 starts with it (at least MIN_PREFIX hex digits: the pages show 12, export's file names
     too). A full sha1 is taken as it is, known here or not (``stl infer --model-uri`` fetches it)."""
     if is_sha1(name):
         return name
-    if not (MIN_PREFIX <= len(name) < 40 and all(c in "0123456789abcdef" for c in name)):
+    if not is_model_name(name):
         raise InvalidRequest(
             f"a model is named by its sha1 or a prefix of at least {MIN_PREFIX} lowercase hex digits, got {name!r}"
         )
-    names = [n.split("/") for n in store.list_refs("models")]
-    found = sorted({parts[1] for parts in names if len(parts) >= 3 and parts[1].startswith(name)})
+    found = sorted(s for s in _model_sha1s(set(store.list_refs("models"))) if s.startswith(name))
     if not found:
         raise ModelNotFound(name)
     if len(found) > 1:

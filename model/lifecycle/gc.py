@@ -222,7 +222,7 @@ def _collect(
     stale = store.stale_staging(now - grace_s)
     report.stale_staging_files, report.stale_staging_bytes = len(stale), sum(n for _, n in stale)
     if window is not None:
-        store.remove_stale_staging(now - grace_s)  # no ref or object names them: outside the fence
+        store.remove_staged(stale)  # no ref or object names them: outside the fence
         window.confirm()
         for name in report.cache_refs_dropped:
             store.delete_ref(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -192,17 +193,24 @@ def test_the_recipe_table_shows_what_the_head_reads_and_what_the_values_mean() -
     assert recipe_rows({"data_limit": 40})[0] == ("data_limit", 40, "at most 40 photos per label")
 
 
+def recorded(web: FlaskClient, params: dict, csv_sha1: str, status: str, **fields: object) -> Any:
+    """A job as the store records it, with no training behind it: the recipe ``params`` make of
+    ``csv_sha1`` (Lite2's native size, a made-up base sha1), and a status record."""
+    from model.identity.recipe import make_recipe, parse_hyperparameters
+
+    service = web.application.extensions["stl"]
+    recipe = make_recipe(parse_hyperparameters(params, service.settings), csv_sha1, "b" * 40, 260)
+    jobs.record_recipe(service.store, recipe, None)
+    jobs.write_status(service.store, recipe.sha1, status, **fields)
+    return recipe
+
+
 def test_a_failed_model_page_offers_retry_and_delete_and_retry_starts_the_recipe_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 41, item 9: a failed model's page had no way on but a new request by hand."""
-    from model.identity.recipe import make_recipe, parse_hyperparameters
-
     web, store = client(tmp_path, monkeypatch)
-    settings = web.application.extensions["stl"].settings
-    recipe = make_recipe(parse_hyperparameters({}, settings), "c" * 40, "b" * 40, 260)
-    jobs.record_recipe(store, recipe, None)
-    jobs.write_status(store, recipe.sha1, "error", message="CSV line 2: empty label")
+    recipe = recorded(web, {}, "c" * 40, "error", message="CSV line 2: empty label")
     page = web.get(f"/ui/models/{recipe.sha1}").get_data(as_text=True)
     assert 'id="retry"' in page and 'id="delete"' in page and "CSV line 2: empty label" in page
     monkeypatch.setattr("handlers.training._start", lambda *args: None)  # started, not run here
@@ -226,20 +234,11 @@ def test_models_are_told_apart_by_data_seed_and_what_differs_in_their_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 41, item 9: the list and the Label page's menu showed hashes and labels only."""
-    from model.identity.recipe import make_recipe, parse_hyperparameters
-
-    web, store = client(tmp_path, monkeypatch)
-    settings = web.application.extensions["stl"].settings
-    usual = make_recipe(parse_hyperparameters({}, settings), "c" * 40, "b" * 40, 260)
-    other = make_recipe(
-        parse_hyperparameters({"random_seed": 7, "views": ["original"], "l2": 0.01}, settings),
-        "d" * 40,
-        "b" * 40,
-        260,
+    web, _store = client(tmp_path, monkeypatch)
+    usual = recorded(web, {}, "c" * 40, "ready", labels=["a", "b"])
+    other = recorded(
+        web, {"random_seed": 7, "views": ["original"], "l2": 0.01}, "d" * 40, "ready", labels=["a", "b"]
     )
-    for recipe in (usual, other):
-        jobs.record_recipe(store, recipe, None)
-        jobs.write_status(store, recipe.sha1, "ready", labels=["a", "b"])
     page = web.get("/").get_data(as_text=True)
     row = page[page.index(f'data-sha1="{other.sha1}"') :]
     assert (
